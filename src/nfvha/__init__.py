@@ -1,0 +1,1 @@
+"""nfvha: coordinated multi-layer high availability for NFV."""

@@ -1,0 +1,1 @@
+"""Layer 3: the host agent (NFVI level) and the host supervisor."""

@@ -1,0 +1,178 @@
+"""The agent's end of a VM's guest channel (unix socket, like virtio-serial).
+
+Heartbeat challenge/response detects a hung VM: a ping every interval, and a
+VM that has not answered for ``misses`` intervals is hung. The guest also
+reports its VNFCs' starts and exits; those reports are acknowledged only
+after the agent has spooled them, so none is lost across an agent restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from nfvha.util.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class GuestVnfc(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    pid: int | None = None
+    start_ticks: int | None = None
+    state: Literal["running", "exited", "stopped"]
+    exit_status: int | None = None
+    exit_desc: str | None = None
+
+
+class GuestEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    seq: int
+    kind: Literal["vnfc-started", "vnfc-exited"]
+    vnfc: str
+    pid: int | None = None
+    start_ticks: int | None = None
+    exit_status: int | None = None
+    exit_desc: str | None = None
+    expected: bool = False
+    mono_ns: int
+
+
+class GuestHandler(Protocol):
+    """What a guest link tells the VM manager."""
+
+    async def guest_event(self, vm: str, event: GuestEvent) -> None: ...
+
+    def guest_state(self, vm: str, vnfcs: dict[str, GuestVnfc]) -> None: ...
+
+    def guest_hung(self, vm: str, detected_mono_ns: int) -> None: ...
+
+    def guest_responsive(self, vm: str) -> None: ...
+
+
+class GuestLink:
+    def __init__(
+        self,
+        vm: str,
+        socket_path: Path,
+        clock: Clock,
+        interval_ms: int,
+        misses: int,
+        handler: GuestHandler,
+    ) -> None:
+        self.vm = vm
+        self._path = socket_path
+        self._clock = clock
+        self._interval_s = interval_ms / 1000
+        self._hang_after_ns = interval_ms * misses * 1_000_000
+        self._handler = handler
+        self._writer: asyncio.StreamWriter | None = None
+        self._last_pong_ns = 0
+        self._n = 0
+        self.hung = False
+        self.connected = asyncio.Event()
+        self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"guest-{self.vm}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._writer is not None:
+            self._writer.close()
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        w = self._writer
+        if w is None or w.is_closing():
+            return False
+        w.write(json.dumps(msg).encode() + b"\n")
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self._path))
+            except OSError:
+                # The guest is still booting (socket not bound yet).
+                await asyncio.sleep(0.02)
+                continue
+            self._writer = writer
+            self._last_pong_ns = self._clock.mono_ns()
+            self.send({"op": "hello"})
+            self.connected.set()
+            pinger = asyncio.create_task(self._ping_loop())
+            try:
+                await self._read_loop(reader)
+            except (OSError, ValueError) as e:
+                log.info("guest channel of %s: %s", self.vm, e)
+            finally:
+                pinger.cancel()
+                self.connected.clear()
+                self._writer = None
+                writer.close()
+            await asyncio.sleep(0.05)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionResetError("guest closed the channel")
+            msg = json.loads(line)
+            op = msg.get("op")
+            if op == "pong":
+                self._last_pong_ns = self._clock.mono_ns()
+                if self.hung:
+                    self.hung = False
+                    self._handler.guest_responsive(self.vm)
+            elif op == "event":
+                try:
+                    ev = GuestEvent.model_validate(msg)
+                except ValidationError as e:
+                    log.warning("bad guest event from %s: %s", self.vm, e)
+                    continue
+                await self._handler.guest_event(self.vm, ev)
+                self.send({"op": "ack", "seq": ev.seq})
+            elif op == "state":
+                try:
+                    vnfcs = {k: GuestVnfc.model_validate(v) for k, v in msg["vnfcs"].items()}
+                except (ValidationError, KeyError, AttributeError) as e:
+                    log.warning("bad guest state from %s: %s", self.vm, e)
+                    continue
+                self._handler.guest_state(self.vm, vnfcs)
+            else:
+                await self._replies.put(msg)
+
+    async def _ping_loop(self) -> None:
+        # Checked four times per interval so detection is not late by a whole interval.
+        check_every = self._interval_s / 4
+        next_ping = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if now >= next_ping:
+                self._n += 1
+                self.send({"op": "ping", "n": self._n})
+                next_ping = now + self._interval_s
+            silent_ns = self._clock.mono_ns() - self._last_pong_ns
+            if not self.hung and silent_ns > self._hang_after_ns:
+                self.hung = True
+                self._handler.guest_hung(self.vm, self._clock.mono_ns())
+            await asyncio.sleep(check_every)
+
+    async def request(self, msg: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
+        """Send a command and wait for the guest's first non-event reply."""
+        while not self._replies.empty():
+            self._replies.get_nowait()
+        if not self.send(msg):
+            raise ConnectionError(f"guest channel of {self.vm} is not connected")
+        return await asyncio.wait_for(self._replies.get(), timeout_s)

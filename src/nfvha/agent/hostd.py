@@ -1,0 +1,189 @@
+"""``nfvha hostd``: the host supervisor (the host's init, in the local NFVI).
+
+Three small jobs, kept apart from the agent so that each survives the other:
+- start the agent and restart it with backoff when it dies (MW-1), recording
+  how it ended in ``agent-exits.jsonl`` for the next agent to report;
+- be the child subreaper of the host: VMs and host processes are started
+  detached, so they are reparented here; reap them and record their wait
+  status in ``exits/<pid>.json`` (their "last words" need it);
+- send the host's heartbeat to the controller and to peer hosts over UDP and
+  tell the controller which peers it hears (HV-1): host liveness is this
+  process's, so an agent crash never looks like a dead host.
+
+Standard library only: it starts in a few milliseconds and has little to break.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from nfvha.util.files import atomic_write, atomic_write_json
+from nfvha.util.procs import describe_wait_status, read_stat
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class HostSupervisor:
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.cfg: dict[str, Any] = json.loads(config_path.read_text())
+        run_root = Path(os.environ.get("NFVHA_RUN_ROOT", "/tmp"))
+        self.host: str = self.cfg["host"]
+        self.host_dir = run_root / f"nfvha-{self.cfg['run_id']}" / "hosts" / self.host
+        self.exits_dir = self.host_dir / "exits"
+        self.exits_dir.mkdir(parents=True, exist_ok=True)
+        s = self.cfg.get("settings", {})
+        self.hb_interval = s.get("host_heartbeat_interval_ms", 100) / 1000
+        self.backoff_initial = s.get("agent_restart_backoff_initial_s", 0.05)
+        self.backoff_max = s.get("agent_restart_backoff_max_s", 5.0)
+        self.backoff_reset = s.get("restart_backoff_reset_s", 30.0)
+        self.backoff = 0.0
+        self.boot = uuid.uuid4().hex[:12]
+        self.agent_pid: int | None = None
+        self.agent_started = 0.0
+        self.stopping = False
+        self.peers_seen: dict[str, float] = {}
+        self.peer_addrs = {(p["ip"], int(p["port"])): p["host"] for p in self.cfg.get("peers", [])}
+
+    # -- agent -------------------------------------------------------------------
+    def start_agent(self) -> None:
+        log = os.open(self.host_dir / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            pid = os.posix_spawn(
+                self.cfg["python"],
+                [self.cfg["python"], "-m", "nfvha.agent.main", "--config", str(self.config_path)],
+                dict(os.environ),
+                file_actions=[(os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)],
+            )
+        finally:
+            os.close(log)
+        self.agent_pid = pid
+        self.agent_started = time.monotonic()
+        st = read_stat(pid)
+        atomic_write_json(
+            self.host_dir / "agent.pid",
+            {"pid": pid, "start_ticks": st.start_ticks if st else None},
+            fsync=False,
+        )
+
+    def agent_ended(self, status: int) -> None:
+        desc = describe_wait_status(status)
+        with open(self.host_dir / "agent-exits.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), "pid": self.agent_pid, "status": status,
+                                "desc": desc}) + "\n")
+        self.agent_pid = None
+        if self.stopping:
+            return
+        ran = time.monotonic() - self.agent_started
+        if ran >= self.backoff_reset or self.backoff == 0.0:
+            self.backoff = self.backoff_initial
+        else:
+            self.backoff = min(self.backoff * 2, self.backoff_max)
+        asyncio.get_running_loop().call_later(self.backoff, self._restart_agent)
+
+    def _restart_agent(self) -> None:
+        if not self.stopping and self.agent_pid is None:
+            self.start_agent()
+
+    # -- reaping orphans ---------------------------------------------------------
+    def reap(self) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            st = read_stat(pid)  # still a zombie thanks to WNOWAIT: its start time is readable
+            _, status = os.waitpid(pid, 0)
+            if pid == self.agent_pid:
+                self.agent_ended(status)
+                continue
+            rec = {"pid": pid, "start_ticks": st.start_ticks if st else None, "status": status,
+                   "desc": describe_wait_status(status), "time": time.time()}
+            atomic_write(self.exits_dir / f"{pid}.json", json.dumps(rec).encode(), fsync=False)
+
+    # -- heartbeats --------------------------------------------------------------
+    async def heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind((self.cfg["mgmt_ip"], int(self.cfg["heartbeat_port"])))
+        loop.add_reader(sock.fileno(), self._receive, sock)
+        controller = (self.cfg["controller_ip"], int(self.cfg["controller_port"]))
+        n = 0
+        while True:
+            n += 1
+            now = time.monotonic()
+            msg = json.dumps({
+                "t": "hb", "host": self.host, "boot": self.boot, "n": n,
+                "peers_seen_ms": {h: int((now - t) * 1000) for h, t in self.peers_seen.items()},
+            }).encode()
+            for addr in [controller, *self.peer_addrs]:
+                # A peer or controller that is down is normal here; UDP just drops.
+                with contextlib.suppress(OSError):
+                    sock.sendto(msg, addr)
+            await asyncio.sleep(self.hb_interval)
+
+    def _receive(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data, addr = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            host = self.peer_addrs.get(addr)
+            if host is not None and data.startswith(b"{"):
+                self.peers_seen[host] = time.monotonic()
+
+    async def run(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        with open(self.host_dir / "agent-exits.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), "boot": self.boot}) + "\n")
+        atomic_write_json(self.host_dir / "hostd.pid",
+                          {"pid": os.getpid(), "boot": self.boot}, fsync=False)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        self.start_agent()
+        hb = asyncio.create_task(self.heartbeat())
+        await stop.wait()
+        self.stopping = True
+        hb.cancel()
+        if self.agent_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.agent_pid, signal.SIGTERM)
+            for _ in range(100):
+                self.reap()
+                if self.agent_pid is None:
+                    break
+                await asyncio.sleep(0.02)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="nfvha hostd")
+    p.add_argument("--config", type=Path, required=True)
+    args = p.parse_args(argv)
+    asyncio.run(HostSupervisor(args.config).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The agent's on-disk spool of events not yet acknowledged by the controller.
+
+Append-only JSON lines; an event is written (to the OS, so it survives the
+agent's own crash) before it is sent, and fsync'ed at most every
+``fsync_interval_s`` (so a machine crash loses at most that window). The
+acknowledged watermark lives in a small side file; the log is compacted when
+everything in it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+
+from nfvha.model.events import Event
+from nfvha.util.clock import Clock
+from nfvha.util.files import atomic_write
+
+
+class EventSpool:
+    def __init__(self, directory: Path, clock: Clock, fsync_interval_s: float = 0.1) -> None:
+        self._dir = directory
+        self._log_path = directory / "spool.jsonl"
+        self._acked_path = directory / "spool.acked"
+        self._clock = clock
+        self._fsync_interval_ns = int(fsync_interval_s * 1e9)
+        self._last_fsync_ns = 0
+        self._pending: deque[Event] = deque()
+        self.acked_seq = 0
+        self.last_seq = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        self._load()
+        self._log = open(self._log_path, "ab")  # noqa: SIM115 - lives as long as the spool
+
+    def _load(self) -> None:
+        try:
+            self.acked_seq = int(self._acked_path.read_text().strip() or 0)
+        except FileNotFoundError:
+            self.acked_seq = 0
+        self.last_seq = self.acked_seq
+        try:
+            raw = self._log_path.read_bytes()
+        except FileNotFoundError:
+            return
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            try:
+                ev = Event.model_validate_json(line)
+            except ValueError:
+                continue  # a torn last line from a crash mid-write
+            self.last_seq = max(self.last_seq, ev.seq)
+            if ev.seq > self.acked_seq:
+                self._pending.append(ev)
+
+    def next_seq(self) -> int:
+        self.last_seq += 1
+        return self.last_seq
+
+    def append(self, event: Event) -> None:
+        self._log.write(event.model_dump_json().encode() + b"\n")
+        self._log.flush()
+        now = self._clock.mono_ns()
+        if now - self._last_fsync_ns >= self._fsync_interval_ns:
+            os.fsync(self._log.fileno())
+            self._last_fsync_ns = now
+        self._pending.append(event)
+
+    def pending(self) -> list[Event]:
+        return list(self._pending)
+
+    def ack(self, seq: int) -> None:
+        if seq <= self.acked_seq:
+            return
+        self.acked_seq = min(seq, self.last_seq)
+        while self._pending and self._pending[0].seq <= self.acked_seq:
+            self._pending.popleft()
+        atomic_write(self._acked_path, str(self.acked_seq).encode(), fsync=False)
+        if not self._pending and self._log.tell() > 1 << 20:
+            self._compact()
+
+    def _compact(self) -> None:
+        self._log.close()
+        atomic_write(self._log_path, b"", fsync=True)
+        self._log = open(self._log_path, "ab")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._log.flush()
+        os.fsync(self._log.fileno())
+        self._log.close()

@@ -1,0 +1,477 @@
+"""VMs and their VNFCs on one host: start, stop, watch, records, last words.
+
+A VM's death is seen through a pidfd (event-driven, the VM is not our child);
+a VM's hang through its guest link's heartbeat; a VNFC's death through the
+guest, which is its parent. After an agent restart, running VMs are adopted
+from the state file and never restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nfvha.agent.config import AgentConfig, VmLaunch
+from nfvha.agent.emit import Emitter
+from nfvha.agent.exits import wait_exit_status, zombie_status
+from nfvha.agent.guestlink import GuestEvent, GuestLink, GuestVnfc
+from nfvha.model.events import EventType, Kind, Severity
+from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths
+from nfvha.nfvi.fabric import FabricPlan, create_vm_network
+from nfvha.nfvi.spawn import spawn_detached
+from nfvha.util.clock import Clock
+from nfvha.util.files import atomic_write_json, tail_lines
+from nfvha.util.procs import describe_wait_status, is_same_process, kill_pid, pidfd_open
+from nfvha.util.runpaths import RunPaths
+from nfvha.wire.frames import VmInfo, VnfcInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VnfcRuntime:
+    name: str
+    vm: str
+    state: str = "unknown"
+    pid: int | None = None
+    since: float = 0.0
+
+
+@dataclass
+class VmRuntime:
+    spec: VmLaunch
+    state: str = "stopped"
+    pid: int | None = None
+    start_ticks: int | None = None
+    since: float = 0.0
+    pidfd: int | None = None
+    link: GuestLink | None = None
+    stopping: bool = False
+    last_sample: dict[str, Any] | None = None
+    vnfcs: dict[str, VnfcRuntime] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class VmManager:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        run: RunPaths,
+        clock: Clock,
+        emitter: Emitter,
+        cgroups: CgroupDriver | None,
+        on_change: Any,
+    ) -> None:
+        self._cfg = cfg
+        self._run = run
+        self._clock = clock
+        self._emit = emitter
+        self._cgroups = cgroups
+        self._plan = FabricPlan.from_json(cfg.fabric) if cfg.fabric else None
+        self._on_change = on_change  # () -> None: state file + inventory are stale
+        self._exits_dir = run.host_dir(cfg.host) / "exits"
+        self._actions = run.host_dir(cfg.host) / "vm-actions.log"
+        self._vnfc_waiters: dict[str, asyncio.Future[GuestEvent]] = {}
+        self.vms: dict[str, VmRuntime] = {}
+        for spec in cfg.vms:
+            rt = VmRuntime(spec=spec, since=clock.wall())
+            rt.vnfcs = {c.name: VnfcRuntime(name=c.name, vm=spec.name) for c in spec.vnfcs}
+            self.vms[spec.name] = rt
+
+    # -- helpers -----------------------------------------------------------
+    def _cgroup_rel(self, vm: str) -> str:
+        return f"{self._run.tag}/{self._cfg.host}/vm-{vm}"
+
+    def _vm_dir(self, vm: str) -> Path:
+        return self._run.vm_dir(vm)
+
+    def _log_action(self, vm: str, action: str, detail: str = "") -> None:
+        line = json.dumps({"time": self._clock.wall(), "vm": vm, "action": action, "detail": detail})
+        with open(self._actions, "a") as f:
+            f.write(line + "\n")
+
+    def _rt(self, vm: str) -> VmRuntime:
+        try:
+            return self.vms[vm]
+        except KeyError:
+            raise KeyError(f"no VM '{vm}' on host {self._cfg.host}") from None
+
+    def vm_of_vnfc(self, vnfc: str) -> VmRuntime:
+        for rt in self.vms.values():
+            if vnfc in rt.vnfcs:
+                return rt
+        raise KeyError(f"no VNFC '{vnfc}' on host {self._cfg.host}")
+
+    # -- state file --------------------------------------------------------
+    def saved_state(self) -> dict[str, Any]:
+        return {
+            name: {"pid": rt.pid, "start_ticks": rt.start_ticks, "state": rt.state,
+                   "since": rt.since}
+            for name, rt in self.vms.items()
+        }
+
+    async def adopt(self, saved: dict[str, Any]) -> None:
+        """Re-attach to VMs that kept running while the agent was away."""
+        for name, rec in saved.items():
+            rt = self.vms.get(name)
+            if rt is None or rec.get("state") not in ("running", "hung", "starting"):
+                if rt is not None and rec.get("state") == "crashed":
+                    rt.state = "crashed"
+                    rt.since = float(rec.get("since") or rt.since)
+                continue
+            pid, ticks = rec.get("pid"), rec.get("start_ticks")
+            if pid is None or ticks is None:
+                continue
+            rt.pid, rt.start_ticks = int(pid), int(ticks)
+            rt.since = float(rec.get("since") or self._clock.wall())
+            if is_same_process(rt.pid, rt.start_ticks):
+                rt.state = "running"
+                self._watch(rt)
+                self._log_action(name, "adopt", f"pid {rt.pid}")
+                self._emit.emit(
+                    Kind.VM_ADOPTED, f"vm/{name}", severity=Severity.INDETERMINATE,
+                    event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="agent-restart",
+                    description=f"VM {name} (pid {rt.pid}) re-adopted after agent restart",
+                    informational=True, details={"pid": rt.pid},
+                )
+            else:
+                # It died while no agent was watching: report it now.
+                rt.state = "running"
+                await self._vm_exited(rt, self._clock.mono_ns(), late=True)
+        self._on_change()
+
+    # -- VM lifecycle ------------------------------------------------------
+    async def start_vm(self, name: str, timeout_s: float = 15.0) -> dict[str, Any]:
+        rt = self._rt(name)
+        if rt.state in ("running", "starting", "hung") and rt.pid is not None and rt.start_ticks \
+                is not None and is_same_process(rt.pid, rt.start_ticks):
+            return {"vm": name, "pid": rt.pid, "already": True}
+        spec = rt.spec
+        vm_dir = self._vm_dir(name)
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        cg_paths: list[str] = []
+        if self._cgroups is not None:
+            rel = self._cgroup_rel(name)
+            if self._cgroups.exists(rel):
+                self._cgroups.kill_all(rel)  # leftovers of a previous life
+            self._cgroups.create(rel, memory_bytes=spec.memory_mb << 20, cpu_cores=spec.cpu)
+            cg_paths = cgroup_procs_paths(self._cgroups, rel)
+        if self._plan is not None:
+            await asyncio.to_thread(create_vm_network, self._plan, name)
+        guest_cfg = {
+            "vm": name,
+            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
+            "memory_hog_chunk_mb": 16,
+        }
+        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
+        with contextlib.suppress(FileNotFoundError):
+            (vm_dir / "guest.sock").unlink()
+        rt.stopping = False
+        rt.ready = asyncio.Event()
+        rt.exited = asyncio.Event()
+        rt.state = "starting"
+        spawned = await spawn_detached(
+            [self._cfg.python, "-m", "nfvha.nfvi.guest", "--vm-dir", str(vm_dir)],
+            netns=spec.netns,
+            cgroup_procs=cg_paths,
+            log=str(vm_dir / "console.log"),
+            pidfile=str(vm_dir / "vm.pid"),
+            python=self._cfg.python,
+        )
+        rt.pid, rt.start_ticks, rt.since = spawned.pid, spawned.start_ticks, self._clock.wall()
+        self._watch(rt)
+        self._log_action(name, "start", f"pid {rt.pid}")
+        self._on_change()
+        try:
+            await asyncio.wait_for(rt.ready.wait(), timeout_s)
+        except TimeoutError:
+            return {"vm": name, "pid": rt.pid, "ready": False}
+        rt.state = "running" if rt.state == "starting" else rt.state
+        self._emit.emit(
+            Kind.VM_STARTED, f"vm/{name}", severity=Severity.INDETERMINATE,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-start",
+            description=f"VM {name} started (pid {rt.pid})", clears=True,
+            details={"pid": rt.pid},
+        )
+        self._on_change()
+        return {"vm": name, "pid": rt.pid, "ready": True}
+
+    async def stop_vm(self, name: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        rt = self._rt(name)
+        if rt.pid is None or rt.start_ticks is None or rt.state in ("stopped", "crashed"):
+            return {"vm": name, "already": True}
+        rt.stopping = True
+        kill_pid(rt.pid, signal.SIGTERM, ticks=rt.start_ticks)
+        try:
+            await asyncio.wait_for(rt.exited.wait(), timeout_s)
+        except TimeoutError:
+            kill_pid(rt.pid, signal.SIGKILL, ticks=rt.start_ticks)
+            await asyncio.wait_for(rt.exited.wait(), timeout_s)
+        return {"vm": name, "stopped": True}
+
+    def _watch(self, rt: VmRuntime) -> None:
+        assert rt.pid is not None and rt.start_ticks is not None
+        fd = pidfd_open(rt.pid)
+        loop = asyncio.get_running_loop()
+        if fd is None or not is_same_process(rt.pid, rt.start_ticks):
+            if fd is not None:
+                os.close(fd)
+            loop.call_soon(self._on_pidfd, rt, None)
+            return
+        rt.pidfd = fd
+        loop.add_reader(fd, self._on_pidfd, rt, fd)
+        if rt.link is None:
+            rt.link = GuestLink(
+                rt.spec.name, self._vm_dir(rt.spec.name) / "guest.sock", self._clock,
+                self._cfg.settings.guest_heartbeat_interval_ms,
+                self._cfg.settings.guest_heartbeat_misses, self,
+            )
+            rt.link.start()
+
+    def _on_pidfd(self, rt: VmRuntime, fd: int | None) -> None:
+        detected = self._clock.mono_ns()
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+            rt.pidfd = None
+        asyncio.create_task(self._vm_exited(rt, detected))
+
+    async def _vm_exited(self, rt: VmRuntime, detected_mono_ns: int, late: bool = False) -> None:
+        name, pid, ticks = rt.spec.name, rt.pid, rt.start_ticks
+        if rt.state in ("stopped", "crashed"):
+            return
+        if rt.link is not None:
+            await rt.link.stop()
+            rt.link = None
+        status = zombie_status(pid, ticks) if pid is not None and ticks is not None else None
+        desc = describe_wait_status(status) if status is not None else None
+        expected = rt.stopping
+        rt.state = "stopped" if expected else "crashed"
+        rt.since = self._clock.wall()
+        entity = f"vm/{name}"
+        if expected:
+            self._emit.emit(
+                Kind.VM_STOPPED, entity, severity=Severity.INDETERMINATE,
+                event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-stop",
+                description=f"VM {name} stopped", informational=True,
+            )
+        else:
+            self._emit.emit(
+                Kind.VM_CRASHED, entity, severity=Severity.CRITICAL,
+                event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-crash",
+                description=f"VM {name} (pid {pid}) died"
+                + (f": {desc}" if desc else "") + (" while the agent was down" if late else ""),
+                detected_mono_ns=detected_mono_ns,
+                details={"pid": pid, "exit_status": status, "exit_desc": desc,
+                         "detected_late": late},
+            )
+        for v in rt.vnfcs.values():
+            if v.state == "running":
+                v.state = "stopped" if expected else "exited"
+                v.since = self._clock.wall()
+                if not expected:
+                    self._emit.emit(
+                        Kind.VNFC_CRASHED, f"vnfc/{v.name}", severity=Severity.MAJOR,
+                        event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-crash",
+                        description=f"VNFC {v.name} lost with its VM {name}",
+                        detected_mono_ns=detected_mono_ns,
+                        details={"cause_entity": entity},
+                    )
+        if self._cgroups is not None:
+            await asyncio.to_thread(self._cgroups.kill_all, self._cgroup_rel(name))
+        self._log_action(name, "stop" if expected else "crash", desc or "")
+        rt.exited.set()
+        self._on_change()
+        if pid is not None and ticks is not None:
+            asyncio.create_task(self._last_words(rt, pid, ticks, status, expected))
+
+    async def _last_words(
+        self, rt: VmRuntime, pid: int, ticks: int, status: int | None, expected: bool
+    ) -> None:
+        name = rt.spec.name
+        if status is None:
+            status, desc = await wait_exit_status(self._exits_dir, pid, ticks)
+        else:
+            desc = describe_wait_status(status)
+        words = {
+            "vm": name,
+            "host": self._cfg.host,
+            "pid": pid,
+            "exit_status": status,
+            "exit_desc": desc,
+            "expected": expected,
+            "time": self._clock.wall(),
+            "console": tail_lines(
+                self._vm_dir(name) / "console.log", self._cfg.settings.last_words_console_lines
+            ),
+            "last_sample": rt.last_sample,
+        }
+        atomic_write_json(self._vm_dir(name) / "last-words.json", words, fsync=False)
+        self._emit.emit(
+            Kind.VM_LAST_WORDS, f"vm/{name}", severity=Severity.INDETERMINATE,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-last-words",
+            description=f"last words of VM {name}: {desc}", informational=True, details=words,
+        )
+
+    # -- VNFCs -------------------------------------------------------------
+    async def start_vnfc(self, name: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        rt = self.vm_of_vnfc(name)
+        if rt.link is None or not rt.link.connected.is_set():
+            raise RuntimeError(f"VM {rt.spec.name} of VNFC {name} is not running")
+        if rt.vnfcs[name].state == "running":
+            return {"vnfc": name, "pid": rt.vnfcs[name].pid, "already": True}
+        fut: asyncio.Future[GuestEvent] = asyncio.get_running_loop().create_future()
+        self._vnfc_waiters[name] = fut
+        rt.link.send({"op": "vnfc-start", "name": name})
+        ev = await asyncio.wait_for(fut, timeout_s)
+        return {"vnfc": name, "pid": ev.pid}
+
+    async def stop_vnfc(self, name: str, sig: str = "TERM") -> dict[str, Any]:
+        rt = self.vm_of_vnfc(name)
+        if rt.link is None or not rt.link.send({"op": "vnfc-stop", "name": name, "signal": sig}):
+            raise RuntimeError(f"VM {rt.spec.name} of VNFC {name} is not running")
+        return {"vnfc": name, "signal": sig}
+
+    # -- GuestHandler ------------------------------------------------------
+    async def guest_event(self, vm: str, event: GuestEvent) -> None:
+        rt = self.vms[vm]
+        v = rt.vnfcs.get(event.vnfc)
+        if v is None:
+            return
+        entity = f"vnfc/{event.vnfc}"
+        if event.kind == "vnfc-started":
+            v.state, v.pid, v.since = "running", event.pid, self._clock.wall()
+            self._emit.emit(
+                Kind.VNFC_STARTED, entity, severity=Severity.INDETERMINATE,
+                event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vnfc-start",
+                description=f"VNFC {event.vnfc} started (pid {event.pid}) in VM {vm}",
+                clears=True, detected_mono_ns=event.mono_ns, details={"pid": event.pid, "vm": vm},
+            )
+            fut = self._vnfc_waiters.pop(event.vnfc, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+            if all(x.state == "running" for x in rt.vnfcs.values()):
+                rt.ready.set()
+        else:
+            v.state = "stopped" if event.expected else "exited"
+            v.since = self._clock.wall()
+            if event.expected:
+                self._emit.emit(
+                    Kind.VNFC_STOPPED, entity, severity=Severity.INDETERMINATE,
+                    event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vnfc-stop",
+                    description=f"VNFC {event.vnfc} stopped", informational=True,
+                    detected_mono_ns=event.mono_ns, details={"vm": vm},
+                )
+            else:
+                self._emit.emit(
+                    Kind.VNFC_CRASHED, entity, severity=Severity.MAJOR,
+                    event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vnfc-crash",
+                    description=f"VNFC {event.vnfc} (pid {event.pid}) in VM {vm} died:"
+                    f" {event.exit_desc}",
+                    detected_mono_ns=event.mono_ns,
+                    details={"pid": event.pid, "vm": vm, "exit_status": event.exit_status,
+                             "exit_desc": event.exit_desc},
+                )
+        self._on_change()
+
+    def guest_state(self, vm: str, vnfcs: dict[str, GuestVnfc]) -> None:
+        rt = self.vms[vm]
+        for name, g in vnfcs.items():
+            v = rt.vnfcs.get(name)
+            if v is not None:
+                v.state, v.pid = g.state, g.pid
+        if rt.vnfcs and all(x.state == "running" for x in rt.vnfcs.values()):
+            rt.ready.set()
+        if not rt.vnfcs:
+            rt.ready.set()
+        if rt.state == "starting" and rt.ready.is_set():
+            rt.state = "running"
+        self._on_change()
+
+    def guest_hung(self, vm: str, detected_mono_ns: int) -> None:
+        rt = self.vms[vm]
+        if rt.state not in ("running", "starting"):
+            return
+        rt.state = "hung"
+        ms = self._cfg.settings.guest_hang_after_ms
+        self._log_action(vm, "hang", f"no heartbeat answer for {ms} ms")
+        self._emit.emit(
+            Kind.VM_HUNG, f"vm/{vm}", severity=Severity.CRITICAL,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-hang",
+            description=f"VM {vm} does not answer its guest heartbeat ({ms} ms)",
+            detected_mono_ns=detected_mono_ns, details={"silent_ms": ms},
+        )
+        self._on_change()
+
+    def guest_responsive(self, vm: str) -> None:
+        rt = self.vms[vm]
+        if rt.state != "hung":
+            return
+        rt.state = "running"
+        self._log_action(vm, "responsive")
+        self._emit.emit(
+            Kind.VM_RESPONSIVE, f"vm/{vm}", severity=Severity.CLEARED,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-hang",
+            description=f"VM {vm} answers its guest heartbeat again", clears=True,
+        )
+        self._on_change()
+
+    # -- records (NFVI-5, HV-6) ----------------------------------------------
+    def sample(self, rt: VmRuntime) -> dict[str, Any] | None:
+        if self._cgroups is None:
+            return None
+        rel = self._cgroup_rel(rt.spec.name)
+        return {
+            "time": self._clock.wall(),
+            "memory_bytes": self._cgroups.memory_usage_bytes(rel),
+            "memory_limit_bytes": self._cgroups.memory_limit_bytes(rel),
+            "cpu_usage_ns": self._cgroups.cpu_usage_ns(rel),
+            "oom_kills": self._cgroups.oom_kill_count(rel),
+            "state": rt.state,
+        }
+
+    async def record_loop(self) -> None:
+        keep = self._cfg.settings.vm_records_kept
+        while True:
+            await asyncio.sleep(self._cfg.settings.vm_record_interval_s)
+            for rt in self.vms.values():
+                if rt.state not in ("running", "hung", "starting"):
+                    continue
+                try:
+                    s = await asyncio.to_thread(self.sample, rt)
+                except OSError:
+                    continue
+                if s is None:
+                    continue
+                rt.last_sample = s
+                path = self._vm_dir(rt.spec.name) / "records.jsonl"
+                with open(path, "a") as f:
+                    f.write(json.dumps(s) + "\n")
+                if path.stat().st_size > keep * 400:
+                    lines = tail_lines(path, keep, max_bytes=keep * 400)
+                    path.write_text("\n".join(lines) + "\n")
+            self._on_change()
+
+    # -- inventory ---------------------------------------------------------
+    def inventory(self) -> tuple[list[VmInfo], list[VnfcInfo]]:
+        vms, vnfcs = [], []
+        for name, rt in self.vms.items():
+            s = rt.last_sample or {}
+            vms.append(VmInfo(
+                name=name, state=rt.state, pid=rt.pid, since=rt.since,  # type: ignore[arg-type]
+                memory_bytes=s.get("memory_bytes"), cpu_usage_ns=s.get("cpu_usage_ns"),
+            ))
+            for v in rt.vnfcs.values():
+                vnfcs.append(VnfcInfo(
+                    name=v.name, vm=name, state=v.state, pid=v.pid,  # type: ignore[arg-type]
+                    since=v.since,
+                ))
+        return vms, vnfcs

@@ -1,0 +1,134 @@
+"""The controller's REST API: inventory, event log, VM/VNFC operations."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query
+from pydantic import BaseModel
+
+from nfvha.controller.agents import AgentServer
+from nfvha.controller.bus import EventBus
+from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
+from nfvha.model.events import Kind, StoredEvent
+from nfvha.model.topology import Topology
+from nfvha.wire.frames import CommandOp
+
+
+class OperationResult(BaseModel):
+    ok: bool
+    host: str
+    result: dict[str, Any]
+
+
+def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
+               agents: AgentServer) -> FastAPI:
+    app = FastAPI(title="nfvha controller", version="0.1.0")
+
+    def host_of_vm(vm: str) -> str:
+        try:
+            return topology.vm(vm).host
+        except KeyError:
+            valid = ", ".join(v.name for v in topology.vms)
+            raise HTTPException(404, f"no VM named '{vm}'; valid: {valid}") from None
+
+    def vm_of_vnfc(vnfc: str) -> str:
+        for _, c in topology.components():
+            if c.name == vnfc:
+                return c.vm
+        valid = ", ".join(c.name for _, c in topology.components())
+        raise HTTPException(404, f"no VNFC named '{vnfc}'; valid: {valid}")
+
+    async def operate(host: str, op: CommandOp, target: str, **args: object) -> OperationResult:
+        try:
+            reply = await agents.command(host, op, target, **args)
+        except ConnectionError as e:
+            raise HTTPException(503, str(e)) from None
+        except TimeoutError:
+            raise HTTPException(504, f"agent on {host} did not answer {op} in time") from None
+        if not reply.ok:
+            raise HTTPException(409, reply.error or "refused by the agent")
+        return OperationResult(ok=True, host=host, result=reply.result)
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "run_id": run_id}
+
+    @app.get("/v1/status")
+    async def status() -> StatusView:
+        return StatusView(run_id=run_id, hosts=view.hosts(), vms=view.vms(),
+                          vnfcs=view.vnfcs(), last_event_id=bus.last_id)
+
+    @app.get("/v1/hosts")
+    async def hosts() -> list[HostView]:
+        return view.hosts()
+
+    @app.get("/v1/hosts/{name}")
+    async def host(name: str) -> HostView:
+        for h in view.hosts():
+            if h.name == name:
+                return h
+        raise HTTPException(404, f"no host named '{name}'")
+
+    @app.get("/v1/hosts/{name}/conditions")
+    async def conditions(name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+                         ) -> list[dict[str, Any]]:
+        if name not in topology.host_names():
+            raise HTTPException(404, f"no host named '{name}'")
+        return bus.store.host_conditions(name, limit)
+
+    @app.get("/v1/vms")
+    async def vms() -> list[VmView]:
+        return view.vms()
+
+    @app.get("/v1/vms/{name}/last-words")
+    async def last_words(name: str) -> dict[str, Any]:
+        host_of_vm(name)
+        ev = bus.store.latest(Kind.VM_LAST_WORDS.value, f"vm/{name}")
+        if ev is None:
+            raise HTTPException(404, f"VM '{name}' has no recorded last words")
+        return ev.details
+
+    @app.post("/v1/vms/{name}/{action}")
+    async def vm_action(name: str, action: Literal["start", "stop"]) -> OperationResult:
+        op: CommandOp = "vm.start" if action == "start" else "vm.stop"
+        return await operate(host_of_vm(name), op, name)
+
+    @app.get("/v1/vnfcs")
+    async def vnfcs() -> list[VnfcView]:
+        return view.vnfcs()
+
+    @app.post("/v1/vnfcs/{name}/{action}")
+    async def vnfc_action(name: str, action: Literal["start", "stop"]) -> OperationResult:
+        op: CommandOp = "vnfc.start" if action == "start" else "vnfc.stop"
+        return await operate(host_of_vm(vm_of_vnfc(name)), op, name)
+
+    @app.get("/v1/events")
+    async def events(
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        kind: Kind | None = None,
+        entity: str | None = None,
+        host: str | None = None,
+        wait: Annotated[float, Query(ge=0, le=60)] = 0,
+    ) -> list[StoredEvent]:
+        """The event log. With ``wait``, a long poll: returns as soon as there is
+        anything after ``after`` (or when ``wait`` seconds have passed)."""
+        def query() -> list[StoredEvent]:
+            return bus.store.events(after=after, limit=limit,
+                                    kind=kind.value if kind else None, entity=entity, host=host)
+
+        found = query()
+        end = asyncio.get_running_loop().time() + wait
+        seen = max(after, bus.last_id)
+        while not found:
+            remaining = end - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await bus.wait_after(seen, remaining)
+            seen = bus.last_id
+            found = query()
+        return found
+
+    return app

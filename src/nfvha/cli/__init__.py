@@ -1,0 +1,242 @@
+"""``nfvha``: the command line. The top layer: it may import everything."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nfvha.model.topology import TopologyError, default_topology_path, load_topology
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from nfvha.cli.live import run_up
+
+    return run_up(args)
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from nfvha.nfvi.cleanup import find_runs, teardown_run
+
+    runs = args.runs or sorted(find_runs())
+    if not runs:
+        print("nothing to clean up: no nfvha run on this machine")
+        return 0
+    for run_id in runs:
+        removed = teardown_run(run_id, keep_files=args.keep_files)
+        print(f"run {run_id}: removed {len(removed)} object(s)")
+        for line in removed:
+            print(f"  {line}")
+    return 0
+
+
+def _api(run_id: str | None) -> tuple[str, str]:
+    from nfvha.testbed.deploy import RunInfo, find_active_run
+
+    run = find_active_run(run_id)
+    return run.run_id, RunInfo.load(run).api_url
+
+
+def _get(url: str) -> Any:
+    import httpx
+
+    r = httpx.get(url, timeout=5.0)
+    r.raise_for_status()
+    return r.json()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from nfvha.cli.render import status_tables
+
+    run_id, api = _api(args.run)
+    status = _get(f"{api}/v1/status")
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    events = _get(f"{api}/v1/events?after={max(0, status['last_event_id'] - 8)}")
+    Console().print(status_tables(status, events, api))
+    return 0
+
+
+def _cmd_fault(args: argparse.Namespace) -> int:
+    from nfvha.testbed.deploy import find_active_run
+    from nfvha.testbed.faults import FAULT_KINDS, FaultError, FaultInjector
+
+    if args.kind not in FAULT_KINDS:
+        print(f"nfvha fault: unknown fault '{args.kind}'; valid: {', '.join(FAULT_KINDS)}",
+              file=sys.stderr)
+        return 2
+    inj = FaultInjector(find_active_run(args.run))
+    opts: dict[str, Any] = {}
+    if args.kind in ("link-down", "link-up"):
+        opts["link"] = args.link
+    if args.kind == "host-process-crash":
+        opts["process"] = args.process
+    if args.kind == "sensor":
+        if args.clear:
+            opts.update(clear=True, name=args.reading or "")
+        else:
+            name, sep, value = (args.reading or "").partition("=")
+            try:
+                opts.update(name=name, value=float(value) if sep else None, warn=args.warn,
+                            crit=args.crit, unit=args.unit)
+            except ValueError:
+                print(f"nfvha fault sensor: '{value}' is not a number", file=sys.stderr)
+                return 2
+    try:
+        done = inj.inject(args.kind, args.target, **opts)
+    except FaultError as e:
+        print(f"nfvha fault: {e}", file=sys.stderr)
+        return 2
+    print(done.detail)
+    return 0
+
+
+def _cmd_operate(args: argparse.Namespace) -> int:
+    import httpx
+
+    _, api = _api(args.run)
+    r = httpx.post(f"{api}/v1/{args.what}s/{args.name}/{args.action}", timeout=30.0)
+    if r.status_code != 200:
+        print(f"nfvha {args.what} {args.action}: {r.json().get('detail', r.text)}",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(r.json()["result"]))
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    _, api = _api(args.run)
+    after = 0
+    while True:
+        evs = _get(f"{api}/v1/events?after={after}&wait={30 if args.follow else 0}")
+        for e in evs:
+            print(json.dumps(e) if args.json else
+                  f"{e['id']:>6} {e['severity']:<13} {e['kind']:<22} {e['entity']:<18}"
+                  f" {e['description']}")
+            after = e["id"]
+        if not args.follow:
+            return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        t = load_topology(args.file)
+    except TopologyError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok ({len(t.host_names())} hosts, {len(t.vms)} VMs, {len(t.vnfs)} VNFs)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from nfvha.bench.detect import run_detect_bench
+
+    return run_detect_bench(args)
+
+
+def _internal(module: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        rc: int = importlib.import_module(module).main(["--config", str(args.config)])
+        return rc
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nfvha", description="coordinated multi-layer HA for NFV")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start a whole local deployment (default topology)")
+    up.add_argument("-f", "--file", type=Path, default=default_topology_path())
+    up.add_argument("--no-live", action="store_true", help="print status once, no live table")
+    up.set_defaults(func=_cmd_up)
+
+    down = sub.add_parser("down", help="remove every namespace, bridge, cgroup and process"
+                                       " of runs (all runs if none is named)")
+    down.add_argument("runs", nargs="*")
+    down.add_argument("--keep-files", action="store_true")
+    down.set_defaults(func=_cmd_down)
+
+    st = sub.add_parser("status", help="show hosts, VMs, VNFCs of a running deployment")
+    st.add_argument("--run")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_status)
+
+    f = sub.add_parser("fault", help="inject a fault into the running test bed")
+    f.add_argument("kind", help="vnfc-crash, vm-crash, vm-hang, vm-thaw, vm-memory-exhaust,"
+                                " agent-crash, host-process-crash, host-down, host-up,"
+                                " link-down, link-up, sensor")
+    f.add_argument("target", help="the VNFC, VM or host")
+    f.add_argument("reading", nargs="?", help="for 'sensor': NAME=VALUE, e.g. temp1=95")
+    f.add_argument("--run")
+    f.add_argument("--link", default="data0", help="mgmt0 or data0 (link faults)")
+    f.add_argument("--process", default="vswitch", help="host process (host-process-crash)")
+    f.add_argument("--warn", type=float)
+    f.add_argument("--crit", type=float)
+    f.add_argument("--unit", default="")
+    f.add_argument("--clear", action="store_true", help="sensor: remove injected reading(s)")
+    f.set_defaults(func=_cmd_fault)
+
+    for what in ("vm", "vnfc"):
+        op = sub.add_parser(what, help=f"start or stop a {what.upper()}")
+        op.add_argument("action", choices=["start", "stop"])
+        op.add_argument("name")
+        op.add_argument("--run")
+        op.set_defaults(func=_cmd_operate, what=what)
+
+    ev = sub.add_parser("events", help="print the controller's event log")
+    ev.add_argument("--run")
+    ev.add_argument("--follow", "-F", action="store_true")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_cmd_events)
+
+    val = sub.add_parser("validate", help="check a topology file")
+    val.add_argument("file", type=Path)
+    val.set_defaults(func=_cmd_validate)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bd = bsub.add_parser("detect", help="fault -> controller detection latency per kind")
+    bd.add_argument("--runs", type=int, default=20)
+    bd.add_argument("--json", action="store_true")
+    bd.add_argument("-f", "--file", type=Path, default=default_topology_path())
+    bd.add_argument("--kinds", default="vnfc-crash,vm-crash,vm-hang,agent-crash,host-down")
+    bd.set_defaults(func=_cmd_bench)
+
+    for name, module in (("agent", "nfvha.agent.main"), ("hostd", "nfvha.agent.hostd"),
+                         ("controller", "nfvha.controller.main")):
+        ip = sub.add_parser(name, help=f"run the {name} (started by 'nfvha up')")
+        ip.add_argument("--config", type=Path, required=True)
+        ip.set_defaults(func=_internal(module))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except TopologyError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from nfvha.testbed.deploy import TestbedError
+
+        if isinstance(e, TestbedError):
+            print(f"nfvha: {e}", file=sys.stderr)
+            return 1
+        raise
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

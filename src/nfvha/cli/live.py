@@ -1,0 +1,64 @@
+"""``nfvha up``: start everything, show live status, clean up on Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+
+from nfvha.cli.render import status_tables
+from nfvha.model.topology import load_topology
+from nfvha.testbed.deploy import Testbed
+
+
+async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0) as client:
+        async def render() -> object:
+            status = (await client.get("/v1/status")).json()
+            after = max(0, status["last_event_id"] - 8)
+            events = (await client.get(f"/v1/events?after={after}")).json()
+            return status_tables(status, events, tb.api_url)
+
+        if once:
+            console.print(await render())
+            await stop.wait()
+            return
+        with Live(await render(), console=console, refresh_per_second=4) as live:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    live.update(await render())  # type: ignore[arg-type]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    console = Console()
+    topology = load_topology(args.file)
+    tb = Testbed(topology)
+    if not tb.namespaced:
+        console.print(f"[yellow]nfvha: {tb.fallback_reason}; running everything on loopback"
+                      " (127.0.0.1, distinct ports): no namespaces, cgroups or link faults[/]")
+    console.print(f"nfvha: starting run {tb.run.run_id} from {args.file} ...")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await tb.start()
+        console.print(f"nfvha: run {tb.run.run_id} is up. API: {tb.api_url}  (files:"
+                      f" {tb.run.root}). 'nfvha status' in another terminal; Ctrl-C stops.")
+        await _live(tb, console, args.no_live, stop)
+    finally:
+        console.print(f"nfvha: stopping run {tb.run.run_id} and cleaning up ...")
+        removed = await asyncio.to_thread(tb.down)
+        console.print(f"nfvha: removed {len(removed)} object(s); bye.")
+    return 0
+
+
+def run_up(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))

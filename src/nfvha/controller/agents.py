@@ -1,0 +1,243 @@
+"""The controller's side of the agents: event streams (TCP) and heartbeats (UDP).
+
+Each agent event is committed to the store before it is acknowledged; the
+controller itself raises the events nobody else can: an agent whose stream
+broke (the hypervisor failed, MW-2) and host liveness transitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from nfvha.controller.bus import EventBus
+from nfvha.controller.liveness import HostLiveness, HostState, Transition
+from nfvha.model.events import Event, EventType, Kind, Severity
+from nfvha.store.base import StoreUnavailable
+from nfvha.util.clock import Clock
+from nfvha.wire.frames import (
+    AGENT_FRAME,
+    MAX_FRAME_BYTES,
+    Ack,
+    Command,
+    CommandOp,
+    EventFrame,
+    Heartbeat,
+    Hello,
+    Inventory,
+    Reply,
+    Welcome,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentSession:
+    hello: Hello
+    writer: asyncio.StreamWriter
+    connected_time: float
+    replies: dict[int, asyncio.Future[Reply]] = field(default_factory=dict)
+
+
+class AgentServer:
+    def __init__(self, listen: tuple[str, int], bus: EventBus, liveness: HostLiveness,
+                 clock: Clock, tick_s: float) -> None:
+        self._listen = listen
+        self._bus = bus
+        self._liveness = liveness
+        self._clock = clock
+        self._tick_s = tick_s
+        self.sessions: dict[str, AgentSession] = {}
+        self.inventories: dict[str, Inventory] = {}
+        self.agent_lost: dict[str, float] = {}  # host -> wall time the stream broke
+        self._cmd_ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, *self._listen,
+                                                  limit=MAX_FRAME_BYTES, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        server = self
+
+        class HeartbeatProtocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+                server._heartbeat(data)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            HeartbeatProtocol, local_addr=self._listen, family=socket.AF_INET)
+        self._udp = transport
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="liveness"))
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._server is not None:
+            self._server.close()
+        for s in list(self.sessions.values()):
+            s.writer.close()
+
+    # -- heartbeats and liveness ---------------------------------------------
+    def _heartbeat(self, data: bytes) -> None:
+        try:
+            hb = Heartbeat.model_validate_json(data)
+        except ValidationError:
+            return
+        self._apply(self._liveness.heartbeat(hb))
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            self._apply(self._liveness.tick())
+
+    def _apply(self, transitions: list[Transition]) -> None:
+        events = [self._transition_event(t) for t in transitions]
+        events = [e for e in events if e is not None]
+        for t in transitions:
+            if t.new == HostState.DOWN:
+                # Its agent is gone with it; the broken stream is a consequence, not news.
+                s = self.sessions.pop(t.host, None)
+                if s is not None:
+                    s.writer.close()
+                self.inventories.pop(t.host, None)
+        if events:
+            asyncio.create_task(self._publish(events))
+
+    def _transition_event(self, t: Transition) -> Event | None:
+        entity = f"host/{t.host}"
+        if t.new == HostState.SUSPECT:
+            return self._own_event(Kind.HOST_SUSPECT, entity, Severity.MAJOR,
+                                   "host-unreachable", f"host {t.host} suspect: {t.reason}",
+                                   t.at_mono_ns)
+        if t.new == HostState.DOWN:
+            return self._own_event(Kind.HOST_DOWN, entity, Severity.CRITICAL, "host-failure",
+                                   f"host {t.host} is down: {t.reason}", t.at_mono_ns)
+        if t.new == HostState.UP and t.old in (HostState.SUSPECT, HostState.DOWN):
+            return self._own_event(Kind.HOST_UP, entity, Severity.CLEARED, "host-failure",
+                                   f"host {t.host} is up: {t.reason}", t.at_mono_ns, clears=True)
+        return None
+
+    def _own_event(self, kind: Kind, entity: str, severity: Severity, cause: str,
+                   description: str, at_mono_ns: int, *, clears: bool = False,
+                   host: str | None = None) -> Event:
+        return Event(
+            host=host or entity.partition("/")[2], seq=0, origin="controller", kind=kind,
+            entity=entity, severity=severity,
+            event_type=EventType.EQUIPMENT_ALARM if kind in (Kind.HOST_DOWN, Kind.HOST_UP)
+            else EventType.COMMUNICATIONS_ALARM if kind == Kind.HOST_SUSPECT
+            else EventType.PROCESSING_ERROR_ALARM,
+            probable_cause=cause, description=description, clears=clears,
+            event_time=self._clock.wall(), detected_mono_ns=at_mono_ns,
+        )
+
+    async def _publish(self, events: list[Event]) -> None:
+        try:
+            await self._bus.publish(events)
+        except StoreUnavailable:
+            log.exception("could not store controller events %s", [e.kind for e in events])
+
+    # -- agent streams -----------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            hello = AGENT_FRAME.validate_json(line)
+        except (TimeoutError, ValidationError, OSError, ValueError):
+            writer.close()
+            return
+        if not isinstance(hello, Hello) or hello.host not in self._liveness.hosts:
+            writer.close()
+            return
+        host = hello.host
+        old = self.sessions.get(host)
+        session = AgentSession(hello, writer, self._clock.wall())
+        self.sessions[host] = session
+        if old is not None:
+            old.writer.close()
+        writer.write(encode(Welcome(last_seq=self._bus.store.last_seq(host))))
+        lost_at = self.agent_lost.pop(host, None)
+        if lost_at is not None or hello.restarted_after:
+            await self._publish([self._own_event(
+                Kind.AGENT_CONNECTED, f"host/{host}", Severity.CLEARED, "hypervisor-failure",
+                f"agent on {host} is back (pid {hello.agent_pid})"
+                + (f"; previous agent ended: {hello.restarted_after}"
+                   if hello.restarted_after else ""),
+                self._clock.mono_ns(), clears=True)])
+        try:
+            await self._read_stream(host, session, reader, writer)
+        finally:
+            for fut in session.replies.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError(f"agent on {host} disconnected"))
+            if self.sessions.get(host) is session:
+                del self.sessions[host]
+                self._stream_broken(host)
+            writer.close()
+
+    async def _read_stream(self, host: str, session: AgentSession,
+                           reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except (OSError, ValueError):
+                return
+            if not line:
+                return
+            received = self._clock.mono_ns()
+            try:
+                frame = AGENT_FRAME.validate_json(line)
+            except ValidationError as e:
+                log.warning("bad frame from %s: %s", host, e)
+                continue
+            if isinstance(frame, EventFrame):
+                ev = frame.event
+                if ev.host != host:
+                    log.warning("agent %s sent an event for host %s; dropped", host, ev.host)
+                    continue
+                try:
+                    await self._bus.publish([ev], received)
+                except StoreUnavailable:
+                    log.exception("store unavailable; not acknowledging %s#%d", host, ev.seq)
+                    return  # the agent re-sends after reconnecting
+                writer.write(encode(Ack(seq=ev.seq)))
+            elif isinstance(frame, Inventory):
+                self.inventories[host] = frame
+            elif isinstance(frame, Reply):
+                fut = session.replies.pop(frame.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(frame)
+
+    def _stream_broken(self, host: str) -> None:
+        if self._liveness.state(host).state == HostState.DOWN:
+            return
+        self.agent_lost[host] = self._clock.wall()
+        self.inventories.pop(host, None)
+        asyncio.create_task(self._publish([self._own_event(
+            Kind.AGENT_LOST, f"host/{host}", Severity.CRITICAL, "hypervisor-failure",
+            f"agent on {host} lost: its event stream broke", self._clock.mono_ns())]))
+
+    async def command(self, host: str, op: CommandOp, target: str,
+                      timeout_s: float = 20.0, **args: object) -> Reply:
+        session = self.sessions.get(host)
+        if session is None:
+            raise ConnectionError(f"agent on {host} is not connected")
+        cmd = Command(id=next(self._cmd_ids), op=op, target=target, args=dict(args))
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        session.replies[cmd.id] = fut
+        session.writer.write(encode(cmd))
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            session.replies.pop(cmd.id, None)

@@ -1,0 +1,33 @@
+"""``<run>/controller/controller.json``: what the controller is told at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from nfvha.model.settings import Settings, Strict
+
+
+class HostEntry(Strict):
+    name: str
+    fence: Literal["local", "none"] = "local"
+
+
+class ControllerConfig(Strict):
+    run_id: str
+    listen_ip: str
+    port: int  # TCP: agent event streams; UDP: host heartbeats
+    api_host: str = "127.0.0.1"
+    api_port: int
+    db_path: Path
+    db_fsync: bool = False
+    hosts: list[HostEntry]
+    settings: Settings = Field(default_factory=Settings)
+    fabric: dict[str, Any] | None = None  # FabricPlan JSON, for the local fence devices
+    topology_file: Path | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> ControllerConfig:
+        return cls.model_validate_json(path.read_bytes())

@@ -1,0 +1,92 @@
+"""``nfvha controller``: receives agent events, keeps host liveness, serves the API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Literal
+
+import uvicorn
+
+from nfvha.api.app import create_app
+from nfvha.controller.agents import AgentServer
+from nfvha.controller.bus import EventBus
+from nfvha.controller.config import ControllerConfig
+from nfvha.controller.liveness import HostLiveness, PowerStatus
+from nfvha.controller.view import InventoryView
+from nfvha.model.topology import Topology, load_topology
+from nfvha.nfvi.cgroups import detect_cgroups
+from nfvha.nfvi.fabric import FabricPlan
+from nfvha.nfvi.power import LocalPowerDevice
+from nfvha.store.sqlite import SqliteEventStore
+from nfvha.util.clock import SYSTEM_CLOCK, Clock
+from nfvha.util.runpaths import RunPaths
+
+log = logging.getLogger("nfvha.controller")
+
+
+def local_power_status(cfg: ControllerConfig) -> PowerStatus | None:
+    """The fence devices' power status, for hosts that have one."""
+    if cfg.fabric is None:
+        return None
+    plan = FabricPlan.from_json(cfg.fabric)
+    run = RunPaths(cfg.run_id)
+    cgroups = detect_cgroups()
+    devices = {h.name: LocalPowerDevice(run, plan, h.name, cgroups)
+               for h in cfg.hosts if h.fence == "local"}
+
+    def status(host: str) -> Literal["on", "off"] | None:
+        dev = devices.get(host)
+        return None if dev is None else dev.status()
+
+    return status
+
+
+async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM_CLOCK,
+                stop: asyncio.Event | None = None) -> None:
+    store = SqliteEventStore(cfg.db_path, fsync=cfg.db_fsync)
+    bus = EventBus(store, clock)
+    liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
+                            local_power_status(cfg))
+    agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
+                         tick_s=cfg.settings.host_heartbeat_interval_ms / 4000)
+    await agents.start()
+    view = InventoryView(topology, agents, liveness, clock)
+    app = create_app(cfg.run_id, topology, view, bus, agents)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
+                                           log_level="warning", lifespan="off"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    api = asyncio.create_task(server.serve())
+    log.info("controller %s: agents on %s:%d, API on http://%s:%d", cfg.run_id,
+             cfg.listen_ip, cfg.port, cfg.api_host, cfg.api_port)
+    await stop.wait()
+    server.should_exit = True
+    await api
+    await agents.close()
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="nfvha controller")
+    p.add_argument("--config", type=Path, required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s controller %(levelname)s %(name)s: %(message)s")
+    cfg = ControllerConfig.load(args.config)
+    topology = load_topology(cfg.topology_file) if cfg.topology_file else None
+    if topology is None:
+        raise SystemExit("controller: topology_file is required")
+    asyncio.run(serve(cfg, topology))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

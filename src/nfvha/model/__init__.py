@@ -1,0 +1,1 @@
+"""Layer 1: the information model (topology, containment graph, events)."""

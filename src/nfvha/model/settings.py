@@ -1,0 +1,76 @@
+"""Timeouts and intervals: every one is configuration with a sane default.
+
+They are validated against each other at start-up (the Patroni rule: a setting
+that makes another meaningless is an error, not a surprise at 3 a.m.).
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(Strict):
+    # VM hang detection: guest heartbeat challenge/response (HV-2).
+    guest_heartbeat_interval_ms: int = Field(100, ge=10, le=10_000)
+    guest_heartbeat_misses: int = Field(3, ge=2, le=100)
+    # Host liveness: agent -> controller and agent -> peer heartbeats (HV-1).
+    host_heartbeat_interval_ms: int = Field(100, ge=10, le=10_000)
+    host_heartbeat_misses: int = Field(3, ge=2, le=100)
+    # A suspect host whose second signal (fence power status / peers) never confirms
+    # stays suspect; this is how often the confirmation is retried.
+    host_confirm_retry_ms: int = Field(100, ge=10, le=10_000)
+    # Host running conditions to the controller (HW-4).
+    condition_report_interval_s: float = Field(10.0, gt=0, le=3600)
+    sensor_poll_interval_s: float = Field(1.0, gt=0, le=600)
+    # VM records (NFVI-5, HV-6).
+    vm_record_interval_s: float = Field(2.0, gt=0, le=600)
+    vm_records_kept: int = Field(100, ge=1, le=100_000)
+    last_words_console_lines: int = Field(20, ge=1, le=1000)
+    # Local restart of the agent by the host supervisor (MW-1) and of host processes (FM-3).
+    agent_restart_backoff_initial_s: float = Field(0.05, gt=0, le=60)
+    agent_restart_backoff_max_s: float = Field(5.0, gt=0, le=600)
+    process_restart_backoff_initial_s: float = Field(0.1, gt=0, le=60)
+    process_restart_backoff_max_s: float = Field(10.0, gt=0, le=600)
+    # A process that ran this long without failing gets its backoff reset.
+    restart_backoff_reset_s: float = Field(30.0, gt=0, le=86_400)
+    # Agent -> controller event stream.
+    reconnect_backoff_initial_s: float = Field(0.02, gt=0, le=60)
+    reconnect_backoff_max_s: float = Field(0.5, gt=0, le=60)
+    event_spool_fsync_interval_s: float = Field(0.1, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[str] = []
+        if self.agent_restart_backoff_initial_s > self.agent_restart_backoff_max_s:
+            problems.append("agent_restart_backoff_initial_s must be <= agent_restart_backoff_max_s")
+        if self.process_restart_backoff_initial_s > self.process_restart_backoff_max_s:
+            problems.append(
+                "process_restart_backoff_initial_s must be <= process_restart_backoff_max_s"
+            )
+        if self.reconnect_backoff_initial_s > self.reconnect_backoff_max_s:
+            problems.append("reconnect_backoff_initial_s must be <= reconnect_backoff_max_s")
+        if self.sensor_poll_interval_s > self.condition_report_interval_s:
+            problems.append("sensor_poll_interval_s must be <= condition_report_interval_s")
+        # Confirming a suspect host less often than it takes to suspect it would make
+        # confirmation, not detection, the slow step.
+        if self.host_confirm_retry_ms > self.host_suspect_after_ms:
+            problems.append(
+                "host_confirm_retry_ms must be <= host_heartbeat_interval_ms x host_heartbeat_misses"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def host_suspect_after_ms(self) -> int:
+        return self.host_heartbeat_interval_ms * self.host_heartbeat_misses
+
+    @property
+    def guest_hang_after_ms(self) -> int:
+        return self.guest_heartbeat_interval_ms * self.guest_heartbeat_misses

@@ -1,0 +1,349 @@
+"""The deployment model: a YAML topology validated with pydantic.
+
+Structural problems come from pydantic; cross-references (a VM on a host that
+does not exist, a 2N VNF with three components, ...) are checked afterwards.
+Every problem is reported with its path in the file, e.g.
+``vnfs[1].components[0].vm: no VM named 'vm9'``, and nothing starts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from ipaddress import IPv4Address, ip_network
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from nfvha.model.settings import Settings, Strict
+
+Name = str  # validated by the pattern below
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+_FABRIC = ip_network("198.18.0.0/15")
+
+Redundancy = Literal["2n", "n+m", "n-way", "n-way-active", "none"]
+StateKeeping = Literal["sync", "checkpoint", "none"]
+RepairAction = Literal["confirm", "restart-initial", "restart-snapshot", "failover-standby-vm"]
+AffinityLevel = Literal["host", "rack", "site", "none"]
+
+
+class HostProcessSpec(Strict):
+    """A process the host supervises: the stand-in for the vswitch / compute agents."""
+
+    name: Name = Field(pattern=NAME_PATTERN)
+    program: Literal["vswitch"] = "vswitch"
+    port: int = Field(6000, ge=1024, le=65535)
+
+
+def _default_host_processes() -> list[HostProcessSpec]:
+    return [HostProcessSpec(name="vswitch")]
+
+
+class FenceSpec(Strict):
+    # "local" is the test bed's power device; real fence agents come later.
+    type: Literal["local"] = "local"
+
+
+class HostSpec(Strict):
+    name: Name = Field(pattern=NAME_PATTERN)
+    processes: list[HostProcessSpec] = Field(default_factory=_default_host_processes)
+    fence: FenceSpec = Field(default_factory=FenceSpec)
+
+
+class RackSpec(Strict):
+    name: Name = Field(pattern=NAME_PATTERN)
+    hosts: list[HostSpec] = Field(min_length=1)
+
+
+class SiteSpec(Strict):
+    name: Name = Field(pattern=NAME_PATTERN)
+    racks: list[RackSpec] = Field(min_length=1)
+
+
+class VmSpec(Strict):
+    name: Name = Field(pattern=NAME_PATTERN)
+    host: Name
+    cpu: float = Field(0.5, gt=0, le=64, description="CPU limit in cores")
+    memory_mb: int = Field(256, ge=32, le=1_048_576)
+
+
+class ComponentSpec(Strict):
+    """A VNFC: one service process in a VM."""
+
+    name: Name = Field(pattern=NAME_PATTERN)
+    vm: Name
+    program: Literal["counter"] = "counter"
+    port: int = Field(7000, ge=1024, le=65535)
+
+
+class ServiceAddressSpec(Strict):
+    kind: Literal["vip", "lb"]
+    port: int = Field(ge=1024, le=65535)
+    address: IPv4Address | None = None  # allocated from the fabric when absent
+
+
+class EscalationStep(Strict):
+    max: int = Field(ge=0, le=1000, description="failures tolerated within the probation time")
+    probation_s: float = Field(gt=0, le=86_400)
+
+
+class EscalationPolicy(Strict):
+    """AMF-style: failures counted within a probation window; at max, one level up."""
+
+    vnfc_restart: EscalationStep = EscalationStep(max=3, probation_s=60)
+    vm_repair: EscalationStep = EscalationStep(max=2, probation_s=300)
+
+
+class VnfSpec(Strict):
+    name: Name = Field(pattern=NAME_PATTERN)
+    redundancy: Redundancy
+    active: int | None = Field(None, ge=1, le=1000, description="N of n+m")
+    spare: int | None = Field(None, ge=1, le=1000, description="M of n+m")
+    stateful: bool
+    state: StateKeeping = "none"
+    service_address: ServiceAddressSpec | None = None
+    sal: Literal[1, 2, 3] = 2
+    escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    repair_action: RepairAction = "confirm"
+    priority: int = Field(0, ge=0, le=1000)
+    anti_affinity: AffinityLevel = "host"
+    components: list[ComponentSpec] = Field(min_length=1)
+
+
+class Topology(Strict):
+    name: Name = Field(pattern=NAME_PATTERN)
+    settings: Settings = Field(default_factory=Settings)
+    sites: list[SiteSpec] = Field(min_length=1)
+    vms: list[VmSpec] = Field(default_factory=list)
+    vnfs: list[VnfSpec] = Field(default_factory=list)
+
+    # -- convenient views -------------------------------------------------
+    def hosts(self) -> Iterator[tuple[SiteSpec, RackSpec, HostSpec]]:
+        for site in self.sites:
+            for rack in site.racks:
+                for host in rack.hosts:
+                    yield site, rack, host
+
+    def host(self, name: str) -> HostSpec:
+        for _, _, h in self.hosts():
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def host_names(self) -> list[str]:
+        return [h.name for _, _, h in self.hosts()]
+
+    def vm(self, name: str) -> VmSpec:
+        for v in self.vms:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def vms_on(self, host: str) -> list[VmSpec]:
+        return [v for v in self.vms if v.host == host]
+
+    def components(self) -> Iterator[tuple[VnfSpec, ComponentSpec]]:
+        for vnf in self.vnfs:
+            for c in vnf.components:
+                yield vnf, c
+
+    def components_on(self, vm: str) -> list[tuple[VnfSpec, ComponentSpec]]:
+        return [(v, c) for v, c in self.components() if c.vm == vm]
+
+
+class TopologyError(Exception):
+    """A topology file that cannot be used; ``problems`` has one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+def format_loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _duplicates(names: Iterable[str]) -> set[str]:
+    return {n for n, k in Counter(names).items() if k > 1}
+
+
+def semantic_problems(t: Topology) -> list[str]:
+    """Cross-reference checks that a schema cannot express."""
+    problems: list[str] = []
+    host_rack: dict[str, tuple[str, str]] = {}
+    seen_racks: list[str] = []
+    for si, site in enumerate(t.sites):
+        for ri, rack in enumerate(site.racks):
+            seen_racks.append(rack.name)
+            for hi, host in enumerate(rack.hosts):
+                if host.name in host_rack:
+                    problems.append(
+                        f"sites[{si}].racks[{ri}].hosts[{hi}].name: duplicate host '{host.name}'"
+                    )
+                host_rack[host.name] = (site.name, rack.name)
+                for pname in sorted(_duplicates(p.name for p in host.processes)):
+                    problems.append(
+                        f"sites[{si}].racks[{ri}].hosts[{hi}].processes: duplicate process"
+                        f" '{pname}'"
+                    )
+    for dup in sorted(_duplicates(s.name for s in t.sites)):
+        problems.append(f"sites: duplicate site '{dup}'")
+    for dup in sorted(_duplicates(seen_racks)):
+        problems.append(f"sites: duplicate rack '{dup}'")
+
+    vm_host: dict[str, str] = {}
+    for vi, vm in enumerate(t.vms):
+        if vm.name in vm_host:
+            problems.append(f"vms[{vi}].name: duplicate VM '{vm.name}'")
+        if vm.host not in host_rack:
+            problems.append(f"vms[{vi}].host: no host named '{vm.host}'")
+        vm_host[vm.name] = vm.host
+
+    ports_in_vm: dict[tuple[str, int], str] = {}
+    component_names: set[str] = set()
+    for dup in sorted(_duplicates(v.name for v in t.vnfs)):
+        problems.append(f"vnfs: duplicate VNF '{dup}'")
+    for ni, vnf in enumerate(t.vnfs):
+        where = f"vnfs[{ni}]"
+        for ci, comp in enumerate(vnf.components):
+            if comp.name in component_names:
+                problems.append(f"{where}.components[{ci}].name: duplicate component '{comp.name}'")
+            component_names.add(comp.name)
+            if comp.vm not in vm_host:
+                problems.append(f"{where}.components[{ci}].vm: no VM named '{comp.vm}'")
+                continue
+            key = (comp.vm, comp.port)
+            if key in ports_in_vm:
+                problems.append(
+                    f"{where}.components[{ci}].port: port {comp.port} on VM '{comp.vm}' is"
+                    f" already used by '{ports_in_vm[key]}'"
+                )
+            ports_in_vm[key] = comp.name
+        problems.extend(_redundancy_problems(where, vnf))
+        problems.extend(_state_problems(where, vnf))
+        problems.extend(_affinity_problems(where, vnf, vm_host, host_rack))
+    return problems
+
+
+def _redundancy_problems(where: str, vnf: VnfSpec) -> list[str]:
+    n = len(vnf.components)
+    r = vnf.redundancy
+    out: list[str] = []
+    if r == "2n" and n != 2:
+        out.append(f"{where}.components: redundancy 2n needs exactly 2 components, got {n}")
+    elif r == "none" and n != 1:
+        out.append(f"{where}.components: redundancy none needs exactly 1 component, got {n}")
+    elif r in ("n-way", "n-way-active") and n < 2:
+        out.append(f"{where}.components: redundancy {r} needs at least 2 components, got {n}")
+    elif r == "n+m":
+        if vnf.active is None or vnf.spare is None:
+            out.append(f"{where}: redundancy n+m needs 'active' (N) and 'spare' (M)")
+        elif vnf.active + vnf.spare != n:
+            out.append(
+                f"{where}.components: n+m with active={vnf.active} spare={vnf.spare} needs"
+                f" {vnf.active + vnf.spare} components, got {n}"
+            )
+    if r != "n+m" and (vnf.active is not None or vnf.spare is not None):
+        out.append(f"{where}: 'active'/'spare' apply only to redundancy n+m")
+    return out
+
+
+def _state_problems(where: str, vnf: VnfSpec) -> list[str]:
+    out: list[str] = []
+    if vnf.stateful and vnf.state == "none":
+        out.append(f"{where}.state: a stateful VNF must keep its state ('sync' or 'checkpoint')")
+    if not vnf.stateful and vnf.state != "none":
+        out.append(f"{where}.state: a stateless VNF has no state to keep (use 'none')")
+    if vnf.state == "sync" and vnf.redundancy == "none":
+        out.append(f"{where}.state: 'sync' needs a standby; without redundancy use 'checkpoint'")
+    addr = vnf.service_address
+    if addr is not None and addr.kind == "vip" and vnf.redundancy in ("n-way-active", "n+m") and (
+        vnf.redundancy == "n-way-active" or (vnf.active or 0) > 1
+    ):
+        out.append(
+            f"{where}.service_address.kind: several actives cannot share a VIP; use 'lb'"
+        )
+    if addr is not None and addr.address is not None and addr.address not in _FABRIC:
+        out.append(f"{where}.service_address.address: {addr.address} is outside 198.18.0.0/15")
+    return out
+
+
+def _affinity_problems(
+    where: str,
+    vnf: VnfSpec,
+    vm_host: dict[str, str],
+    host_rack: dict[str, tuple[str, str]],
+) -> list[str]:
+    if vnf.anti_affinity == "none" or vnf.redundancy == "none":
+        return []
+    zone_of: dict[str, str] = {}
+    out: list[str] = []
+    for ci, comp in enumerate(vnf.components):
+        host = vm_host.get(comp.vm)
+        if host is None or host not in host_rack:
+            continue
+        site, rack = host_rack[host]
+        zone = {"host": host, "rack": f"{site}/{rack}", "site": site}[vnf.anti_affinity]
+        for other, other_zone in zone_of.items():
+            if other_zone == zone:
+                out.append(
+                    f"{where}.components[{ci}].vm: anti-affinity '{vnf.anti_affinity}' is"
+                    f" violated: '{comp.name}' and '{other}' are both in {vnf.anti_affinity}"
+                    f" '{zone}'"
+                )
+        zone_of[comp.name] = zone
+    return out
+
+
+
+
+
+def parse_topology(data: Any, source: str = "<topology>") -> Topology:
+    if not isinstance(data, dict):
+        raise TopologyError(source, ["(top level): expected a mapping"])
+    try:
+        topo = Topology.model_validate(data)
+    except ValidationError as e:
+        problems = [f"{format_loc(err['loc'])}: {_message(err)}" for err in e.errors()]
+        raise TopologyError(source, problems) from None
+    problems = semantic_problems(topo)
+    if problems:
+        raise TopologyError(source, problems)
+    return topo
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "required field is missing"
+    msg: str = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def load_topology(path: Path) -> Topology:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TopologyError(str(path), [f"cannot read: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise TopologyError(str(path), [f"{where}: not valid YAML: {e}"]) from None
+    return parse_topology(data, str(path))
+
+
+def default_topology_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "data" / "default.yaml"

@@ -1,0 +1,1 @@
+"""The local NFVI driver: network namespaces, cgroups, detached processes, power, cleanup."""

@@ -1,0 +1,1 @@
+"""Layer 2: durable state behind a small interface (embedded SQLite today)."""

@@ -1,0 +1,118 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Durability: a transaction is committed before the controller acknowledges the
+events in it, and with ``synchronous=NORMAL`` in WAL mode a committed
+transaction survives a crash of the controller process (it is in the WAL in
+the OS page cache); ``synchronous=FULL`` (``fsync=True``) also survives a
+machine power loss, at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nfvha.model.events import Event, StoredEvent
+from nfvha.store.base import StoreUnavailable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  host TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  origin TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  entity TEXT NOT NULL,
+  body TEXT NOT NULL,
+  received_time REAL NOT NULL,
+  received_mono_ns INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_agent_seq ON events(host, seq) WHERE seq > 0;
+CREATE INDEX IF NOT EXISTS events_kind_entity ON events(kind, entity, id);
+CREATE TABLE IF NOT EXISTS agent_seq (host TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+"""
+
+
+class SqliteEventStore:
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"cannot open {path}: {e}") from e
+
+    def append(self, events: Sequence[Event], received_time: float,
+               received_mono_ns: int) -> list[StoredEvent]:
+        stored: list[StoredEvent] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for ev in events:
+                body = ev.model_dump_json()
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO events(host, seq, origin, kind, entity, body,"
+                    " received_time, received_mono_ns) VALUES (?,?,?,?,?,?,?,?)",
+                    (ev.host, ev.seq, ev.origin, ev.kind.value, ev.entity, body,
+                     received_time, received_mono_ns),
+                )
+                if cur.rowcount == 0:
+                    continue  # a re-sent event we already have
+                if ev.seq > 0:
+                    self._db.execute(
+                        "INSERT INTO agent_seq(host, last_seq) VALUES (?, ?) ON CONFLICT(host)"
+                        " DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                        (ev.host, ev.seq),
+                    )
+                stored.append(StoredEvent(**ev.model_dump(), id=cur.lastrowid or 0,
+                                          received_time=received_time,
+                                          received_mono_ns=received_mono_ns))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StoreUnavailable(str(e)) from e
+        return stored
+
+    def last_seq(self, host: str) -> int:
+        row = self._db.execute("SELECT last_seq FROM agent_seq WHERE host = ?", (host,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _rows(self, where: str, params: list[Any], limit: int, order: str = "ASC") -> list[
+            StoredEvent]:
+        rows = self._db.execute(
+            f"SELECT id, body, received_time, received_mono_ns FROM events WHERE {where}"
+            f" ORDER BY id {order} LIMIT ?", [*params, limit],
+        ).fetchall()
+        return [
+            StoredEvent(**json.loads(body), id=i, received_time=rt, received_mono_ns=rm)
+            for i, body, rt, rm in rows
+        ]
+
+    def events(self, *, after: int = 0, limit: int = 1000, kind: str | None = None,
+               entity: str | None = None, host: str | None = None) -> list[StoredEvent]:
+        where, params = ["id > ?"], [after]
+        for col, val in (("kind", kind), ("entity", entity), ("host", host)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        return self._rows(" AND ".join(where), params, limit)
+
+    def max_id(self) -> int:
+        row = self._db.execute("SELECT max(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def latest(self, kind: str, entity: str) -> StoredEvent | None:
+        rows = self._rows("kind = ? AND entity = ?", [kind, entity], 1, order="DESC")
+        return rows[0] if rows else None
+
+    def host_conditions(self, host: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._rows("kind = 'host.condition' AND host = ?", [host], limit, order="DESC")
+        return [{"time": r.event_time, **r.details} for r in rows]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,288 @@
+"""Deploy a topology on the local NFVI: fabric, controller, hosts, VMs, VNFCs.
+
+``Testbed.start()`` is what ``nfvha up``, the integration tests and the
+benchmarks share. Everything it creates is named ``nfvha-<run>`` and listed in
+``<run dir>/run.json`` so that ``nfvha down`` can remove it even after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from nfvha.agent.config import AgentConfig, PeerAddress, ProcessLaunch, VmLaunch, VnfcLaunch
+from nfvha.controller.config import ControllerConfig, HostEntry
+from nfvha.model.topology import Topology
+from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
+from nfvha.nfvi.cleanup import teardown_run
+from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
+from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
+from nfvha.nfvi.spawn import spawn_detached_sync
+from nfvha.util.files import atomic_write_json, read_json
+from nfvha.util.runpaths import RunPaths, new_run_id, run_root
+
+CONTROLLER_PORT = 7700
+HEARTBEAT_PORT = 7701
+
+
+class TestbedError(RuntimeError):
+    pass
+
+
+def namespaces_available() -> tuple[bool, str]:
+    """Whether the real (namespaced) test bed can run here, and why not."""
+    if os.geteuid() != 0:
+        return False, "not running as root: no network namespaces or cgroups"
+    if shutil.which("ip") is None:
+        return False, "iproute2 ('ip') is not installed"
+    if not Path("/run/netns").exists() and not os.access("/run", os.W_OK):
+        return False, "/run/netns is not usable"
+    return True, ""
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunInfo:
+    """What ``run.json`` says about a run."""
+
+    run_id: str
+    api_url: str
+    mode: str
+    topology_file: Path
+    plan: FabricPlan | None
+    owner_pid: int
+
+    @classmethod
+    def load(cls, run: RunPaths) -> RunInfo:
+        d = read_json(run.run_file)
+        return cls(
+            run_id=d["run_id"], api_url=d["api_url"], mode=d["mode"],
+            topology_file=Path(d["topology_file"]),
+            plan=FabricPlan.from_json(d["plan"]) if d.get("plan") else None,
+            owner_pid=int(d["owner_pid"]),
+        )
+
+
+def find_active_run(run_id: str | None = None) -> RunPaths:
+    """The run named, or the newest run on this machine."""
+    if run_id is not None:
+        run = RunPaths(run_id)
+        if not run.run_file.exists():
+            raise TestbedError(f"no run '{run_id}' ({run.run_file} not found)")
+        return run
+    candidates = sorted(run_root().glob("nfvha-?????/run.json"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise TestbedError("no nfvha run found on this machine; start one with 'nfvha up'")
+    return RunPaths(candidates[-1].parent.name.removeprefix("nfvha-"))
+
+
+class Testbed:
+    def __init__(self, topology: Topology, *, run_id: str | None = None,
+                 python: str | None = None, api_port: int | None = None) -> None:
+        self.topology = topology
+        self.run = RunPaths(run_id or new_run_id())
+        self.python = python or sys.executable
+        ok, why = namespaces_available()
+        self.namespaced = ok
+        self.fallback_reason = why
+        self.api_port = api_port or free_tcp_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.plan: FabricPlan | None = None
+        self.cgroups: CgroupDriver | None = detect_cgroups() if ok else None
+        self.pids: list[dict[str, int]] = []
+
+    # -- configuration ---------------------------------------------------------
+    def _addresses(self) -> tuple[str, dict[str, tuple[str, int]], dict[str, str]]:
+        """controller ip, host -> (mgmt ip, heartbeat port), vm -> data ip."""
+        t = self.topology
+        if self.plan is not None:
+            hosts = {h.name: (h.mgmt_ip, HEARTBEAT_PORT) for h in self.plan.hosts}
+            vms = {v.name: v.data_ip for v in self.plan.vms}
+            return self.plan.controller_ip, hosts, vms
+        hosts = {h: ("127.0.0.1", free_tcp_port()) for h in t.host_names()}
+        return "127.0.0.1", hosts, {v.name: "127.0.0.1" for v in t.vms}
+
+    def _vnfc_port(self, vm_index: int, port: int) -> int:
+        # On loopback every VM shares one address, so ports are spread per VM.
+        return port if self.plan is not None else port + 10 * vm_index
+
+    def write_configs(self) -> tuple[ControllerConfig, dict[str, AgentConfig]]:
+        t, run = self.topology, self.run
+        controller_ip, hosts, vm_ips = self._addresses()
+        controller_port = CONTROLLER_PORT if self.plan is not None else free_tcp_port()
+        settings = t.settings
+        plan_json = self.plan.to_json() if self.plan is not None else None
+        agents: dict[str, AgentConfig] = {}
+        for host in t.host_names():
+            vms = []
+            for vm in t.vms_on(host):
+                idx = t.vms.index(vm)
+                vnfcs = [
+                    VnfcLaunch(name=c.name, port=self._vnfc_port(idx, c.port), argv=[
+                        self.python, "-m", "nfvha.samples.counter", "--name", c.name,
+                        "--port", str(self._vnfc_port(idx, c.port)),
+                        "--bind", "0.0.0.0" if self.plan is not None else "127.0.0.1",
+                    ])
+                    for _, c in t.components_on(vm.name)
+                ]
+                vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
+                                    netns=run.vm_netns(vm.name) if self.plan else None,
+                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs))
+            mgmt_ip, hb_port = hosts[host]
+            hspec = t.host(host)
+            host_ip = self.plan.host(host).data_ip if self.plan is not None else "127.0.0.1"
+            procs = [
+                ProcessLaunch(name=p.name, argv=[
+                    self.python, "-m", "nfvha.samples.vswitch", "--name", f"{host}-{p.name}",
+                    "--port", str(p.port if self.plan else free_tcp_port()),
+                    "--bind", host_ip,
+                ])
+                for p in hspec.processes
+            ]
+            agents[host] = AgentConfig(
+                run_id=run.run_id, host=host, python=self.python,
+                controller_ip=controller_ip, controller_port=controller_port,
+                heartbeat_port=hb_port, mgmt_ip=mgmt_ip,
+                peers=[PeerAddress(host=h, ip=ip, port=p)
+                       for h, (ip, p) in hosts.items() if h != host],
+                settings=settings, vms=vms, processes=procs, fabric=plan_json,
+                links=["mgmt0", "data0"] if self.plan is not None else [],
+                cgroups=self.cgroups is not None,
+            )
+        ctl = ControllerConfig(
+            run_id=run.run_id, listen_ip=controller_ip, port=controller_port,
+            api_port=self.api_port, db_path=run.controller_dir / "events.db",
+            hosts=[HostEntry(name=h, fence="local" if self.plan is not None else "none")
+                   for h in t.host_names()],
+            settings=settings, fabric=plan_json, topology_file=run.topology_file,
+        )
+        run.controller_dir.mkdir(parents=True, exist_ok=True)
+        (run.controller_dir / "controller.json").write_text(ctl.model_dump_json(indent=1))
+        for host, cfg in agents.items():
+            d = run.host_dir(host)
+            (d / "exits").mkdir(parents=True, exist_ok=True)
+            (d / "agent.json").write_text(cfg.model_dump_json(indent=1))
+        return ctl, agents
+
+    def _write_run_file(self) -> None:
+        atomic_write_json(self.run.run_file, {
+            "run_id": self.run.run_id, "api_url": self.api_url,
+            "mode": "netns" if self.plan is not None else "loopback",
+            "topology_file": str(self.run.topology_file),
+            "plan": self.plan.to_json() if self.plan is not None else None,
+            "owner_pid": os.getpid(), "pids": self.pids, "created": time.time(),
+        })
+
+    # -- start -----------------------------------------------------------------
+    def start_infrastructure(self) -> None:
+        """Fabric, controller and hosts (their supervisors and agents)."""
+        t, run = self.topology, self.run
+        run.root.mkdir(parents=True, exist_ok=False)
+        run.topology_file.write_text(yaml.safe_dump(t.model_dump(mode="json"), sort_keys=False))
+        if self.namespaced:
+            self.plan = plan_fabric(run.run_id, t.host_names(),
+                                    [(v.name, v.host) for v in t.vms],
+                                    n_vips=sum(1 for v in t.vnfs if v.service_address))
+        self._write_run_file()  # before creating anything, so 'down' finds it
+        if self.plan is not None:
+            create_fabric(self.plan)
+        self.write_configs()
+        env = dict(os.environ)
+        ctl_cg: list[str] = []
+        if self.cgroups is not None:
+            self.cgroups.create(controller_cgroup(run))
+            ctl_cg = cgroup_procs_paths(self.cgroups, controller_cgroup(run))
+        sp = spawn_detached_sync(
+            [self.python, "-m", "nfvha.controller.main", "--config",
+             str(run.controller_dir / "controller.json")],
+            env=env, cgroup_procs=ctl_cg, log=str(run.controller_dir / "controller.log"),
+            python=self.python,
+        )
+        self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
+        for host in t.host_names():
+            self.boot_host(host, env)
+        self._write_run_file()
+
+    def boot_host(self, host: str, env: dict[str, str]) -> None:
+        run = self.run
+        argv = [self.python, "-m", "nfvha.agent.hostd", "--config",
+                str(run.host_dir(host) / "agent.json")]
+        log = str(run.host_dir(host) / "hostd.log")
+        save_boot_spec(run, host, argv=argv, env=env, log=log)
+        cg: list[str] = []
+        if self.cgroups is not None:
+            self.cgroups.create(host_system_cgroup(run, host))
+            cg = cgroup_procs_paths(self.cgroups, host_system_cgroup(run, host))
+        sp = spawn_detached_sync(
+            argv, env=env, netns=self.plan.host(host).netns if self.plan else None,
+            cgroup_procs=cg, log=log, python=self.python,
+        )
+        self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until the API answers and every host's agent is connected."""
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=2.0) as client:
+            while True:
+                try:
+                    r = await client.get("/v1/hosts")
+                    if r.status_code == 200 and all(
+                        h["agent"]["connected"] and h["state"] == "up" for h in r.json()
+                    ):
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TestbedError(
+                        f"run {self.run.run_id}: hosts not ready after {timeout_s:.0f} s;"
+                        f" see {self.run.root}/*/*.log")
+                await asyncio.sleep(0.05)
+
+    async def start_vms(self, timeout_s: float = 60.0) -> None:
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s) as client:
+            async def start(vm: str) -> None:
+                r = await client.post(f"/v1/vms/{vm}/start")
+                if r.status_code != 200 or not r.json()["result"].get("ready", True):
+                    raise TestbedError(f"VM {vm} did not start: {r.status_code} {r.text}")
+
+            await asyncio.gather(*(start(v.name) for v in self.topology.vms))
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self.start_infrastructure)
+            await self.wait_ready()
+            await self.start_vms()
+        except BaseException:
+            await asyncio.to_thread(self.down)
+            raise
+
+    def down(self) -> list[str]:
+        return teardown_run(self.run.run_id)
+
+    def vm_address(self, vm: str) -> tuple[str, int]:
+        """Where the (first) VNFC of a VM serves, as seen from the root namespace."""
+        comps = self.topology.components_on(vm)
+        if not comps:
+            raise KeyError(f"VM {vm} has no VNFC")
+        idx = self.topology.vms.index(self.topology.vm(vm))
+        ip = self.plan.vm(vm).data_ip if self.plan is not None else "127.0.0.1"
+        return ip, self._vnfc_port(idx, comps[0][1].port)
+
+    def info(self) -> dict[str, Any]:
+        return read_json(self.run.run_file)  # type: ignore[no-any-return]

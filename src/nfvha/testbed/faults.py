@@ -1,0 +1,212 @@
+"""Fault injection on a running test bed, for real: signals, cgroup freezer,
+links, power. Every fault returns the CLOCK_MONOTONIC time it was injected,
+so detection latency can be measured against the controller's receipt time."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nfvha.model.topology import Topology, load_topology
+from nfvha.nfvi.cgroups import detect_cgroups
+from nfvha.nfvi.fabric import set_host_link
+from nfvha.nfvi.power import LocalPowerDevice, vm_cgroup
+from nfvha.testbed.deploy import RunInfo
+from nfvha.util.files import atomic_write_json, read_json
+from nfvha.util.procs import is_same_process, kill_pid
+from nfvha.util.runpaths import RunPaths
+
+FAULT_KINDS = {
+    "vnfc-crash": "VNFC",
+    "vm-crash": "VM",
+    "vm-hang": "VM",
+    "vm-thaw": "VM",
+    "vm-memory-exhaust": "VM",
+    "agent-crash": "HOST",
+    "host-process-crash": "HOST",
+    "host-down": "HOST",
+    "host-up": "HOST",
+    "link-down": "HOST",
+    "link-up": "HOST",
+    "sensor": "HOST",
+}
+
+
+class FaultError(Exception):
+    pass
+
+
+@dataclass
+class Injected:
+    kind: str
+    target: str
+    injected_mono_ns: int
+    detail: str
+
+
+def _pid_record(path: Any, what: str) -> tuple[int, int]:
+    try:
+        rec = read_json(path)
+    except FileNotFoundError:
+        raise FaultError(f"{what} has no pid record ({path}); is it running?") from None
+    return int(rec["pid"]), int(rec["start_ticks"])
+
+
+class FaultInjector:
+    def __init__(self, run: RunPaths, topology: Topology | None = None) -> None:
+        self.run = run
+        self.info = RunInfo.load(run)
+        self.topology = topology or load_topology(self.info.topology_file)
+        self.cgroups = detect_cgroups() if self.info.mode == "netns" else None
+
+    # -- targets ---------------------------------------------------------------
+    def valid_targets(self, kind: str) -> list[str]:
+        t = self.topology
+        what = FAULT_KINDS[kind]
+        if what == "VNFC":
+            return [c.name for _, c in t.components()]
+        if what == "VM":
+            return [v.name for v in t.vms]
+        return t.host_names()
+
+    def _check(self, kind: str, target: str) -> None:
+        if kind not in FAULT_KINDS:
+            raise FaultError(f"unknown fault '{kind}'; valid: {', '.join(FAULT_KINDS)}")
+        valid = self.valid_targets(kind)
+        if target not in valid:
+            raise FaultError(
+                f"{kind}: no {FAULT_KINDS[kind]} named '{target}'; valid: {', '.join(valid)}")
+
+    def inject(self, kind: str, target: str, **opts: Any) -> Injected:
+        self._check(kind, target)
+        fn = getattr(self, "_" + kind.replace("-", "_"))
+        detail: str = fn(target, **opts)
+        return Injected(kind, target, getattr(self, "_t0", time.monotonic_ns()), detail)
+
+    def _mark(self) -> None:
+        self._t0 = time.monotonic_ns()
+
+    # -- the faults --------------------------------------------------------------
+    def _vnfc_crash(self, vnfc: str) -> str:
+        vm = next(c.vm for _, c in self.topology.components() if c.name == vnfc)
+        try:
+            state = read_json(self.run.vm_dir(vm) / "vnfcs.json")[vnfc]
+        except (FileNotFoundError, KeyError):
+            raise FaultError(f"VNFC {vnfc} has no pid record; is VM {vm} running?") from None
+        if state.get("state") != "running" or state.get("pid") is None:
+            raise FaultError(f"VNFC {vnfc} is not running (state {state.get('state')})")
+        self._mark()
+        if not kill_pid(int(state["pid"]), signal.SIGKILL, ticks=state.get("start_ticks")):
+            raise FaultError(f"VNFC {vnfc} (pid {state['pid']}) is already gone")
+        return f"SIGKILL to VNFC {vnfc} pid {state['pid']}"
+
+    def _vm_pid(self, vm: str) -> tuple[int, int]:
+        pid, ticks = _pid_record(self.run.vm_dir(vm) / "vm.pid", f"VM {vm}")
+        if not is_same_process(pid, ticks):
+            raise FaultError(f"VM {vm} (pid {pid}) is not running")
+        return pid, ticks
+
+    def _vm_crash(self, vm: str) -> str:
+        pid, ticks = self._vm_pid(vm)
+        self._mark()
+        kill_pid(pid, signal.SIGKILL, ticks=ticks)
+        return f"SIGKILL to VM {vm} pid {pid}"
+
+    def _vm_cgroup(self, vm: str) -> str:
+        return vm_cgroup(self.run, self.topology.vm(vm).host, vm)
+
+    def _vm_hang(self, vm: str) -> str:
+        pid, ticks = self._vm_pid(vm)
+        self._mark()
+        if self.cgroups is not None:
+            self.cgroups.freeze(self._vm_cgroup(vm))
+            return f"froze the cgroup of VM {vm}"
+        kill_pid(pid, signal.SIGSTOP, ticks=ticks)
+        return f"SIGSTOP to VM {vm} pid {pid}"
+
+    def _vm_thaw(self, vm: str) -> str:
+        self._mark()
+        if self.cgroups is not None:
+            self.cgroups.thaw(self._vm_cgroup(vm))
+            return f"thawed the cgroup of VM {vm}"
+        pid, ticks = self._vm_pid(vm)
+        kill_pid(pid, signal.SIGCONT, ticks=ticks)
+        return f"SIGCONT to VM {vm} pid {pid}"
+
+    def _vm_memory_exhaust(self, vm: str) -> str:
+        pid, ticks = self._vm_pid(vm)
+        self._mark()
+        # The sample guest's fault hook: on SIGUSR1 it leaks memory without bound.
+        kill_pid(pid, signal.SIGUSR1, ticks=ticks)
+        return f"VM {vm} (pid {pid}) told to leak memory"
+
+    def _agent_crash(self, host: str) -> str:
+        pid, ticks = _pid_record(self.run.host_dir(host) / "agent.pid", f"agent of {host}")
+        self._mark()
+        if not kill_pid(pid, signal.SIGKILL, ticks=ticks):
+            raise FaultError(f"agent of {host} (pid {pid}) is not running")
+        return f"SIGKILL to agent of {host} pid {pid}"
+
+    def _host_process_crash(self, host: str, process: str = "vswitch") -> str:
+        state = read_json(self.run.host_dir(host) / "agent-state.json")
+        rec = state.get("processes", {}).get(process)
+        if rec is None or rec.get("pid") is None:
+            valid = ", ".join(state.get("processes", {}))
+            raise FaultError(f"host {host} has no process '{process}'; valid: {valid}")
+        self._mark()
+        if not kill_pid(int(rec["pid"]), signal.SIGKILL, ticks=rec.get("start_ticks")):
+            raise FaultError(f"process {process} on {host} is not running")
+        return f"SIGKILL to {process} on {host} pid {rec['pid']}"
+
+    def _power(self, host: str) -> LocalPowerDevice:
+        if self.cgroups is None or self.info.plan is None:
+            raise FaultError("host power control needs the namespaced test bed (root)")
+        return LocalPowerDevice(self.run, self.info.plan, host, self.cgroups)
+
+    def _host_down(self, host: str) -> str:
+        dev = self._power(host)
+        self._mark()
+        dev.off()
+        return f"host {host} powered off"
+
+    def _host_up(self, host: str) -> str:
+        dev = self._power(host)
+        self._mark()
+        sp = dev.on()
+        return f"host {host} powered on (supervisor pid {sp.pid})"
+
+    def _link(self, host: str, link: str, up: bool) -> str:
+        if self.info.plan is None:
+            raise FaultError("link faults need the namespaced test bed (root)")
+        if link not in ("mgmt0", "data0"):
+            raise FaultError(f"unknown link '{link}'; valid: mgmt0, data0")
+        self._mark()
+        set_host_link(self.info.plan, host, link, up)
+        return f"link {link} of {host} set {'up' if up else 'down'}"
+
+    def _link_down(self, host: str, link: str = "data0") -> str:
+        return self._link(host, link, False)
+
+    def _link_up(self, host: str, link: str = "data0") -> str:
+        return self._link(host, link, True)
+
+    def _sensor(self, host: str, name: str = "", value: float | None = None,
+                warn: float | None = None, crit: float | None = None, unit: str = "",
+                clear: bool = False) -> str:
+        path = self.run.host_dir(host) / "sensors.json"
+        try:
+            current: dict[str, Any] = read_json(path)
+        except (FileNotFoundError, json.JSONDecodeError):
+            current = {}
+        if clear:
+            current.pop(name, None) if name else current.clear()
+        else:
+            if not name or value is None:
+                raise FaultError("sensor needs NAME=VALUE, e.g. 'temp1=95'")
+            current[name] = {"value": value, "unit": unit, "warn": warn, "crit": crit}
+        self._mark()
+        atomic_write_json(path, current, fsync=False)
+        return f"sensors of {host}: {current}"

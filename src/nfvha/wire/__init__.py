@@ -1,0 +1,1 @@
+"""Layer 1: what crosses a socket between agent, host supervisor and controller."""

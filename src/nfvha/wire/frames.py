@@ -1,0 +1,125 @@
+"""Frames of the agent <-> controller stream (TCP, one JSON object per line).
+
+Agent -> controller: ``hello`` then ``event``s (with sequence numbers),
+``inventory`` snapshots and command ``reply``s. Controller -> agent:
+``welcome`` (the highest sequence number already stored, so the agent drops
+what is safe and re-sends the rest), cumulative ``ack``s and ``command``s.
+An event is acknowledged only after the controller has committed it, so an
+agent keeps (on disk) everything a crashing controller may not have stored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from nfvha.model.events import Event
+
+MAX_FRAME_BYTES = 1 << 20
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hello(Frame):
+    t: Literal["hello"] = "hello"
+    host: str
+    agent_pid: int
+    incarnation: str  # new on every agent start: tells a restart from a reconnect
+    started_time: float
+    restarted_after: str | None = None  # how the previous agent ended, if it crashed
+
+
+class EventFrame(Frame):
+    t: Literal["event"] = "event"
+    event: Event
+
+
+class VmInfo(Frame):
+    name: str
+    state: Literal["starting", "running", "hung", "crashed", "stopped"]
+    pid: int | None = None
+    since: float
+    memory_bytes: int | None = None
+    cpu_usage_ns: int | None = None
+
+
+class VnfcInfo(Frame):
+    name: str
+    vm: str
+    state: Literal["running", "exited", "stopped", "unknown"]
+    pid: int | None = None
+    since: float
+
+
+class ProcessInfo(Frame):
+    name: str
+    state: Literal["running", "restarting", "failed"]
+    pid: int | None = None
+    restarts: int = 0
+
+
+class Inventory(Frame):
+    t: Literal["inventory"] = "inventory"
+    host: str
+    vms: list[VmInfo] = Field(default_factory=list)
+    vnfcs: list[VnfcInfo] = Field(default_factory=list)
+    processes: list[ProcessInfo] = Field(default_factory=list)
+    links: dict[str, bool] = Field(default_factory=dict)
+    sensors: dict[str, float] = Field(default_factory=dict)
+
+
+class Reply(Frame):
+    t: Literal["reply"] = "reply"
+    id: int
+    ok: bool
+    error: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class Welcome(Frame):
+    t: Literal["welcome"] = "welcome"
+    last_seq: int
+
+
+class Ack(Frame):
+    t: Literal["ack"] = "ack"
+    seq: int
+
+
+CommandOp = Literal["vm.start", "vm.stop", "vnfc.start", "vnfc.stop"]
+
+
+class Command(Frame):
+    t: Literal["command"] = "command"
+    id: int
+    op: CommandOp
+    target: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+AgentFrame = Annotated[Hello | EventFrame | Inventory | Reply, Field(discriminator="t")]
+ControllerFrame = Annotated[Welcome | Ack | Command, Field(discriminator="t")]
+
+AGENT_FRAME: TypeAdapter[Hello | EventFrame | Inventory | Reply] = TypeAdapter(AgentFrame)
+CONTROLLER_FRAME: TypeAdapter[Welcome | Ack | Command] = TypeAdapter(ControllerFrame)
+
+
+def encode(frame: Frame) -> bytes:
+    return frame.model_dump_json().encode() + b"\n"
+
+
+class Heartbeat(Frame):
+    """UDP datagram from a host supervisor to the controller and to its peers.
+
+    Host liveness is the supervisor's job, not the agent's, so an agent crash is
+    reported as an agent failure and never makes the host look dead."""
+
+    t: Literal["hb"] = "hb"
+    host: str
+    boot: str  # new on every host power-on
+    n: int
+    # peer host -> milliseconds since its last heartbeat was received here
+    peers_seen_ms: dict[str, int] = Field(default_factory=dict)
