@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,10 +41,17 @@ from nfvha.util.runpaths import RunPaths
 
 PORT = 7100
 
-# A stand-in host supervisor: a UDP echo on the host's mgmt address plus a child process.
+# A stand-in host supervisor: a child process, a TCP listener that keeps its connections
+# open, and a UDP echo on the host's mgmt address.
 HOSTD = """
-import socket, subprocess, sys
+import socket, subprocess, sys, threading
 child = subprocess.Popen(["sleep", "300"])
+listener = socket.create_server((sys.argv[1], int(sys.argv[2])))
+held = []
+def accept():
+    while True:
+        held.append(listener.accept()[0])
+threading.Thread(target=accept, daemon=True).start()
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], int(sys.argv[2])))
 print("booted", child.pid, flush=True)
@@ -106,6 +114,8 @@ def test_power_off_and_on(
         ["sleep", "300"], netns=plan.vm("a").netns, cgroup_procs=cgroup_procs_paths(cg, vm_rel)
     )
     assert len(cg.pids(host_cgroup(run, "h0"))) == 3  # hostd, its child, the VM
+    # A peer's TCP connection to the host: a power cut must not close it cleanly.
+    peer = socket.create_connection((h0.mgmt_ip, PORT), timeout=5)
 
     power.off()
     assert power.status() == "off"
@@ -115,6 +125,12 @@ def test_power_off_and_on(
     assert not _link_is_up(h0.netns, "mgmt0") and not _link_is_up(h0.netns, "data0")
     assert plan.vm("a").netns in list_netns()  # like a disk, the VM's namespace stays
     power.off()  # idempotent
+    with peer:
+        # The links went down before the kill: no FIN or RST reached the peer, which
+        # sees only silence (an orderly close would read b"", a reset would raise).
+        peer.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            peer.recv(1)
 
     again = power.on()
     assert again.pid != boot.pid or again.start_ticks != boot.start_ticks

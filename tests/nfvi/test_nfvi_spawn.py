@@ -129,3 +129,19 @@ def test_helper_runs_isolated_with_stdlib_only(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "argv" in json.loads(bad.stdout)["error"]
+
+
+@pytest.mark.testbed
+def test_spawn_into_a_frozen_cgroup_times_out(run: RunPaths, cg: CgroupDriver) -> None:
+    """The child freezes when it joins a frozen cgroup; the caller is not stuck forever."""
+    rel = f"{run.tag}/host1/vm-frozen"
+    cg.create(rel)
+    cg.freeze(rel)
+    with pytest.raises(SpawnError, match="no answer"):
+        spawn_detached_sync(
+            ["sleep", "300"], cgroup_procs=cgroup_procs_paths(cg, rel), helper_timeout=1.0
+        )
+    stuck = cg.pids(rel)
+    cg.kill_all(rel)  # the half-started child dies with its cgroup
+    assert cg.pids(rel) == []
+    assert len(stuck) == 1

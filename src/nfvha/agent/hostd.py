@@ -150,13 +150,17 @@ class HostSupervisor:
             if host is not None and data.startswith(b"{"):
                 self.peers_seen[host] = time.monotonic()
 
-    async def run(self) -> None:
+    def boot_up(self) -> None:
+        """Become the host's subreaper and mark a fresh boot for the next agent."""
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         with open(self.host_dir / "agent-exits.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), "boot": self.boot}) + "\n")
         atomic_write_json(self.host_dir / "hostd.pid",
                           {"pid": os.getpid(), "boot": self.boot}, fsync=False)
+
+    async def run(self) -> None:
+        self.boot_up()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         stop = asyncio.Event()

@@ -22,6 +22,7 @@ from nfvha.nfvi.spawn import SpawnError, spawn_detached
 from nfvha.util.clock import Clock
 from nfvha.util.procs import is_same_process, pidfd_open
 from nfvha.util.runpaths import RunPaths
+from nfvha.util.tasks import background
 from nfvha.wire.frames import ProcessInfo
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class HostProcessSupervisor:
                      "detected_late": late},
         )
         if p.pid is not None and p.start_ticks is not None:
-            asyncio.create_task(self._report_status(p.spec.name, p.pid, p.start_ticks))
+            background(self._report_status(p.spec.name, p.pid, p.start_ticks))
         self._on_change()
         self._schedule_restart(p, delay)
 
@@ -179,10 +180,10 @@ class HostProcessSupervisor:
                 )
                 self._on_change()
 
-        asyncio.create_task(restart())
+        background(restart())
 
     def inventory(self) -> list[ProcessInfo]:
         return [
-            ProcessInfo(name=n, state=p.state, pid=p.pid, restarts=p.restarts)  # type: ignore[arg-type]
+            ProcessInfo(name=n, state=p.state, pid=p.pid, restarts=p.restarts)
             for n, p in self.procs.items()
         ]

@@ -161,7 +161,7 @@ class Agent:
         for name, st in mon.snapshot().items():
             self.links[name] = st.admin_up and st.oper_up
         self._changed()
-        async for old, new, mono_ns in mon.changes():
+        async for _old, new, mono_ns in mon.changes():
             up = new.admin_up and new.oper_up
             was = self.links.get(new.ifname)
             self.links[new.ifname] = up

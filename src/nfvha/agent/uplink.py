@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from nfvha.agent.spool import EventSpool
 from nfvha.model.events import Event
+from nfvha.util.tasks import background
 from nfvha.wire.frames import (
     CONTROLLER_FRAME,
     MAX_FRAME_BYTES,
@@ -134,7 +135,7 @@ class ControllerLink:
                 if isinstance(frame, Ack):
                     self._spool.ack(frame.seq)
                 elif isinstance(frame, Command):
-                    asyncio.create_task(self._run_command(frame))
+                    background(self._run_command(frame))
         finally:
             pusher.cancel()
 

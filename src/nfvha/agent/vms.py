@@ -30,6 +30,7 @@ from nfvha.util.clock import Clock
 from nfvha.util.files import atomic_write_json, tail_lines
 from nfvha.util.procs import describe_wait_status, is_same_process, kill_pid, pidfd_open
 from nfvha.util.runpaths import RunPaths
+from nfvha.util.tasks import background
 from nfvha.wire.frames import VmInfo, VnfcInfo
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class VmRuntime:
     vnfcs: dict[str, VnfcRuntime] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    # Held while a VM is being started or its previous life cleaned up, so a restart
+    # never lands in a cgroup that the clean-up of the crash is still emptying.
+    lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class VmManager:
@@ -94,7 +98,8 @@ class VmManager:
         return self._run.vm_dir(vm)
 
     def _log_action(self, vm: str, action: str, detail: str = "") -> None:
-        line = json.dumps({"time": self._clock.wall(), "vm": vm, "action": action, "detail": detail})
+        line = json.dumps(
+            {"time": self._clock.wall(), "vm": vm, "action": action, "detail": detail})
         with open(self._actions, "a") as f:
             f.write(line + "\n")
 
@@ -151,6 +156,11 @@ class VmManager:
     # -- VM lifecycle ------------------------------------------------------
     async def start_vm(self, name: str, timeout_s: float = 15.0) -> dict[str, Any]:
         rt = self._rt(name)
+        async with rt.lifecycle:
+            return await self._start_vm(rt, timeout_s)
+
+    async def _start_vm(self, rt: VmRuntime, timeout_s: float) -> dict[str, Any]:
+        name = rt.spec.name
         if rt.state in ("running", "starting", "hung") and rt.pid is not None and rt.start_ticks \
                 is not None and is_same_process(rt.pid, rt.start_ticks):
             return {"vm": name, "pid": rt.pid, "already": True}
@@ -190,9 +200,15 @@ class VmManager:
         self._watch(rt)
         self._log_action(name, "start", f"pid {rt.pid}")
         self._on_change()
-        try:
-            await asyncio.wait_for(rt.ready.wait(), timeout_s)
-        except TimeoutError:
+        ready = asyncio.create_task(rt.ready.wait())
+        exited = asyncio.create_task(rt.exited.wait())
+        await asyncio.wait([ready, exited], timeout=timeout_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        exited.cancel()
+        if rt.exited.is_set():
+            raise RuntimeError(f"VM {name} died while booting; see its last words")
+        if not rt.ready.is_set():
             return {"vm": name, "pid": rt.pid, "ready": False}
         rt.state = "running" if rt.state == "starting" else rt.state
         self._emit.emit(
@@ -242,20 +258,35 @@ class VmManager:
             asyncio.get_running_loop().remove_reader(fd)
             os.close(fd)
             rt.pidfd = None
-        asyncio.create_task(self._vm_exited(rt, detected))
+        background(self._vm_exited(rt, detected))
 
     async def _vm_exited(self, rt: VmRuntime, detected_mono_ns: int, late: bool = False) -> None:
-        name, pid, ticks = rt.spec.name, rt.pid, rt.start_ticks
         if rt.state in ("stopped", "crashed"):
             return
-        if rt.link is not None:
-            await rt.link.stop()
-            rt.link = None
-        status = zombie_status(pid, ticks) if pid is not None and ticks is not None else None
-        desc = describe_wait_status(status) if status is not None else None
+        name, pid, ticks = rt.spec.name, rt.pid, rt.start_ticks
         expected = rt.stopping
         rt.state = "stopped" if expected else "crashed"
         rt.since = self._clock.wall()
+        # Report first: detection latency must not wait for any clean-up.
+        status = zombie_status(pid, ticks) if pid is not None and ticks is not None else None
+        desc = describe_wait_status(status) if status is not None else None
+        self._report_exit(rt, detected_mono_ns, late, status, desc)
+        rt.exited.set()
+        # Then clean up under the lifecycle lock, so a restart waits for it.
+        async with rt.lifecycle:
+            if rt.link is not None:
+                await rt.link.stop()
+                rt.link = None
+            if self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.kill_all, self._cgroup_rel(name))
+            self._log_action(name, "stop" if expected else "crash", desc or "")
+        self._on_change()
+        if pid is not None and ticks is not None:
+            background(self._last_words(rt, pid, ticks, status, expected))
+
+    def _report_exit(self, rt: VmRuntime, detected_mono_ns: int, late: bool,
+                     status: int | None, desc: str | None) -> None:
+        name, pid, expected = rt.spec.name, rt.pid, rt.stopping
         entity = f"vm/{name}"
         if expected:
             self._emit.emit(
@@ -274,24 +305,17 @@ class VmManager:
                          "detected_late": late},
             )
         for v in rt.vnfcs.values():
-            if v.state == "running":
-                v.state = "stopped" if expected else "exited"
-                v.since = self._clock.wall()
-                if not expected:
-                    self._emit.emit(
-                        Kind.VNFC_CRASHED, f"vnfc/{v.name}", severity=Severity.MAJOR,
-                        event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-crash",
-                        description=f"VNFC {v.name} lost with its VM {name}",
-                        detected_mono_ns=detected_mono_ns,
-                        details={"cause_entity": entity},
-                    )
-        if self._cgroups is not None:
-            await asyncio.to_thread(self._cgroups.kill_all, self._cgroup_rel(name))
-        self._log_action(name, "stop" if expected else "crash", desc or "")
-        rt.exited.set()
-        self._on_change()
-        if pid is not None and ticks is not None:
-            asyncio.create_task(self._last_words(rt, pid, ticks, status, expected))
+            if v.state != "running":
+                continue
+            v.state = "stopped" if expected else "exited"
+            v.since = self._clock.wall()
+            if not expected:
+                self._emit.emit(
+                    Kind.VNFC_CRASHED, f"vnfc/{v.name}", severity=Severity.MAJOR,
+                    event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-crash",
+                    description=f"VNFC {v.name} lost with its VM {name}",
+                    detected_mono_ns=detected_mono_ns, details={"cause_entity": entity},
+                )
 
     async def _last_words(
         self, rt: VmRuntime, pid: int, ticks: int, status: int | None, expected: bool
@@ -438,6 +462,19 @@ class VmManager:
             "state": rt.state,
         }
 
+    def _record(self, rt: VmRuntime, keep: int) -> dict[str, Any] | None:
+        """Sample the VM and append to its records, keeping about ``keep`` of them."""
+        s = self.sample(rt)
+        if s is None:
+            return None
+        path = self._vm_dir(rt.spec.name) / "records.jsonl"
+        with open(path, "a") as f:
+            f.write(json.dumps(s) + "\n")
+        if path.stat().st_size > keep * 400:
+            lines = tail_lines(path, keep, max_bytes=keep * 400)
+            path.write_text("\n".join(lines) + "\n")
+        return s
+
     async def record_loop(self) -> None:
         keep = self._cfg.settings.vm_records_kept
         while True:
@@ -446,18 +483,11 @@ class VmManager:
                 if rt.state not in ("running", "hung", "starting"):
                     continue
                 try:
-                    s = await asyncio.to_thread(self.sample, rt)
+                    s = await asyncio.to_thread(self._record, rt, keep)
                 except OSError:
                     continue
-                if s is None:
-                    continue
-                rt.last_sample = s
-                path = self._vm_dir(rt.spec.name) / "records.jsonl"
-                with open(path, "a") as f:
-                    f.write(json.dumps(s) + "\n")
-                if path.stat().st_size > keep * 400:
-                    lines = tail_lines(path, keep, max_bytes=keep * 400)
-                    path.write_text("\n".join(lines) + "\n")
+                if s is not None:
+                    rt.last_sample = s
             self._on_change()
 
     # -- inventory ---------------------------------------------------------
@@ -466,12 +496,12 @@ class VmManager:
         for name, rt in self.vms.items():
             s = rt.last_sample or {}
             vms.append(VmInfo(
-                name=name, state=rt.state, pid=rt.pid, since=rt.since,  # type: ignore[arg-type]
+                name=name, state=rt.state, pid=rt.pid, since=rt.since,
                 memory_bytes=s.get("memory_bytes"), cpu_usage_ns=s.get("cpu_usage_ns"),
             ))
             for v in rt.vnfcs.values():
                 vnfcs.append(VnfcInfo(
-                    name=v.name, vm=name, state=v.state, pid=v.pid,  # type: ignore[arg-type]
+                    name=v.name, vm=name, state=v.state, pid=v.pid,
                     since=v.since,
                 ))
         return vms, vnfcs

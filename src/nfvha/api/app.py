@@ -40,9 +40,9 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
         valid = ", ".join(c.name for _, c in topology.components())
         raise HTTPException(404, f"no VNFC named '{vnfc}'; valid: {valid}")
 
-    async def operate(host: str, op: CommandOp, target: str, **args: object) -> OperationResult:
+    async def operate(host: str, op: CommandOp, target: str) -> OperationResult:
         try:
-            reply = await agents.command(host, op, target, **args)
+            reply = await agents.command(host, op, target)
         except ConnectionError as e:
             raise HTTPException(503, str(e)) from None
         except TimeoutError:

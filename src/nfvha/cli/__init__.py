@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -53,7 +52,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from nfvha.cli.render import status_tables
 
-    run_id, api = _api(args.run)
+    _run_id, api = _api(args.run)
     status = _get(f"{api}/v1/status")
     if args.json:
         print(json.dumps(status, indent=1))

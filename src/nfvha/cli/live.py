@@ -8,7 +8,7 @@ import contextlib
 import signal
 
 import httpx
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 
 from nfvha.cli.render import status_tables
@@ -18,7 +18,7 @@ from nfvha.testbed.deploy import Testbed
 
 async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) -> None:
     async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0) as client:
-        async def render() -> object:
+        async def render() -> Group:
             status = (await client.get("/v1/status")).json()
             after = max(0, status["last_event_id"] - 8)
             events = (await client.get(f"/v1/events?after={after}")).json()
@@ -31,7 +31,7 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
         with Live(await render(), console=console, refresh_per_second=4) as live:
             while not stop.is_set():
                 with contextlib.suppress(httpx.HTTPError):
-                    live.update(await render())  # type: ignore[arg-type]
+                    live.update(await render())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
 

@@ -20,6 +20,7 @@ from nfvha.controller.liveness import HostLiveness, HostState, Transition
 from nfvha.model.events import Event, EventType, Kind, Severity
 from nfvha.store.base import StoreUnavailable
 from nfvha.util.clock import Clock
+from nfvha.util.tasks import background
 from nfvha.wire.frames import (
     AGENT_FRAME,
     MAX_FRAME_BYTES,
@@ -101,8 +102,7 @@ class AgentServer:
             self._apply(self._liveness.tick())
 
     def _apply(self, transitions: list[Transition]) -> None:
-        events = [self._transition_event(t) for t in transitions]
-        events = [e for e in events if e is not None]
+        events = [e for t in transitions if (e := self._transition_event(t)) is not None]
         for t in transitions:
             if t.new == HostState.DOWN:
                 # Its agent is gone with it; the broken stream is a consequence, not news.
@@ -111,7 +111,7 @@ class AgentServer:
                     s.writer.close()
                 self.inventories.pop(t.host, None)
         if events:
-            asyncio.create_task(self._publish(events))
+            background(self._publish(events))
 
     def _transition_event(self, t: Transition) -> Event | None:
         entity = f"host/{t.host}"
@@ -224,16 +224,16 @@ class AgentServer:
             return
         self.agent_lost[host] = self._clock.wall()
         self.inventories.pop(host, None)
-        asyncio.create_task(self._publish([self._own_event(
+        background(self._publish([self._own_event(
             Kind.AGENT_LOST, f"host/{host}", Severity.CRITICAL, "hypervisor-failure",
             f"agent on {host} lost: its event stream broke", self._clock.mono_ns())]))
 
     async def command(self, host: str, op: CommandOp, target: str,
-                      timeout_s: float = 20.0, **args: object) -> Reply:
+                      args: dict[str, object] | None = None, timeout_s: float = 20.0) -> Reply:
         session = self.sessions.get(host)
         if session is None:
             raise ConnectionError(f"agent on {host} is not connected")
-        cmd = Command(id=next(self._cmd_ids), op=op, target=target, args=dict(args))
+        cmd = Command(id=next(self._cmd_ids), op=op, target=target, args=dict(args or {}))
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         session.replies[cmd.id] = fut
         session.writer.write(encode(cmd))

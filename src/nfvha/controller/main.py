@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +29,14 @@ from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.runpaths import RunPaths
 
 log = logging.getLogger("nfvha.controller")
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the controller owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def local_power_status(cfg: ControllerConfig) -> PowerStatus | None:
@@ -57,9 +67,8 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     await agents.start()
     view = InventoryView(topology, agents, liveness, clock)
     app = create_app(cfg.run_id, topology, view, bus, agents)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
+    server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

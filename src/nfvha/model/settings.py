@@ -48,7 +48,9 @@ class Settings(Strict):
     def _consistent(self) -> Self:
         problems: list[str] = []
         if self.agent_restart_backoff_initial_s > self.agent_restart_backoff_max_s:
-            problems.append("agent_restart_backoff_initial_s must be <= agent_restart_backoff_max_s")
+            problems.append(
+                "agent_restart_backoff_initial_s must be <= agent_restart_backoff_max_s"
+            )
         if self.process_restart_backoff_initial_s > self.process_restart_backoff_max_s:
             problems.append(
                 "process_restart_backoff_initial_s must be <= process_restart_backoff_max_s"
@@ -61,7 +63,8 @@ class Settings(Strict):
         # confirmation, not detection, the slow step.
         if self.host_confirm_retry_ms > self.host_suspect_after_ms:
             problems.append(
-                "host_confirm_retry_ms must be <= host_heartbeat_interval_ms x host_heartbeat_misses"
+                "host_confirm_retry_ms must be <= host_heartbeat_interval_ms"
+                " x host_heartbeat_misses"
             )
         if problems:
             raise ValueError("; ".join(problems))

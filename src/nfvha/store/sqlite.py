@@ -95,7 +95,8 @@ class SqliteEventStore:
 
     def events(self, *, after: int = 0, limit: int = 1000, kind: str | None = None,
                entity: str | None = None, host: str | None = None) -> list[StoredEvent]:
-        where, params = ["id > ?"], [after]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after]
         for col, val in (("kind", kind), ("entity", entity), ("host", host)):
             if val is not None:
                 where.append(f"{col} = ?")

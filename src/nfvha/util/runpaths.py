@@ -65,7 +65,7 @@ class RunPaths:
         return self.root / "vms" / vm
 
     def host_netns(self, host: str) -> str:
-        return f"{self.tag}-{host}"
+        return f"{self.tag}-host-{host}"
 
     def vm_netns(self, vm: str) -> str:
         return f"{self.tag}-vm-{vm}"

@@ -1,0 +1,1 @@
+"""Layer 6: benchmarks (``nfvha bench ...``), on the real test bed."""
