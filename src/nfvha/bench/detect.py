@@ -24,34 +24,9 @@ from nfvha.bench.stats import summary
 from nfvha.model.topology import Topology, load_topology
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultInjector
+from nfvha.testbed.observe import EventWaiter
 
 KINDS = ("vnfc-crash", "vm-crash", "vm-hang", "agent-crash", "host-down")
-
-
-class EventWaiter:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.after = 0
-
-    async def sync(self) -> None:
-        r = await self.client.get("/v1/status")
-        self.after = int(r.json()["last_event_id"])
-
-    async def wait(self, kind: str, entity: str, timeout_s: float = 15.0) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        while True:
-            remaining = end - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"no {kind} for {entity} within {timeout_s} s")
-            r = await self.client.get("/v1/events", params={
-                "after": self.after, "kind": kind, "entity": entity,
-                "wait": min(remaining, 10.0)}, timeout=15.0)
-            r.raise_for_status()
-            found = r.json()
-            if found:
-                ev: dict[str, Any] = found[0]
-                return ev
 
 
 class DetectBench:

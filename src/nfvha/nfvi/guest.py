@@ -264,6 +264,7 @@ class Guest:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_terminate_signal, sig)
+        loop.add_signal_handler(signal.SIGUSR1, self.start_memory_hog)
         self.console.log(
             f"guest {self.config.vm} booting (pid {os.getpid()}, {len(self.vnfcs)} vnfcs)"
         )
@@ -575,13 +576,19 @@ class Guest:
         return f"no VNFC named {name!r}" if vnfc is None else vnfc
 
     def _op_memory_hog(self, writer: asyncio.StreamWriter, message: Message) -> str | None:
+        self.start_memory_hog()
+        return None
+
+    def start_memory_hog(self) -> None:
+        """The fault hook: leak memory until the VM's memory limit kills it. Reached by
+        the channel op or by SIGUSR1 (so fault injection does not need the channel,
+        which belongs to the agent)."""
         if self._memory_hog is None:
             self.console.log(
                 f"memory-hog: allocating {self.config.memory_hog_chunk_mb} MiB"
                 f" every {MEMORY_HOG_INTERVAL_S * 1000:g} ms without bound"
             )
             self._memory_hog = asyncio.get_running_loop().create_task(self._hog_memory())
-        return None
 
     _handlers: dict[str, Callable[[Guest, asyncio.StreamWriter, Message], str | None]] = {
         "ping": _op_ping,

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import cast
 
 MAX_DATAGRAM = 65507
 
@@ -26,8 +27,8 @@ class _UdpForwarder(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # Python 3.11's selector transport does not subclass DatagramTransport: cast.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if self._transport is not None:

@@ -151,11 +151,21 @@ class FaultInjector:
         return f"SIGKILL to agent of {host} pid {pid}"
 
     def _host_process_crash(self, host: str, process: str = "vswitch") -> str:
-        state = read_json(self.run.host_dir(host) / "agent-state.json")
-        rec = state.get("processes", {}).get(process)
-        if rec is None or rec.get("pid") is None:
-            valid = ", ".join(state.get("processes", {}))
-            raise FaultError(f"host {host} has no process '{process}'; valid: {valid}")
+        # The agent records a restarted process's pid just after reporting the restart.
+        deadline = time.monotonic() + 2.0
+        while True:
+            state = read_json(self.run.host_dir(host) / "agent-state.json")
+            procs = state.get("processes", {})
+            if process not in procs:
+                raise FaultError(f"host {host} has no process '{process}';"
+                                 f" valid: {', '.join(procs)}")
+            rec = procs[process]
+            if rec.get("pid") is not None and is_same_process(int(rec["pid"]),
+                                                              int(rec["start_ticks"])):
+                break
+            if time.monotonic() > deadline:
+                raise FaultError(f"process {process} on {host} is not running")
+            time.sleep(0.02)
         self._mark()
         if not kill_pid(int(rec["pid"]), signal.SIGKILL, ticks=rec.get("start_ticks")):
             raise FaultError(f"process {process} on {host} is not running")
