@@ -4,7 +4,6 @@ and checked to have left nothing behind."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from nfvha.nfvi.fabric import list_fabric_objects
 from nfvha.testbed.deploy import Testbed, namespaces_available
 from nfvha.testbed.faults import FaultInjector
 from nfvha.testbed.observe import EventWaiter
-from nfvha.util.procs import is_same_process
+from nfvha.util.procs import is_same_process, read_stat
 
 SMALL: dict[str, Any] = {
     "name": "small",
@@ -81,8 +80,7 @@ def assert_nothing_left(tb: Testbed, pids: list[int]) -> None:
     netnses, links = list_fabric_objects(tb.run.run_id)
     assert not netnses and not links, f"left behind: {netnses + links}"
     assert not detect_cgroups().exists(tb.run.tag), "cgroup left behind"
-    alive = [p for p in pids if os.path.exists(f"/proc/{p}") and
-             open(f"/proc/{p}/stat").read().split(") ")[1][0] not in "ZX"]
+    alive = [p for p in pids if (st := read_stat(p)) is not None and st.state not in "ZX"]
     assert not alive, f"processes left behind: {alive}"
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from conftest import Bed
+
 from nfvha.testbed.observe import udp_request, wait_serving
 from nfvha.util.files import read_json
 from nfvha.util.procs import is_same_process

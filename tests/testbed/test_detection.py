@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from conftest import Bed
+
 from nfvha.testbed.observe import tcp_request, udp_request, wait_serving
 
 pytestmark = [pytest.mark.testbed, pytest.mark.asyncio]

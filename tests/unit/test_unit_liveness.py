@@ -69,8 +69,25 @@ def unfenced(clock: ManualClock) -> HostLiveness:
 def test_hosts_start_unknown(fenced: HostLiveness, clock: ManualClock) -> None:
     assert all(fenced.state(h).state == HostState.UNKNOWN for h in HOSTS)
     clock.advance(10)
-    assert fenced.tick() == []  # never heard of: not suspected either
+    assert fenced.tick() == []  # still within the boot grace period
     assert fenced.state("h1").state == HostState.UNKNOWN
+
+
+@pytest.mark.req("HV-1")
+def test_host_never_heard_of_is_suspected_after_boot_grace(
+    fenced: HostLiveness, clock: ManualClock, power: FakePower
+) -> None:
+    """A host already dead when the controller starts must not stay 'unknown' forever."""
+    grace = settings().host_boot_grace_s
+    fenced.heartbeat(hb("h2"))
+    clock.advance(grace - 1.0)
+    fenced.heartbeat(hb("h2"))
+    assert [m for m in moves(fenced.tick()) if m[0] == "h1"] == []
+    clock.advance(1.5)
+    fenced.heartbeat(hb("h2"))
+    power.status["h1"] = "off"
+    assert ("h1", HostState.UNKNOWN, HostState.SUSPECT) in moves(fenced.tick())
+    assert fenced.state("h1").state == HostState.DOWN
 
 
 def test_first_heartbeat_brings_host_up(fenced: HostLiveness, clock: ManualClock) -> None:

@@ -43,11 +43,6 @@ def test_percentile_of_nothing_is_an_error() -> None:
         percentile([], 50)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rank is computed as ceil(p / 100 * n) in floating point; for p=99.9,"
-    " n=1000 that is ceil(999.0000000000001) = 1000, not the nearest rank 999",
-)
 def test_nearest_rank_with_fractional_percentile() -> None:
     samples = [float(i) for i in range(1, 1001)]
     assert percentile(samples, 99.9) == 999.0

@@ -43,6 +43,11 @@ class EventSpool:
             raw = self._log_path.read_bytes()
         except FileNotFoundError:
             return
+        if raw and not raw.endswith(b"\n"):
+            # A crash mid-write left half a line: cut it, or the next event would be
+            # appended to the fragment and lost with it.
+            raw = raw[: raw.rfind(b"\n") + 1]
+            atomic_write(self._log_path, raw, fsync=True)
         for line in raw.splitlines():
             if not line.strip():
                 continue
@@ -73,7 +78,12 @@ class EventSpool:
     def ack(self, seq: int) -> None:
         if seq <= self.acked_seq:
             return
-        self.acked_seq = min(seq, self.last_seq)
+        if seq > self.last_seq:
+            # The controller has more of this host's events than the spool knows (the
+            # spool was lost): number on after them, or new events would be taken
+            # for duplicates.
+            self.last_seq = seq
+        self.acked_seq = seq
         while self._pending and self._pending[0].seq <= self.acked_seq:
             self._pending.popleft()
         atomic_write(self._acked_path, str(self.acked_seq).encode(), fsync=False)

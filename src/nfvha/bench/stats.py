@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 
@@ -10,7 +9,8 @@ def percentile(samples: Sequence[float], p: float) -> float:
     if not samples:
         raise ValueError("no samples")
     ordered = sorted(samples)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    # Integer arithmetic: ceil(99.9 / 100 * 1000) is 1000 in floating point, not 999.
+    rank = max(1, -(-round(p * 1000) * len(ordered) // 100_000))
     return ordered[rank - 1]
 
 

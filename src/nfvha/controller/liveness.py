@@ -58,7 +58,11 @@ class HostLiveness:
         self._confirm_retry_ns = settings.host_confirm_retry_ms * 1_000_000
         self._power_status = power_status
         self._next_confirm: dict[str, int] = {}
-        self.hosts: dict[str, HostRecord] = {h: HostRecord() for h in hosts}
+        # Hosts not heard of yet get a boot grace period from now, then are suspect too.
+        grace_ns = int(settings.host_boot_grace_s * 1e9) - self._suspect_after_ns
+        start = clock.mono_ns() + max(0, grace_ns)
+        self.hosts: dict[str, HostRecord] = {h: HostRecord(last_hb_mono_ns=start)
+                                             for h in hosts}
 
     def _move(self, host: str, rec: HostRecord, new: HostState, reason: str,
               now: int) -> Transition:
@@ -85,7 +89,7 @@ class HostLiveness:
         out: list[Transition] = []
         for host, rec in self.hosts.items():
             silent = now - rec.last_hb_mono_ns
-            if rec.state == HostState.UP and silent > self._suspect_after_ns:
+            if rec.state in (HostState.UP, HostState.UNKNOWN) and silent > self._suspect_after_ns:
                 out.append(self._move(host, rec, HostState.SUSPECT,
                                       f"no heartbeat for {silent // 1_000_000} ms", now))
                 self._next_confirm[host] = now

@@ -25,6 +25,8 @@ class Settings(Strict):
     # A suspect host whose second signal (fence power status / peers) never confirms
     # stays suspect; this is how often the confirmation is retried.
     host_confirm_retry_ms: int = Field(100, ge=10, le=10_000)
+    # A host never heard of since the controller started becomes suspect after this.
+    host_boot_grace_s: float = Field(30.0, gt=0, le=3600)
     # Host running conditions to the controller (HW-4).
     condition_report_interval_s: float = Field(10.0, gt=0, le=3600)
     sensor_poll_interval_s: float = Field(1.0, gt=0, le=600)

@@ -73,6 +73,28 @@ def _recorded_pids(run: RunPaths) -> list[tuple[int, int]]:
     return found
 
 
+RUN_MARKER = "NFVHA_RUN"
+
+
+def _marked_pids(run_id: str) -> list[int]:
+    """Processes whose environment carries ``NFVHA_RUN=<run_id>``: every process a run
+    starts inherits the marker, so this finds them even without cgroups (the loopback
+    test bed) and after the run's records are gone."""
+    marker = f"{RUN_MARKER}={run_id}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker in env:
+            found.append(int(entry.name))
+    return found
+
+
 def _kill_outside_cgroups(run: RunPaths, netnses: list[str]) -> int:
     """Kill the run's processes found by namespace or in run.json; wait until they are gone."""
     me = os.getpid()
@@ -82,6 +104,10 @@ def _kill_outside_cgroups(run: RunPaths, netnses: list[str]) -> int:
         targets = [(p, t) for p, t in _recorded_pids(run) if is_same_process(p, t)]
         for ns in netnses:
             for pid in _netns_pids(ns):
+                ticks = start_ticks(pid)
+                if ticks is not None:
+                    targets.append((pid, ticks))
+        for pid in _marked_pids(run.run_id):
                 ticks = start_ticks(pid)
                 if ticks is not None:
                     targets.append((pid, ticks))

@@ -275,6 +275,10 @@ class Guest:
         self.console.log(f"guest {self.config.vm} up")
         await self._terminate.wait()
         await self._shutdown()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Stay deaf to repeats while the interpreter exits, so that exit is clean.
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
     def _on_terminate_signal(self, sig: signal.Signals) -> None:
         self._terminate_reason = sig.name

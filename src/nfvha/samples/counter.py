@@ -93,12 +93,18 @@ async def _serve_tcp_client(
 
 
 async def wait_for_termination() -> None:
-    """Return when SIGTERM or SIGINT arrives."""
+    """Return when SIGTERM or SIGINT arrives; ignore any repeat after that."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for sig in signals:
+        # A second SIGTERM while shutting down (the guest's, after a process-group
+        # one) must not turn a clean exit into a kill.
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 async def serve(name: str, bind: str, port: int) -> None:

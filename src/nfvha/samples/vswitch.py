@@ -42,10 +42,14 @@ async def serve(name: str, bind: str, port: int) -> None:
     )
     print(f"vswitch {name} forwarding udp on {bind}:{port}", flush=True)
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        for sig in signals:  # a repeated SIGTERM must not turn a clean exit into a kill
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
     finally:
         transport.close()
     print(f"vswitch {name} stopping", flush=True)

@@ -24,7 +24,7 @@ from nfvha.agent.config import AgentConfig, PeerAddress, ProcessLaunch, VmLaunch
 from nfvha.controller.config import ControllerConfig, HostEntry
 from nfvha.model.topology import Topology
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
-from nfvha.nfvi.cleanup import teardown_run
+from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
 from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
 from nfvha.nfvi.spawn import spawn_detached_sync
@@ -41,6 +41,8 @@ class TestbedError(RuntimeError):
 
 def namespaces_available() -> tuple[bool, str]:
     """Whether the real (namespaced) test bed can run here, and why not."""
+    if os.environ.get("NFVHA_LOOPBACK") == "1":
+        return False, "NFVHA_LOOPBACK=1 is set"
     if os.geteuid() != 0:
         return False, "not running as root: no network namespaces or cgroups"
     if shutil.which("ip") is None:
@@ -93,6 +95,8 @@ def find_active_run(run_id: str | None = None) -> RunPaths:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, topology: Topology, *, run_id: str | None = None,
                  python: str | None = None, api_port: int | None = None) -> None:
         self.topology = topology
@@ -203,7 +207,7 @@ class Testbed:
         if self.plan is not None:
             create_fabric(self.plan)
         self.write_configs()
-        env = dict(os.environ)
+        env = {**os.environ, RUN_MARKER: run.run_id}
         ctl_cg: list[str] = []
         if self.cgroups is not None:
             self.cgroups.create(controller_cgroup(run))
