@@ -234,6 +234,7 @@ class GuestLauncher:
         extra: list[dict[str, Any]] | None = None,
         vm_dir: Path | None = None,
         wait_running: bool = True,
+        **popen_kwargs: Any,
     ) -> RunningGuest:
         """Boot a guest whose VNFCs are counters named ``vnfcs`` (plus raw ``extra`` specs)."""
         vm_dir = vm_dir or self.workdir / "vm"
@@ -254,6 +255,7 @@ class GuestLauncher:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,  # detached, as the agent starts it
+                **popen_kwargs,
             )
         guest = RunningGuest(vm_dir=vm_dir, proc=proc, ports=ports, tracker=self.tracker)
         self.started.append(guest)

@@ -95,7 +95,7 @@ def test_teardown_of_a_crashed_run(run: RunPaths, cg: CgroupDriver) -> None:
         assert not run.root.exists()
         assert run.run_id not in find_runs()
         assert any("cgroup" in line for line in report)
-        assert any(f"deleted netns {run.tag}-h0" == line for line in report)
+        assert any(f"deleted netns {run.host_netns('h0')}" == line for line in report)
         assert any(line.startswith("removed ") and run.tag in line for line in report)
         assert teardown_run(run.run_id) == []  # idempotent: nothing left to do
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import small_topology
+from bedkit import small_topology
 
 from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.cleanup import _marked_pids

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import Bed
+from bedkit import Bed
 
 from nfvha.testbed.observe import tcp_request, udp_request, wait_serving
 

@@ -42,8 +42,10 @@ agent -> guest:
 - ``{"op":"vnfc-stop","name":X,"signal":"TERM"|"KILL"}`` -> signal X (default TERM);
   its exit is reported with ``"expected": true``;
 - ``{"op":"memory-hog"}`` -> the guest allocates and touches ``memory_hog_chunk_mb``
-  MiB every 10 ms without bound, until the VM's memory limit gets it OOM-killed;
-- anything else -> ``{"op":"error","reason":...}``.  Orders have no reply on success.
+  MiB every 10 ms without bound, until the VM's memory limit gets it OOM-killed
+  (SIGUSR1 to the guest does the same, for fault injection without the channel);
+- anything else -> ``{"op":"error","reason":...,"request":<the message>}`` (``request``
+  only when the message was a JSON object).  Orders have no reply on success.
 
 guest -> agent events (seq from 1 per guest lifetime, ``mono_ns`` =
 ``time.monotonic_ns()`` when the guest saw it happen), sent at once to a connected
@@ -524,7 +526,7 @@ class Guest:
         op = message.get("op")
         handler = self._handlers.get(op) if isinstance(op, str) else None
         if handler is None:
-            self._send(writer, {"op": "error", "reason": f"unknown op {op!r}"})
+            self._send(writer, {"op": "error", "reason": f"unknown op {op!r}", "request": message})
             return
         error = handler(self, writer, message)
         if error is not None:

@@ -1,0 +1,89 @@
+"""Shared pieces of the test-bed tests: a small topology and a handle on a deployment."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from nfvha.model.topology import Topology, parse_topology
+from nfvha.nfvi.cgroups import detect_cgroups
+from nfvha.nfvi.fabric import list_fabric_objects
+from nfvha.testbed.deploy import Testbed
+from nfvha.testbed.faults import FaultInjector
+from nfvha.testbed.observe import EventWaiter
+from nfvha.util.procs import is_same_process, read_stat
+
+SMALL: dict[str, Any] = {
+    "name": "small",
+    "settings": {
+        "condition_report_interval_s": 1.0,
+        "sensor_poll_interval_s": 0.2,
+        "vm_record_interval_s": 0.2,
+    },
+    "sites": [{"name": "site1", "racks": [
+        {"name": "rack1", "hosts": [{"name": "h1"}]},
+        {"name": "rack2", "hosts": [{"name": "h2"}]},
+    ]}],
+    "vms": [
+        {"name": "vm-a", "host": "h1", "memory_mb": 128},
+        {"name": "vm-b", "host": "h2", "memory_mb": 128},
+        {"name": "vm-c", "host": "h1", "memory_mb": 96},
+    ],
+    "vnfs": [
+        {"name": "gw", "redundancy": "2n", "stateful": True, "state": "sync",
+         "service_address": {"kind": "vip", "port": 7000},
+         "components": [{"name": "gw-a", "vm": "vm-a", "port": 7000},
+                        {"name": "gw-b", "vm": "vm-b", "port": 7000}]},
+        {"name": "db", "redundancy": "none", "stateful": True, "state": "checkpoint",
+         "components": [{"name": "db-1", "vm": "vm-c", "port": 7200}]},
+    ],
+}
+
+
+def small_topology() -> Topology:
+    return parse_topology(SMALL, "tests/testbed/conftest.py")
+
+
+class Bed:
+    def __init__(self, tb: Testbed, client: httpx.AsyncClient) -> None:
+        self.tb = tb
+        self.client = client
+        self.events = EventWaiter(client)
+        self.faults = FaultInjector(tb.run, tb.topology)
+
+    async def status(self) -> dict[str, Any]:
+        r = await self.client.get("/v1/status")
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def vm(self, name: str) -> dict[str, Any]:
+        return next(v for v in (await self.status())["vms"] if v["name"] == name)
+
+    async def wait_vm_state(self, name: str, state: str, timeout_s: float = 5.0) -> None:
+        """The inventory follows events by up to one agent snapshot (~100 ms)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while (seen := (await self.vm(name))["state"]) != state:
+            if loop.time() > end:
+                raise AssertionError(f"VM {name} is {seen!r}, not {state!r}")
+            await asyncio.sleep(0.02)
+
+
+def assert_nothing_left(tb: Testbed, pids: list[int]) -> None:
+    netnses, links = list_fabric_objects(tb.run.run_id)
+    assert not netnses and not links, f"left behind: {netnses + links}"
+    assert not detect_cgroups().exists(tb.run.tag), "cgroup left behind"
+    alive = [p for p in pids if (st := read_stat(p)) is not None and st.state not in "ZX"]
+    assert not alive, f"processes left behind: {alive}"
+
+
+def run_pids(tb: Testbed) -> list[int]:
+    cg = detect_cgroups()
+    return cg.pids(tb.run.tag) if cg.exists(tb.run.tag) else []
+
+
+def alive(pid: int, ticks: int) -> bool:
+    return is_same_process(pid, ticks)
