@@ -100,3 +100,22 @@ def test_vswitch_forwards_udp_with_prefix_and_exits_0_on_sigterm(
     out, _ = proc.communicate(timeout=5)
     assert proc.returncode == 0
     assert out.decode().splitlines()[0] == f"vswitch vs1 forwarding udp on {LOOPBACK}:{port}"
+
+
+def test_programs_import_only_the_standard_library() -> None:
+    """They run as many small processes: nothing beyond the stdlib (and nfvha.util)."""
+    check = (
+        "import sys\n"
+        "before = set(sys.modules)\n"  # what site and .pth files loaded is not ours
+        "import nfvha.nfvi.guest, nfvha.samples.counter, nfvha.samples.vswitch\n"
+        "top = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(top - set(sys.stdlib_module_names) - {'nfvha', '__main__'}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('nfvha.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.splitlines()
+    assert out[0] == "[]"
+    allowed = {"nfvha.nfvi", "nfvha.nfvi.guest", "nfvha.samples", "nfvha.samples.counter"}
+    allowed |= {"nfvha.samples.vswitch", "nfvha.util", "nfvha.util.files", "nfvha.util.procs"}
+    assert set(eval(out[1])) <= allowed

@@ -45,8 +45,7 @@ class Agent:
         self.clock = clock
         self.host_dir = self.run.host_dir(cfg.host)
         self.state_path = self.host_dir / "agent-state.json"
-        self.spool = EventSpool(self.host_dir / "spool", clock,
-                                cfg.settings.event_spool_fsync_interval_s)
+        self.spool = EventSpool(self.host_dir / "spool", clock)
         self.emitter = Emitter(cfg.host, clock, self.spool)
         cgroups: CgroupDriver | None = detect_cgroups() if cfg.cgroups else None
         self.vms = VmManager(cfg, self.run, clock, self.emitter, cgroups, self._changed)
@@ -107,6 +106,7 @@ class Agent:
         tasks += [
             asyncio.create_task(self.vms.record_loop(), name="records"),
             asyncio.create_task(self._save_state_loop(), name="state"),
+            asyncio.create_task(self._spool_sync_loop(), name="spool-sync"),
             asyncio.create_task(self._sensor_loop(), name="sensors"),
             asyncio.create_task(self._condition_loop(), name="conditions"),
         ]
@@ -147,6 +147,12 @@ class Agent:
     def _save_state(self) -> None:
         atomic_write_json(self.state_path, {"vms": self.vms.saved_state(),
                                             "processes": self.procs.saved_state()})
+
+    async def _spool_sync_loop(self) -> None:
+        interval = self.cfg.settings.event_spool_fsync_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.spool.sync)
 
     async def _save_state_loop(self) -> None:
         while True:

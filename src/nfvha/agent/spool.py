@@ -1,8 +1,10 @@
 """The agent's on-disk spool of events not yet acknowledged by the controller.
 
 Append-only JSON lines; an event is written (to the OS, so it survives the
-agent's own crash) before it is sent, and fsync'ed at most every
-``fsync_interval_s`` (so a machine crash loses at most that window). The
+agent's own crash) before it is sent. ``sync()`` fsyncs what was written; the
+agent calls it from a worker thread every ``fsync_interval_s``, never on the send
+path (an fsync can take tens of milliseconds), so a machine crash loses at most
+that window. The
 acknowledged watermark lives in a small side file; the log is compacted when
 everything in it is acknowledged.
 """
@@ -19,13 +21,12 @@ from nfvha.util.files import atomic_write
 
 
 class EventSpool:
-    def __init__(self, directory: Path, clock: Clock, fsync_interval_s: float = 0.1) -> None:
+    def __init__(self, directory: Path, clock: Clock) -> None:
         self._dir = directory
         self._log_path = directory / "spool.jsonl"
         self._acked_path = directory / "spool.acked"
         self._clock = clock
-        self._fsync_interval_ns = int(fsync_interval_s * 1e9)
-        self._last_fsync_ns = 0
+        self._unsynced = False
         self._pending: deque[Event] = deque()
         self.acked_seq = 0
         self.last_seq = 0
@@ -66,11 +67,14 @@ class EventSpool:
     def append(self, event: Event) -> None:
         self._log.write(event.model_dump_json().encode() + b"\n")
         self._log.flush()
-        now = self._clock.mono_ns()
-        if now - self._last_fsync_ns >= self._fsync_interval_ns:
-            os.fsync(self._log.fileno())
-            self._last_fsync_ns = now
+        self._unsynced = True
         self._pending.append(event)
+
+    def sync(self) -> None:
+        """fsync what was appended (safe to call from a worker thread)."""
+        if self._unsynced:
+            self._unsynced = False
+            os.fsync(self._log.fileno())
 
     def pending(self) -> list[Event]:
         return list(self._pending)

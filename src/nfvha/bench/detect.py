@@ -24,7 +24,7 @@ from nfvha.bench.stats import summary
 from nfvha.model.topology import Topology, load_topology
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultInjector
-from nfvha.testbed.observe import EventWaiter
+from nfvha.testbed.observe import EventWaiter, wait_serving
 
 KINDS = ("vnfc-crash", "vm-crash", "vm-hang", "agent-crash", "host-down")
 
@@ -57,6 +57,11 @@ class DetectBench:
             await asyncio.sleep(0.05)
         raise TimeoutError("deployment did not return to the expected state")
 
+    async def _serving(self, vm: str) -> None:
+        """Each run starts from a deployment that serves again, not one still booting."""
+        if self.t.components_on(vm):
+            await wait_serving(self.tb.vm_address(vm))
+
     async def vnfc_crash(self, i: int) -> None:
         comps = [c.name for _, c in self.t.components()]
         name = comps[i % len(comps)]
@@ -65,6 +70,8 @@ class DetectBench:
         ev = await self.events.wait("vnfc.crashed", f"vnfc/{name}")
         self._record("vnfc-crash", inj.injected_mono_ns, ev)
         await self._post(f"/v1/vnfcs/{name}/start")
+        await self._serving(self.t.vm(next(c.vm for _, c in self.t.components()
+                                           if c.name == name)).name)
 
     async def vm_crash(self, i: int) -> None:
         vm = self.t.vms[i % len(self.t.vms)].name
@@ -73,6 +80,7 @@ class DetectBench:
         ev = await self.events.wait("vm.crashed", f"vm/{vm}")
         self._record("vm-crash", inj.injected_mono_ns, ev)
         await self._post(f"/v1/vms/{vm}/start")
+        await self._serving(vm)
 
     async def vm_hang(self, i: int) -> None:
         vm = self.t.vms[i % len(self.t.vms)].name
@@ -116,6 +124,8 @@ class DetectBench:
             for h in st["hosts"]))
         await asyncio.gather(*(self._post(f"/v1/vms/{v.name}/start")
                                for v in self.t.vms_on(host)))
+        for v in self.t.vms_on(host):
+            await self._serving(v.name)
 
     async def run(self, kinds: list[str], runs: int,
                   progress: Callable[[str, int], None]) -> None:

@@ -44,7 +44,7 @@ class Settings(Strict):
     # Agent -> controller event stream.
     reconnect_backoff_initial_s: float = Field(0.02, gt=0, le=60)
     reconnect_backoff_max_s: float = Field(0.5, gt=0, le=60)
-    event_spool_fsync_interval_s: float = Field(0.1, ge=0, le=60)
+    event_spool_fsync_interval_s: float = Field(0.1, ge=0.001, le=60)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
