@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -96,6 +97,13 @@ class DetectBench:
     async def agent_crash(self, i: int) -> None:
         hosts = self.t.host_names()
         host = hosts[i % len(hosts)]
+        # A single crash, not a crash loop: an agent that crashes again within
+        # restart_backoff_reset_s is deliberately restarted with growing delays.
+        reset_s = self.t.settings.restart_backoff_reset_s + 0.5
+        await self._wait_status(lambda st: any(
+            h["name"] == host and h["agent"]["connected"]
+            and time.time() - h["agent"]["connected_time"] >= reset_s for h in st["hosts"]),
+            timeout_s=reset_s + 30)
         before = {v["name"]: v["pid"] for v in (await self.client.get("/v1/vms")).json()
                   if v["host"] == host}
         await self.events.sync()

@@ -40,7 +40,7 @@ class Settings(Strict):
     process_restart_backoff_initial_s: float = Field(0.1, gt=0, le=60)
     process_restart_backoff_max_s: float = Field(10.0, gt=0, le=600)
     # A process that ran this long without failing gets its backoff reset.
-    restart_backoff_reset_s: float = Field(30.0, gt=0, le=86_400)
+    restart_backoff_reset_s: float = Field(10.0, gt=0, le=86_400)
     # Agent -> controller event stream.
     reconnect_backoff_initial_s: float = Field(0.02, gt=0, le=60)
     reconnect_backoff_max_s: float = Field(0.5, gt=0, le=60)
