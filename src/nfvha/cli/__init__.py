@@ -57,7 +57,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=1))
         return 0
-    events = _get(f"{api}/v1/events?after={max(0, status['last_event_id'] - 8)}")
+    events = _get(f"{api}/v1/events?after={max(0, status['last_event_id'] - 40)}")
     Console().print(status_tables(status, events, api))
     return 0
 

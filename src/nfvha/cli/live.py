@@ -20,7 +20,7 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
     async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0) as client:
         async def render() -> Group:
             status = (await client.get("/v1/status")).json()
-            after = max(0, status["last_event_id"] - 8)
+            after = max(0, status["last_event_id"] - 40)
             events = (await client.get(f"/v1/events?after={after}")).json()
             return status_tables(status, events, tb.api_url)
 

@@ -48,7 +48,8 @@ def status_tables(status: dict[str, Any], events: list[dict[str, Any]], api_url:
     log = Table(title="latest events", expand=True)
     for col in ("time", "severity", "entity", "what"):
         log.add_column(col)
-    for e in events[-8:]:
+    # Periodic condition reports are records, not news: they stay in the log only.
+    for e in [e for e in events if e["kind"] != "host.condition"][-8:]:
         log.add_row(time.strftime("%H:%M:%S", time.localtime(e["event_time"]))
                     + f".{int(e['event_time'] * 1000) % 1000:03d}",
                     _state(e["severity"].lower()) if e["severity"] != "CLEARED"
