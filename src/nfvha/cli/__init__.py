@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("kind", help="vnfc-crash, vm-crash, vm-hang, vm-thaw, vm-memory-exhaust,"
                                 " agent-crash, host-process-crash, host-down, host-up,"
                                 " link-down, link-up, sensor")
-    f.add_argument("target", help="the VNFC, VM or host")
+    f.add_argument("target", help="the VNFC, VM or host ('controller' for controller-crash)")
     f.add_argument("reading", nargs="?", help="for 'sensor': NAME=VALUE, e.g. temp1=95")
     f.add_argument("--run")
     f.add_argument("--link", default="data0", help="mgmt0 or data0 (link faults)")

@@ -208,20 +208,28 @@ class Testbed:
             create_fabric(self.plan)
         self.write_configs()
         env = {**os.environ, RUN_MARKER: run.run_id}
-        ctl_cg: list[str] = []
-        if self.cgroups is not None:
-            self.cgroups.create(controller_cgroup(run))
-            ctl_cg = cgroup_procs_paths(self.cgroups, controller_cgroup(run))
-        sp = spawn_detached_sync(
-            [self.python, "-m", "nfvha.controller.main", "--config",
-             str(run.controller_dir / "controller.json")],
-            env=env, cgroup_procs=ctl_cg, log=str(run.controller_dir / "controller.log"),
-            python=self.python,
-        )
-        self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
+        self.start_controller(env)
         for host in t.host_names():
             self.boot_host(host, env)
         self._write_run_file()
+
+    def start_controller(self, env: dict[str, str] | None = None) -> None:
+        """Start (or restart, after a crash) the controller with the run's config."""
+        run = self.run
+        env = env or {**os.environ, RUN_MARKER: run.run_id}
+        cg: list[str] = []
+        if self.cgroups is not None:
+            self.cgroups.create(controller_cgroup(run))
+            cg = cgroup_procs_paths(self.cgroups, controller_cgroup(run))
+        sp = spawn_detached_sync(
+            [self.python, "-m", "nfvha.controller.main", "--config",
+             str(run.controller_dir / "controller.json")],
+            env=env, cgroup_procs=cg, log=str(run.controller_dir / "controller.log"),
+            pidfile=str(run.controller_dir / "controller.pid"), python=self.python,
+        )
+        self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
+        if run.run_file.exists():
+            self._write_run_file()
 
     def boot_host(self, host: str, env: dict[str, str]) -> None:
         run = self.run

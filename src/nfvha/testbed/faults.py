@@ -32,6 +32,7 @@ FAULT_KINDS = {
     "link-down": "HOST",
     "link-up": "HOST",
     "sensor": "HOST",
+    "controller-crash": "CONTROLLER",
 }
 
 
@@ -70,6 +71,8 @@ class FaultInjector:
             return [c.name for _, c in t.components()]
         if what == "VM":
             return [v.name for v in t.vms]
+        if what == "CONTROLLER":
+            return ["controller"]
         return t.host_names()
 
     def _check(self, kind: str, target: str) -> None:
@@ -142,6 +145,13 @@ class FaultInjector:
         # The sample guest's fault hook: on SIGUSR1 it leaks memory without bound.
         kill_pid(pid, signal.SIGUSR1, ticks=ticks)
         return f"VM {vm} (pid {pid}) told to leak memory"
+
+    def _controller_crash(self, _: str) -> str:
+        pid, ticks = _pid_record(self.run.controller_dir / "controller.pid", "the controller")
+        self._mark()
+        if not kill_pid(pid, signal.SIGKILL, ticks=ticks):
+            raise FaultError(f"the controller (pid {pid}) is not running")
+        return f"SIGKILL to the controller pid {pid}"
 
     def _agent_crash(self, host: str) -> str:
         pid, ticks = _pid_record(self.run.host_dir(host) / "agent.pid", f"agent of {host}")
