@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "nfvha.nfvi": 2,
     "nfvha.samples": 2,
     "nfvha.agent": 3,
+    "nfvha.faults": 3,
     "nfvha.controller": 4,
     "nfvha.api": 5,
     "nfvha.testbed": 6,

@@ -8,9 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel
 
+from nfvha.api.problems import install_problem_handlers
+from nfvha.api.vnffm import vnffm_router
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
+from nfvha.faults.manager import AlarmManager
 from nfvha.model.events import Kind, StoredEvent
 from nfvha.model.topology import Topology
 from nfvha.wire.frames import CommandOp
@@ -23,8 +26,10 @@ class OperationResult(BaseModel):
 
 
 def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
-               agents: AgentServer) -> FastAPI:
+               agents: AgentServer, alarms: AlarmManager) -> FastAPI:
     app = FastAPI(title="nfvha controller", version="0.1.0")
+    install_problem_handlers(app)
+    app.include_router(vnffm_router(alarms), prefix="/vnffm/v1", tags=["ETSI VNF FM"])
 
     def host_of_vm(vm: str) -> str:
         try:

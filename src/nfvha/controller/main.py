@@ -18,12 +18,15 @@ from nfvha.api.app import create_app
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
 from nfvha.controller.config import ControllerConfig
+from nfvha.controller.faults import FaultManagement
 from nfvha.controller.liveness import HostLiveness, PowerStatus
 from nfvha.controller.view import InventoryView
+from nfvha.faults.manager import AlarmManager
 from nfvha.model.topology import Topology, load_topology
 from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.fabric import FabricPlan
 from nfvha.nfvi.power import LocalPowerDevice
+from nfvha.store.alarms import SqliteAlarmStore
 from nfvha.store.sqlite import SqliteEventStore
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.runpaths import RunPaths
@@ -60,13 +63,19 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
                 stop: asyncio.Event | None = None) -> None:
     store = SqliteEventStore(cfg.db_path, fsync=cfg.db_fsync)
     bus = EventBus(store, clock)
+    alarm_store = SqliteAlarmStore(cfg.db_path, fsync=cfg.db_fsync)
+    ager = SqliteAlarmStore(cfg.db_path, fsync=cfg.db_fsync)
+    faults = FaultManagement(AlarmManager(topology, alarm_store, clock, cfg.settings),
+                             ager, cfg.settings, clock)
+    bus.subscribe(faults.on_event)
     liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
                             local_power_status(cfg))
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
                          tick_s=cfg.settings.host_heartbeat_interval_ms / 4000)
     await agents.start()
     view = InventoryView(topology, agents, liveness, clock)
-    app = create_app(cfg.run_id, topology, view, bus, agents)
+    app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms)
+    fm_task = asyncio.create_task(faults.run(), name="fault-management")
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off"))
     stop = stop or asyncio.Event()
@@ -79,7 +88,10 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     await stop.wait()
     server.should_exit = True
     await api
+    fm_task.cancel()
     await agents.close()
+    alarm_store.close()
+    ager.close()
     store.close()
 
 

@@ -6,9 +6,15 @@ that makes another meaningless is an error, not a surprise at 3 a.m.).
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AlarmSeverity = Literal["CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE"]
+DEFAULT_CLEARED_RETENTION_S: dict[AlarmSeverity, float] = {
+    "CRITICAL": 30 * 86_400.0, "MAJOR": 30 * 86_400.0, "MINOR": 7 * 86_400.0,
+    "WARNING": 7 * 86_400.0, "INDETERMINATE": 86_400.0,
+}
 
 
 class Strict(BaseModel):
@@ -45,6 +51,14 @@ class Settings(Strict):
     reconnect_backoff_initial_s: float = Field(0.02, gt=0, le=60)
     reconnect_backoff_max_s: float = Field(0.5, gt=0, le=60)
     event_spool_fsync_interval_s: float = Field(0.1, ge=0.001, le=60)
+    # Fault management: correlation and ageing (FM-7, VNFHA-6).
+    fm_correlation_window_s: float = Field(60.0, gt=0, le=86_400)
+    fm_latent_fault_window_s: float = Field(600.0, gt=0, le=604_800)
+    fm_latent_fault_min_vms: int = Field(2, ge=2, le=1000)
+    fm_event_retention_s: float = Field(7 * 86_400, gt=0)
+    fm_cleared_alarm_retention_s: dict[AlarmSeverity, float] = Field(
+        default_factory=lambda: dict(DEFAULT_CLEARED_RETENTION_S))
+    fm_ageing_interval_s: float = Field(60.0, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

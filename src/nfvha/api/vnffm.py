@@ -1,0 +1,84 @@
+"""ETSI NFV SOL002/003 VNF fault management interface, ``/vnffm/v1``.
+
+GET /alarms (SOL013 ``filter``), GET /alarms/{id}, PATCH /alarms/{id}
+(``application/merge-patch+json`` with ``{"ackState": ...}``; 409 if already in
+that state). Methods the standard does not allow answer 405 (FastAPI does that
+for every route below), and every error is ProblemDetails.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from nfvha.api.fmfilter import FilterError, matches, parse_filter
+from nfvha.api.problems import problem
+from nfvha.faults.manager import AlarmManager, AlarmNotFound, AlreadyInState
+from nfvha.faults.model import AlarmModifications
+from nfvha.model.topology import format_loc
+
+ALARM_FILTER_ATTRIBUTES = {
+    "id", "managedObjectId", "vnfcInstanceIds", "rootCauseFaultyResource/faultyResourceType",
+    "rootCauseFaultyResource/faultyResource/resourceId", "eventType", "perceivedSeverity",
+    "probableCause", "ackState", "isRootCause", "faultType", "alarmRaisedTime",
+    "correlatedAlarmIds",
+}
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def vnffm_router(manager: AlarmManager) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/alarms", response_model=None)
+    async def list_alarms(filter: str | None = Query(None, max_length=4096)) -> Response:
+        alarms = [a.model_dump(mode="json", by_alias=True, exclude_none=True)
+                  for a in manager.all_alarms()]
+        if filter:
+            try:
+                terms = parse_filter(filter, ALARM_FILTER_ATTRIBUTES)
+            except FilterError as e:
+                return problem(400, str(e), "Bad filter")
+            alarms = [a for a in alarms if matches(a, terms)]
+        return _json(alarms)
+
+    @router.get("/alarms/{alarm_id}", response_model=None)
+    async def get_alarm(alarm_id: str) -> Response:
+        try:
+            alarm = manager.get(alarm_id)
+        except AlarmNotFound:
+            return problem(404, f"no alarm with id {alarm_id!r}", "Not Found")
+        return _json(alarm.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    @router.patch("/alarms/{alarm_id}", response_model=None)
+    async def patch_alarm(alarm_id: str, request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip()
+        if ctype != MERGE_PATCH:
+            return problem(415, f"use Content-Type {MERGE_PATCH}, not {ctype or 'none'}",
+                           "Unsupported Media Type")
+        try:
+            body = json.loads(await request.body())
+            mods = AlarmModifications.model_validate(body)
+        except json.JSONDecodeError as e:
+            return problem(400, f"body is not JSON: {e.msg}", "Bad Request")
+        except UnicodeDecodeError:
+            return problem(400, "body is not UTF-8 JSON", "Bad Request")
+        except ValidationError as e:
+            detail = "; ".join(f"{format_loc(x['loc'])}: {x['msg']}" for x in e.errors())
+            return problem(400, detail, "Bad Request")
+        try:
+            manager.acknowledge(alarm_id, mods.ackState)
+        except AlarmNotFound:
+            return problem(404, f"no alarm with id {alarm_id!r}", "Not Found")
+        except AlreadyInState as e:
+            return problem(409, str(e), "Conflict")
+        return JSONResponse(mods.model_dump(mode="json"), media_type=MERGE_PATCH)
+
+    return router

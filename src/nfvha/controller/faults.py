@@ -1,0 +1,70 @@
+"""Fault management inside the controller: every stored event goes through the
+alarm manager; its changes go to the notifier; ageing and latent-fault expiry run
+periodically."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from nfvha.faults.manager import AlarmChange, AlarmManager
+from nfvha.model.events import StoredEvent
+from nfvha.model.settings import Settings
+from nfvha.store.alarms import SqliteAlarmStore
+from nfvha.store.base import StoreUnavailable
+from nfvha.util.clock import Clock
+
+log = logging.getLogger(__name__)
+
+ChangeSink = Callable[[list[AlarmChange]], None]
+
+
+class FaultManagement:
+    def __init__(self, alarms: AlarmManager, ager: SqliteAlarmStore, settings: Settings,
+                 clock: Clock) -> None:
+        """``ager`` is a connection of its own: ageing runs in a worker thread, and a
+        SQLite connection must not be used by two threads at once."""
+        self.alarms = alarms
+        self._ager = ager
+        self._settings = settings
+        self._clock = clock
+        self._sinks: list[ChangeSink] = []
+
+    def add_sink(self, sink: ChangeSink) -> None:
+        self._sinks.append(sink)
+
+    def _dispatch(self, changes: list[AlarmChange]) -> None:
+        if not changes:
+            return
+        for sink in self._sinks:
+            try:
+                sink(changes)
+            except Exception:  # one broken consumer must not stop alarm handling
+                log.exception("alarm change consumer failed")
+
+    def on_event(self, event: StoredEvent) -> None:
+        try:
+            changes = self.alarms.on_event(event)
+        except StoreUnavailable:
+            log.exception("alarm store unavailable; event %s#%d not turned into an alarm",
+                          event.host, event.seq)
+            return
+        self._dispatch(changes)
+
+    async def run(self) -> None:
+        self._dispatch(self.alarms.rebuilt())
+        next_ageing = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            self._dispatch(self.alarms.tick())
+            now = self._clock.wall()
+            if now >= next_ageing:
+                next_ageing = now + self._settings.fm_ageing_interval_s
+                s = self._settings
+                retention = {str(k): v for k, v in s.fm_cleared_alarm_retention_s.items()}
+                alarms, events = await asyncio.to_thread(
+                    self._ager.age, now, retention, s.fm_event_retention_s)
+                if alarms or events:
+                    log.info("ageing removed %d cleared alarm(s) and %d event(s)",
+                             alarms, events)

@@ -1,0 +1,1 @@
+"""Layer 3: fault management — alarms, correlation, subscriptions, notifications."""

@@ -1,0 +1,401 @@
+"""The alarm manager: events in, ETSI alarms and their notifications out.
+
+One decision per event, from the current alarm table:
+- a fault event raises an alarm, or updates the active one with the same key
+  (storms collapse into a count, and only a severity change is notified);
+- a recovery event clears the alarms it ends;
+- correlation on the containment graph: an alarm whose container (its VM, its
+  host) has a failure alarm — active, or cleared within the correlation window,
+  for faults reported late — is a consequence: ``isRootCause=false`` and it
+  carries the root's id in ``correlatedAlarmIds``. A host that goes down is the
+  root cause of alarms raised for all its VMs and VNFCs (their agent cannot
+  report them any more);
+- failures of several co-located VMs within a window raise a "suspected latent
+  host fault" alarm on their host (VNFHA-6), cleared when the window passes
+  without another failure (``tick``).
+Time comes from the injected clock; nothing here sleeps or does I/O but the store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from nfvha.faults.catalog import (
+    CLEARS,
+    HOST_FAILURE,
+    LATENT_HOST_FAULT,
+    RAISES,
+    ROOT_TYPES,
+    VM_FAILURE,
+    VM_HANG,
+    VNFC_FAILURE,
+    AlarmType,
+    alarm_key,
+    part_of,
+)
+from nfvha.faults.model import (
+    AckState,
+    Alarm,
+    AlarmLinks,
+    FaultyResourceInfo,
+    Link,
+    NotificationType,
+    ResourceHandle,
+)
+from nfvha.model.containment import ContainmentGraph, EntityRef
+from nfvha.model.events import Event, EventType, Severity
+from nfvha.model.settings import Settings
+from nfvha.model.topology import Topology
+from nfvha.store.alarms import AlarmRow, SqliteAlarmStore
+from nfvha.util.clock import Clock
+
+SEVERITY_RANK = {Severity.CLEARED: 0, Severity.INDETERMINATE: 1, Severity.WARNING: 2,
+                 Severity.MINOR: 3, Severity.MAJOR: 4, Severity.CRITICAL: 5}
+_TYPES = {t.name: t for t in (*RAISES.values(), LATENT_HOST_FAULT)}
+
+
+class AlarmNotFound(KeyError):
+    pass
+
+
+class AlreadyInState(ValueError):
+    pass
+
+
+@dataclass
+class AlarmState:
+    alarm: Alarm
+    key: str
+    type: AlarmType
+    entity: EntityRef
+    host: str
+    raised_wall: float
+    changed_wall: float
+    worst: Severity
+    count: int = 1
+    members: list[str] = field(default_factory=list)  # latent-fault alarms only
+
+    @property
+    def active(self) -> bool:
+        return self.alarm.alarmClearedTime is None
+
+    @property
+    def can_be_root(self) -> bool:
+        """A merely suspect host may be a partition: only a confirmed failure is a root."""
+        return self.type in ROOT_TYPES and (
+            self.type is not HOST_FAILURE or self.worst == Severity.CRITICAL)
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    notification: NotificationType
+    alarm: Alarm
+
+
+def _ts(wall: float) -> datetime:
+    return datetime.fromtimestamp(wall, UTC)
+
+
+class AlarmManager:
+    def __init__(self, topology: Topology, store: SqliteAlarmStore, clock: Clock,
+                 settings: Settings, api_root: str = "/vnffm/v1") -> None:
+        self._t = topology
+        self._graph = ContainmentGraph.from_topology(topology)
+        self._store = store
+        self._clock = clock
+        self._api_root = api_root
+        self._window_s = settings.fm_correlation_window_s
+        self._latent_window_s = settings.fm_latent_fault_window_s
+        self._latent_min_vms = settings.fm_latent_fault_min_vms
+        self.alarms: dict[str, AlarmState] = {}
+        self._active: dict[str, str] = {}  # key -> alarm id
+        self._vnf_of: dict[str, str] = {c.name: v.name for v, c in topology.components()}
+        self._touched: set[str] = set()  # alarm ids changed by the current decision
+        for row in store.all():
+            self._load(row)
+
+    # -- persistence -------------------------------------------------------------
+    def _load(self, row: AlarmRow) -> None:
+        alarm = Alarm.model_validate_json(row.body)
+        t = _TYPES.get(alarm.faultType or "")
+        if t is None:
+            return
+        st = AlarmState(alarm, row.key, t, EntityRef.parse(row.entity), row.host,
+                        row.raised_time, row.changed_time, Severity(row.severity))
+        self.alarms[alarm.id] = st
+        if row.active:
+            self._active[row.key] = alarm.id
+
+    def _row(self, st: AlarmState) -> AlarmRow:
+        return AlarmRow(
+            id=st.alarm.id, key=st.key, entity=str(st.entity), host=st.host,
+            severity=st.worst.value, active=st.active, raised_time=st.raised_wall,
+            changed_time=st.changed_wall,
+            body=st.alarm.model_dump_json(by_alias=True, exclude_none=True),
+        )
+
+    # -- queries -----------------------------------------------------------------
+    def get(self, alarm_id: str) -> Alarm:
+        st = self.alarms.get(alarm_id)
+        if st is None:
+            raise AlarmNotFound(alarm_id)
+        return st.alarm
+
+    def all_alarms(self) -> list[Alarm]:
+        return [st.alarm for st in sorted(self.alarms.values(), key=lambda s: s.raised_wall)]
+
+    def active_for(self, entity: str, type_name: str | None = None) -> list[Alarm]:
+        return [self.alarms[i].alarm for k, i in self._active.items()
+                if self.alarms[i].entity == EntityRef.parse(entity)
+                and (type_name is None or k.startswith(type_name + "|"))]
+
+    # -- commands ----------------------------------------------------------------
+    def acknowledge(self, alarm_id: str, state: AckState) -> Alarm:
+        st = self.alarms.get(alarm_id)
+        if st is None:
+            raise AlarmNotFound(alarm_id)
+        if st.alarm.ackState == state:
+            raise AlreadyInState(f"alarm {alarm_id} is already {state.value}")
+        now = self._clock.wall()
+        st.alarm = st.alarm.model_copy(update={
+            "ackState": state,
+            "alarmAcknowledgedTime": _ts(now) if state == AckState.ACKNOWLEDGED else None,
+        })
+        st.changed_wall = now
+        self._store.put([self._row(st)])
+        return st.alarm
+
+    def rebuilt(self) -> list[AlarmChange]:
+        """After a restart: tell subscribers to re-read the list (it may have changed
+        while no controller was there to notify them)."""
+        if not self.alarms:
+            return []
+        return [AlarmChange(NotificationType.ALARM_LIST_REBUILT, self.all_alarms()[0])]
+
+    # -- events ------------------------------------------------------------------
+    def on_event(self, ev: Event) -> list[AlarmChange]:
+        if ev.informational:
+            return []
+        changed: dict[str, NotificationType] = {}
+        if ev.clears:
+            for t in CLEARS.get(ev.kind, ()):
+                self._clear(alarm_key(t, ev.entity, part_of(t, ev)), changed)
+        else:
+            raised = RAISES.get(ev.kind)
+            if raised is not None:
+                self._raise(raised, ev, changed)
+        if not changed:
+            return []
+        self._store.put([self._row(self.alarms[i]) for i in self._touched])
+        self._touched.clear()
+        return [AlarmChange(n, self.alarms[i].alarm) for i, n in changed.items()]
+
+    def tick(self) -> list[AlarmChange]:
+        """Clear latent-fault suspicions whose window passed without a new failure."""
+        now = self._clock.wall()
+        changed: dict[str, NotificationType] = {}
+        for key, alarm_id in list(self._active.items()):
+            st = self.alarms[alarm_id]
+            if st.type is LATENT_HOST_FAULT and now - st.changed_wall > self._latent_window_s:
+                self._clear(key, changed)
+        if changed:
+            self._store.put([self._row(self.alarms[i]) for i in self._touched])
+            self._touched.clear()
+        return [AlarmChange(n, self.alarms[i].alarm) for i, n in changed.items()]
+
+    def _touch(self, st: AlarmState) -> None:
+        self._touched.add(st.alarm.id)
+
+    # -- raising -------------------------------------------------------------------
+    def _managed_object(self, entity: EntityRef) -> tuple[str, list[str] | None]:
+        if entity.kind == "vnfc":
+            return self._vnf_of.get(entity.name, str(entity)), [entity.name]
+        if entity.kind == "vm":
+            vnfcs = [c for c in self._graph.children.get(entity, []) if c.kind == "vnfc"]
+            vnfs = sorted({self._vnf_of[c.name] for c in vnfcs if c.name in self._vnf_of})
+            return (vnfs[0] if vnfs else str(entity)), [c.name for c in vnfcs] or None
+        return str(entity), None
+
+    def _raise(self, t: AlarmType, ev: Event, changed: dict[str, NotificationType],
+               *, root: AlarmState | None = None, derived_from: str | None = None) -> None:
+        entity = EntityRef.parse(ev.entity)
+        key = alarm_key(t, ev.entity, part_of(t, ev))
+        now = self._clock.wall()
+        existing = self._active.get(key)
+        if existing is not None:
+            self._update(self.alarms[existing], ev, changed, root)
+            return
+        mo, vnfcs = self._managed_object(entity)
+        root = root or self._root_for(entity)
+        alarm_id = str(uuid.uuid4())
+        details = [ev.description] if ev.description else []
+        details += [f"host={ev.host}", f"entity={ev.entity}", "count=1"]
+        if derived_from:
+            details.append(f"derived from {derived_from}")
+        details += [f"{k}={v}" for k, v in ev.details.items()
+                    if k in ("exit_desc", "pid", "process", "link", "sensor", "value", "reason")]
+        alarm = Alarm(
+            id=alarm_id, managedObjectId=mo, vnfcInstanceIds=vnfcs,
+            rootCauseFaultyResource=FaultyResourceInfo(
+                faultyResource=ResourceHandle(resourceId=ev.entity,
+                                              vimLevelResourceType=entity.kind),
+                faultyResourceType=t.resource_type),
+            alarmRaisedTime=_ts(now), alarmChangedTime=_ts(now), perceivedSeverity=ev.severity,
+            eventTime=_ts(ev.event_time), eventType=ev.event_type, faultType=t.name,
+            probableCause=ev.probable_cause, isRootCause=root is None,
+            correlatedAlarmIds=[root.alarm.id] if root is not None else None,
+            faultDetails=details,
+            links=AlarmLinks(self_=Link(href=f"{self._api_root}/alarms/{alarm_id}")),
+        )
+        st = AlarmState(alarm, key, t, entity, ev.host, now, now, ev.severity)
+        self.alarms[alarm_id] = st
+        self._active[key] = alarm_id
+        self._touch(st)
+        changed[alarm_id] = NotificationType.ALARM
+        if root is not None:
+            self._link(root, st)
+        if st.can_be_root:
+            self._adopt_consequences(st, changed)
+        if t is HOST_FAILURE and ev.severity == Severity.CRITICAL:
+            self._host_down_consequences(st, ev, changed)
+        if t in (VM_FAILURE, VM_HANG, VNFC_FAILURE) and root is None:
+            self._latent_fault_check(st, ev, changed)
+
+    def _update(self, st: AlarmState, ev: Event, changed: dict[str, NotificationType],
+                root: AlarmState | None) -> None:
+        now = self._clock.wall()
+        st.count += 1
+        st.changed_wall = now
+        update: dict[str, object] = {
+            "alarmChangedTime": _ts(now),
+            "faultDetails": [d if not d.startswith("count=") else f"count={st.count}"
+                             for d in (st.alarm.faultDetails or [])],
+        }
+        escalated = SEVERITY_RANK[ev.severity] > SEVERITY_RANK[st.alarm.perceivedSeverity]
+        if escalated:
+            update.update(perceivedSeverity=ev.severity, probableCause=ev.probable_cause,
+                          eventTime=_ts(ev.event_time), eventType=ev.event_type)
+            st.worst = ev.severity
+        st.alarm = st.alarm.model_copy(update=update)
+        if root is not None and st.alarm.isRootCause:
+            self._link(root, st)
+            changed.setdefault(st.alarm.id, NotificationType.ALARM)
+        self._touch(st)
+        if escalated:
+            # Storms collapse: a repeat is counted silently; a worse one is news.
+            changed[st.alarm.id] = NotificationType.ALARM
+            if st.type is HOST_FAILURE and ev.severity == Severity.CRITICAL:
+                self._adopt_consequences(st, changed)
+                self._host_down_consequences(st, ev, changed)
+
+    def _root_for(self, entity: EntityRef) -> AlarmState | None:
+        """The failure alarm of the outermost container of ``entity``: active, or
+        cleared within the correlation window (a fault reported late)."""
+        now = self._clock.wall()
+        outermost: AlarmState | None = None
+        for ancestor in self._graph.ancestors(entity):  # inner to outer: a host beats a VM
+            found = [st for st in self.alarms.values()
+                     if st.entity == ancestor and st.can_be_root
+                     and (st.active or now - st.changed_wall <= self._window_s)]
+            if found:
+                outermost = max(found, key=lambda st: st.raised_wall)
+        return outermost
+
+    def _link(self, root: AlarmState, st: AlarmState) -> None:
+        st.alarm = st.alarm.model_copy(update={
+            "isRootCause": False,
+            "correlatedAlarmIds": sorted({*(st.alarm.correlatedAlarmIds or []), root.alarm.id}),
+        })
+        root.alarm = root.alarm.model_copy(update={
+            "correlatedAlarmIds": sorted({*(root.alarm.correlatedAlarmIds or []), st.alarm.id}),
+        })
+        self._touch(st)
+        self._touch(root)
+
+    def _adopt_consequences(self, root: AlarmState, changed: dict[str, NotificationType]) -> None:
+        """Alarms of contained entities raised shortly before their container's."""
+        now = self._clock.wall()
+        inside = set(self._graph.descendants(root.entity))
+        for st in list(self.alarms.values()):
+            if (st.entity in inside and st.active and st.alarm.isRootCause
+                    and st.type is not LATENT_HOST_FAULT
+                    and now - st.raised_wall <= self._window_s):
+                self._link(root, st)
+                changed.setdefault(st.alarm.id, NotificationType.ALARM)
+
+    def _host_down_consequences(self, root: AlarmState, ev: Event,
+                                changed: dict[str, NotificationType]) -> None:
+        """A down host takes its VMs and VNFCs with it; their agent cannot say so."""
+        for vm in [c for c in self._graph.children.get(root.entity, []) if c.kind == "vm"]:
+            for entity, t in [(vm, VM_FAILURE)] + [
+                    (c, VNFC_FAILURE) for c in self._graph.children.get(vm, [])]:
+                derived = Event(
+                    host=root.host, seq=0, origin="controller", kind=ev.kind,
+                    entity=str(entity), severity=Severity.CRITICAL
+                    if t is VM_FAILURE else Severity.MAJOR,
+                    event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="host-failure",
+                    description=f"{entity} lost with its host {root.host}",
+                    event_time=ev.event_time, detected_mono_ns=ev.detected_mono_ns,
+                )
+                self._raise(t, derived, changed, root=root, derived_from=root.alarm.id)
+
+    def _latent_fault_check(self, st: AlarmState, ev: Event,
+                            changed: dict[str, NotificationType]) -> None:
+        host_ref = self._graph.container(st.entity, "host")
+        if host_ref is None:
+            return
+        now = self._clock.wall()
+        members: dict[str, AlarmState] = {}
+        for other in self.alarms.values():
+            if other.type not in (VM_FAILURE, VM_HANG, VNFC_FAILURE) or \
+                    not other.alarm.isRootCause or now - other.raised_wall > self._latent_window_s:
+                continue
+            vm = other.entity if other.entity.kind == "vm" else \
+                self._graph.container(other.entity, "vm")
+            if vm is not None and self._graph.parent.get(vm) == host_ref:
+                members[other.alarm.id] = other
+        vms = {m.entity if m.entity.kind == "vm" else self._graph.container(m.entity, "vm")
+               for m in members.values()}
+        if len(vms) < self._latent_min_vms:
+            return
+        latent = Event(
+            host=host_ref.name, seq=0, origin="controller", kind=ev.kind, entity=str(host_ref),
+            severity=Severity.MAJOR, event_type=EventType.EQUIPMENT_ALARM,
+            probable_cause="suspected-latent-host-fault",
+            description=f"{len(vms)} VMs on {host_ref.name} failed within"
+            f" {self._latent_window_s:.0f} s: suspected latent fault of the host",
+            event_time=ev.event_time, detected_mono_ns=ev.detected_mono_ns,
+        )
+        key = alarm_key(LATENT_HOST_FAULT, str(host_ref), None)
+        if key not in self._active:
+            self._raise(LATENT_HOST_FAULT, latent, changed)
+        lst = self.alarms[self._active[key]]
+        lst.changed_wall = now
+        new = sorted(set(members) - set(lst.members))
+        lst.members = sorted({*lst.members, *members})
+        lst.alarm = lst.alarm.model_copy(update={
+            "correlatedAlarmIds": lst.members,
+            "faultDetails": [d for d in (lst.alarm.faultDetails or [])
+                             if not d.startswith("vms=")] + [f"vms={len(vms)}"],
+            "alarmChangedTime": _ts(now),
+        })
+        self._touch(lst)
+        if new:
+            changed.setdefault(lst.alarm.id, NotificationType.ALARM)
+
+    # -- clearing ------------------------------------------------------------------
+    def _clear(self, key: str, changed: dict[str, NotificationType]) -> None:
+        alarm_id = self._active.pop(key, None)
+        if alarm_id is None:
+            return
+        st = self.alarms[alarm_id]
+        now = self._clock.wall()
+        st.changed_wall = now
+        st.alarm = st.alarm.model_copy(update={
+            "perceivedSeverity": Severity.CLEARED, "alarmClearedTime": _ts(now),
+            "alarmChangedTime": _ts(now),
+        })
+        self._touch(st)
+        changed[alarm_id] = NotificationType.ALARM_CLEARED

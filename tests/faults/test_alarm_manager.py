@@ -1,0 +1,253 @@
+"""The alarm manager's decisions, one event at a time, on an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfvha.faults.manager import AlarmManager, AlarmNotFound, AlreadyInState
+from nfvha.faults.model import AckState, FaultyResourceType, NotificationType
+from nfvha.model.events import Event, EventType, Kind, Severity
+from nfvha.model.topology import Topology, parse_topology
+from nfvha.store.alarms import SqliteAlarmStore
+from nfvha.util.clock import ManualClock
+
+TOPO: dict[str, Any] = {
+    "name": "t",
+    "sites": [{"name": "s1", "racks": [{"name": "r1", "hosts": [{"name": "h1"}]},
+                                       {"name": "r2", "hosts": [{"name": "h2"}]}]}],
+    "vms": [{"name": "vm-a", "host": "h1"}, {"name": "vm-b", "host": "h2"},
+            {"name": "vm-c", "host": "h1"}, {"name": "vm-d", "host": "h1"}],
+    "vnfs": [
+        {"name": "gw", "redundancy": "2n", "stateful": True, "state": "sync",
+         "components": [{"name": "gw-a", "vm": "vm-a"}, {"name": "gw-b", "vm": "vm-b"}]},
+        {"name": "db", "redundancy": "none", "stateful": True, "state": "checkpoint",
+         "components": [{"name": "db-1", "vm": "vm-c"}]},
+    ],
+}
+
+
+def topology() -> Topology:
+    return parse_topology(TOPO)
+
+
+_CAUSES = {Kind.VNFC_CRASHED: "vnfc-crash", Kind.VM_CRASHED: "vm-crash", Kind.VM_HUNG: "vm-hang",
+           Kind.AGENT_LOST: "hypervisor-failure", Kind.HOST_SUSPECT: "host-unreachable",
+           Kind.HOST_DOWN: "host-failure", Kind.HOST_PROCESS_FAILED: "host-software-failure",
+           Kind.SENSOR: "host-hardware-failure", Kind.LINK_DOWN: "link-failure"}
+
+
+def ev(kind: Kind, entity: str, *, host: str = "h1", severity: Severity = Severity.MAJOR,
+       clears: bool = False, informational: bool = False, **details: Any) -> Event:
+    return Event(host=host, seq=0, kind=kind, entity=entity,
+                 severity=Severity.CLEARED if clears else severity,
+                 event_type=EventType.EQUIPMENT_ALARM if kind == Kind.SENSOR
+                 else EventType.PROCESSING_ERROR_ALARM,
+                 probable_cause=_CAUSES.get(kind, kind.value), description=f"{kind} {entity}",
+                 clears=clears, informational=informational, event_time=1_800_000_000.0,
+                 detected_mono_ns=1, details=details)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "nfvha-test-alarms.db"
+
+
+@pytest.fixture
+def mgr(db: Path, clock: ManualClock) -> Iterator[AlarmManager]:
+    store = SqliteAlarmStore(db)
+    yield AlarmManager(topology(), store, clock, topology().settings)
+    store.close()
+
+
+def only(changes: list[Any], n: NotificationType) -> list[Any]:
+    return [c.alarm for c in changes if c.notification == n]
+
+
+@pytest.mark.req("FM-5")
+def test_fault_raises_alarm_with_time_location_type_and_level(mgr: AlarmManager) -> None:
+    [a] = only(mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-a", severity=Severity.CRITICAL,
+                               exit_desc="killed by SIGKILL")), NotificationType.ALARM)
+    assert a.alarmRaisedTime is not None and a.eventTime is not None        # time
+    assert a.rootCauseFaultyResource.faultyResource.resourceId == "vm/vm-a"  # location
+    assert a.managedObjectId == "gw" and a.vnfcInstanceIds == ["gw-a"]
+    assert a.eventType == EventType.PROCESSING_ERROR_ALARM                  # type
+    assert a.faultType == "vm-failure" and a.probableCause == "vm-crash"
+    assert a.perceivedSeverity == Severity.CRITICAL                         # level
+    assert a.isRootCause and a.ackState == AckState.UNACKNOWLEDGED
+    assert "host=h1" in a.faultDetails and "exit_desc=killed by SIGKILL" in a.faultDetails
+
+
+def test_informational_events_raise_nothing(mgr: AlarmManager) -> None:
+    assert mgr.on_event(ev(Kind.VM_LAST_WORDS, "vm/vm-a", informational=True)) == []
+
+
+def test_recovery_clears_and_vm_start_clears_hang_too(mgr: AlarmManager) -> None:
+    mgr.on_event(ev(Kind.VM_HUNG, "vm/vm-a", severity=Severity.CRITICAL))
+    changes = mgr.on_event(ev(Kind.VM_STARTED, "vm/vm-a", clears=True))
+    [cleared] = only(changes, NotificationType.ALARM_CLEARED)
+    assert cleared.perceivedSeverity == Severity.CLEARED and cleared.alarmClearedTime
+    assert mgr.active_for("vm/vm-a") == []
+    assert mgr.on_event(ev(Kind.VM_STARTED, "vm/vm-a", clears=True)) == []  # nothing left
+
+
+def test_storm_collapses_into_one_alarm_with_a_count(mgr: AlarmManager) -> None:
+    first = mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h1", process="vswitch"))
+    assert len(first) == 1
+    for _ in range(50):
+        assert mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h1", process="vswitch")) == []
+    [a] = mgr.active_for("host/h1", "host-software-failure")
+    assert "count=51" in a.faultDetails
+    # A different process is a different fault.
+    assert len(mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h1", process="nova"))) == 1
+
+
+@pytest.mark.req("REC-3")
+@pytest.mark.req("FM-8")
+def test_vm_hypervisor_host_software_and_hardware_failures_are_distinct(
+        mgr: AlarmManager) -> None:
+    types = set()
+    for kind, entity, extra in [
+        (Kind.VM_CRASHED, "vm/vm-b", {}), (Kind.AGENT_LOST, "host/h2", {}),
+        (Kind.HOST_SUSPECT, "host/h2", {}), (Kind.HOST_PROCESS_FAILED, "host/h2",
+                                             {"process": "vswitch"}),
+        (Kind.SENSOR, "host/h2", {"sensor": "temp1"}),
+    ]:
+        [a] = only(mgr.on_event(ev(kind, entity, host="h2", **extra)), NotificationType.ALARM)
+        types.add((a.faultType, a.probableCause))
+    assert {t for t, _ in types} == {"vm-failure", "hypervisor-failure", "host-failure",
+                                     "host-software-failure", "host-hardware-failure"}
+    assert len({c for _, c in types}) == 5
+
+
+def test_link_alarm_is_a_network_resource(mgr: AlarmManager) -> None:
+    [a] = only(mgr.on_event(ev(Kind.LINK_DOWN, "host/h1", link="data0")), NotificationType.ALARM)
+    assert a.rootCauseFaultyResource.faultyResourceType == FaultyResourceType.NETWORK
+    [c] = only(mgr.on_event(ev(Kind.LINK_UP, "host/h1", clears=True, link="data0")),
+               NotificationType.ALARM_CLEARED)
+    assert c.id == a.id
+
+
+def test_vm_crash_is_root_cause_of_its_vnfcs(mgr: AlarmManager) -> None:
+    [vm] = only(mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-a", severity=Severity.CRITICAL)),
+                NotificationType.ALARM)
+    [vnfc] = only(mgr.on_event(ev(Kind.VNFC_CRASHED, "vnfc/gw-a")), NotificationType.ALARM)
+    assert vnfc.isRootCause is False and vnfc.correlatedAlarmIds == [vm.id]
+    assert vnfc.id in (mgr.get(vm.id).correlatedAlarmIds or [])
+
+
+def test_host_down_escalates_suspect_and_owns_all_its_vms_and_vnfcs(mgr: AlarmManager) -> None:
+    # A VNFC alarm raised just before its host is found down is adopted too.
+    early = only(mgr.on_event(ev(Kind.VNFC_CRASHED, "vnfc/db-1")), NotificationType.ALARM)[0]
+    [suspect] = only(mgr.on_event(ev(Kind.HOST_SUSPECT, "host/h1")), NotificationType.ALARM)
+    changes = mgr.on_event(ev(Kind.HOST_DOWN, "host/h1", severity=Severity.CRITICAL))
+    raised = only(changes, NotificationType.ALARM)
+    host = mgr.get(suspect.id)
+    assert host.perceivedSeverity == Severity.CRITICAL and host.isRootCause  # escalated
+    consequences = {a.rootCauseFaultyResource.faultyResource.resourceId: a
+                    for a in raised if a.id != host.id}
+    assert set(consequences) >= {"vm/vm-a", "vm/vm-c", "vm/vm-d", "vnfc/gw-a", "vnfc/db-1"}
+    assert "vm/vm-b" not in consequences  # another host
+    for a in consequences.values():
+        assert a.isRootCause is False and a.correlatedAlarmIds == [host.id]
+    assert mgr.get(early.id).correlatedAlarmIds == [host.id]
+    # The host coming back clears the host alarm; its VMs stay failed until restarted.
+    mgr.on_event(ev(Kind.HOST_UP, "host/h1", clears=True))
+    assert mgr.active_for("host/h1", "host-failure") == []
+    assert mgr.active_for("vm/vm-a", "vm-failure")
+
+
+def test_late_report_after_host_came_back_is_correlated_to_the_host(
+        mgr: AlarmManager, clock: ManualClock) -> None:
+    [host] = only(mgr.on_event(ev(Kind.HOST_DOWN, "host/h2", host="h2",
+                                  severity=Severity.CRITICAL)), NotificationType.ALARM)[:1]
+    mgr.on_event(ev(Kind.HOST_UP, "host/h2", host="h2", clears=True))
+    mgr.on_event(ev(Kind.VM_STARTED, "vm/vm-b", host="h2", clears=True))
+    clock.advance(5)
+    [late] = only(mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-b", host="h2")),
+                  NotificationType.ALARM)
+    assert late.isRootCause is False and late.correlatedAlarmIds == [host.id]
+    clock.advance(topology().settings.fm_correlation_window_s + 1)
+    mgr.on_event(ev(Kind.VM_STARTED, "vm/vm-b", host="h2", clears=True))
+    [later] = only(mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-b", host="h2")),
+                   NotificationType.ALARM)
+    assert later.isRootCause is True
+
+
+@pytest.mark.req("VNFHA-6")
+def test_failures_of_co_located_vms_raise_a_suspected_latent_host_fault(
+        mgr: AlarmManager, clock: ManualClock) -> None:
+    mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-a"))
+    mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-b", host="h2"))  # another host: not counted
+    assert mgr.active_for("host/h1", "suspected-latent-host-fault") == []
+    clock.advance(10)
+    changes = mgr.on_event(ev(Kind.VNFC_CRASHED, "vnfc/db-1"))  # in vm-c, also on h1
+    latent = [a for a in only(changes, NotificationType.ALARM)
+              if a.faultType == "suspected-latent-host-fault"]
+    assert len(latent) == 1
+    lat = latent[0]
+    assert lat.managedObjectId == "host/h1" and lat.eventType == EventType.EQUIPMENT_ALARM
+    assert len(lat.correlatedAlarmIds or []) == 2 and "vms=2" in (lat.faultDetails or [])
+    # A third VM adds to the same suspicion, no second alarm.
+    changes = mgr.on_event(ev(Kind.VM_HUNG, "vm/vm-d"))
+    assert len(mgr.active_for("host/h1", "suspected-latent-host-fault")) == 1
+    assert "vms=3" in (mgr.active_for("host/h1", "suspected-latent-host-fault")[0]
+                       .faultDetails or [])
+    # Quiet for a whole window: the suspicion is cleared.
+    clock.advance(topology().settings.fm_latent_fault_window_s - 1)
+    assert mgr.tick() == []
+    clock.advance(2)
+    [cleared] = only(mgr.tick(), NotificationType.ALARM_CLEARED)
+    assert cleared.faultType == "suspected-latent-host-fault"
+
+
+def test_failures_caused_by_a_host_failure_do_not_make_a_latent_suspicion(
+        mgr: AlarmManager) -> None:
+    mgr.on_event(ev(Kind.HOST_DOWN, "host/h1", severity=Severity.CRITICAL))
+    assert mgr.active_for("host/h1", "suspected-latent-host-fault") == []
+
+
+def test_acknowledge_and_conflict(mgr: AlarmManager) -> None:
+    [a] = only(mgr.on_event(ev(Kind.VM_HUNG, "vm/vm-a")), NotificationType.ALARM)
+    acked = mgr.acknowledge(a.id, AckState.ACKNOWLEDGED)
+    assert acked.ackState == AckState.ACKNOWLEDGED and acked.alarmAcknowledgedTime
+    with pytest.raises(AlreadyInState):
+        mgr.acknowledge(a.id, AckState.ACKNOWLEDGED)
+    assert mgr.acknowledge(a.id, AckState.UNACKNOWLEDGED).alarmAcknowledgedTime is None
+    with pytest.raises(AlarmNotFound):
+        mgr.acknowledge("nope", AckState.ACKNOWLEDGED)
+
+
+@pytest.mark.req("FM-7")
+def test_alarms_survive_a_restart_and_age_by_policy(db: Path, clock: ManualClock) -> None:
+    store = SqliteAlarmStore(db)
+    mgr = AlarmManager(topology(), store, clock, topology().settings)
+    [a] = only(mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-a", severity=Severity.CRITICAL)),
+               NotificationType.ALARM)
+    [w] = only(mgr.on_event(ev(Kind.SENSOR, "host/h1", severity=Severity.WARNING,
+                               sensor="temp1")), NotificationType.ALARM)
+    mgr.on_event(ev(Kind.SENSOR, "host/h1", clears=True, sensor="temp1"))
+    store.close()
+    store = SqliteAlarmStore(db)
+    again = AlarmManager(topology(), store, clock, topology().settings)
+    assert again.get(a.id).perceivedSeverity == Severity.CRITICAL
+    assert [c.notification for c in again.rebuilt()] == [NotificationType.ALARM_LIST_REBUILT]
+    # The active alarm is still the one a recovery clears.
+    [c] = only(again.on_event(ev(Kind.VM_STARTED, "vm/vm-a", clears=True)),
+               NotificationType.ALARM_CLEARED)
+    assert c.id == a.id
+    # Ageing: cleared WARNINGs are kept 7 days, cleared CRITICALs 30 days (defaults).
+    retention = topology().settings.fm_cleared_alarm_retention_s
+    now = clock.wall()
+    assert store.age(now + 8 * 86_400, retention, 10 * 86_400) == (1, 0)
+    assert store.get(w.id) is None and store.get(a.id) is not None
+    assert store.age(now + 31 * 86_400, retention, 10 * 86_400) == (1, 0)
+    store.close()
