@@ -123,6 +123,47 @@ def _cmd_events(args: argparse.Namespace) -> int:
             return 0
 
 
+def _cmd_alarms(args: argparse.Namespace) -> int:
+    import httpx
+
+    if args.action in ("show", "ack") and not args.id:
+        print(f"nfvha alarms {args.action}: give the alarm id", file=sys.stderr)
+        return 2
+    _, api = _api(args.run)
+    base = f"{api}/vnffm/v1/alarms"
+    if args.id and len(args.id) < 36:  # the short id that `list` prints
+        ids = [a["id"] for a in httpx.get(base, timeout=10.0).json()
+               if a["id"].startswith(args.id)]
+        if len(ids) != 1:
+            print(f"nfvha alarms {args.action}: {len(ids)} alarms start with {args.id!r}",
+                  file=sys.stderr)
+            return 1
+        args.id = ids[0]
+    if args.action == "list":
+        params = {"filter": args.filter} if args.filter else {}
+        if args.active and not args.filter:
+            params = {"filter": "(neq,perceivedSeverity,CLEARED)"}
+        r = httpx.get(base, params=params, timeout=10.0)
+    elif args.action == "show":
+        r = httpx.get(f"{base}/{args.id}", timeout=10.0)
+    else:
+        state = "UNACKNOWLEDGED" if args.undo else "ACKNOWLEDGED"
+        r = httpx.patch(f"{base}/{args.id}", content=json.dumps({"ackState": state}),
+                        headers={"Content-Type": "application/merge-patch+json"}, timeout=10.0)
+    if r.status_code >= 400:
+        print(f"nfvha alarms {args.action}: {r.json().get('detail', r.text)}", file=sys.stderr)
+        return 1
+    if args.json or args.action != "list":
+        print(json.dumps(r.json(), indent=1))
+        return 0
+    for a in r.json():
+        res = a.get("rootCauseFaultyResource", {}).get("faultyResource", {}).get("resourceId")
+        root = "root " if a["isRootCause"] else "conseq"
+        print(f"{a['id'][:8]} {a['perceivedSeverity']:<9} {a['faultType']:<28} {res:<16}"
+              f" {root} {a['ackState'][:5]} {a['probableCause']}")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         t = load_topology(args.file)
@@ -196,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--follow", "-F", action="store_true")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_events)
+
+    al = sub.add_parser("alarms", help="list, show or acknowledge alarms (ETSI VNF FM)")
+    al.add_argument("action", choices=["list", "show", "ack"])
+    al.add_argument("id", nargs="?", help="alarm id (show, ack)")
+    al.add_argument("--run")
+    al.add_argument("--filter", help="SOL013 filter, e.g. '(eq,perceivedSeverity,CRITICAL)'")
+    al.add_argument("--active", action="store_true", help="list: only alarms not cleared")
+    al.add_argument("--undo", action="store_true", help="ack: set back to UNACKNOWLEDGED")
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=_cmd_alarms)
 
     val = sub.add_parser("validate", help="check a topology file")
     val.add_argument("file", type=Path)
