@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bedkit import small_topology
+from bedkit import Bed, small_topology
 
 from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.cleanup import _marked_pids
@@ -135,3 +135,12 @@ async def test_loopback_fallback_detects_crashes_and_cleans_up(
     finally:
         tb.down()
     assert _marked_pids(tb.run.run_id) == []
+
+
+@pytest.mark.testbed
+@pytest.mark.asyncio
+async def test_down_refuses_a_run_whose_owner_is_alive(bed: Bed) -> None:
+    env = dict(os.environ)  # carries this test's NFVHA_RUN_ROOT
+    r = nfvha("down", bed.tb.run.run_id, env=env)
+    assert r.returncode == 1 and "still owned" in r.stderr
+    assert (await bed.status())["run_id"] == bed.tb.run.run_id  # still there

@@ -126,16 +126,33 @@ def test_all_acked_next_seq_still_continues(spool_dir: Path, clock: ManualClock)
         s2.close()
 
 
-def test_ack_beyond_last_seq_continues_numbering(spool_dir: Path, clock: ManualClock) -> None:
+def test_resync_renumbers_events_the_controller_would_take_for_duplicates(
+        spool_dir: Path, clock: ManualClock) -> None:
     """A controller that has more of this host's events than the spool knows (the
-    spool was lost) must not see new events re-use those numbers."""
+    spool was lost) must neither drop the events numbered since nor see new ones
+    re-use its numbers."""
     s = EventSpool(spool_dir, clock)
     try:
         fill(s, 2)
-        s.ack(10)
-        assert s.acked_seq == 10
-        assert s.pending() == []
-        assert s.next_seq() == 11
+        s.resync(10)
+        assert [e.seq for e in s.pending()] == [11, 12]
+        assert s.next_seq() == 13
+    finally:
+        s.close()
+    again = EventSpool(spool_dir, clock)  # the renumbering is on disk too
+    try:
+        assert [e.seq for e in again.pending()] == [11, 12]
+    finally:
+        again.close()
+
+
+def test_resync_with_controller_behind_acks_what_it_has(
+        spool_dir: Path, clock: ManualClock) -> None:
+    s = EventSpool(spool_dir, clock)
+    try:
+        fill(s, 3)
+        s.resync(2)
+        assert [e.seq for e in s.pending()] == [3]
     finally:
         s.close()
 

@@ -1,7 +1,11 @@
 """The agent's end of a VM's guest channel (unix socket, like virtio-serial).
 
-Heartbeat challenge/response detects a hung VM: a ping every interval, and a
-VM that has not answered for ``misses`` intervals is hung. The guest also
+Heartbeat challenge/response detects a hung VM: a numbered ping every interval;
+a pong answers its ping and every earlier one. A ping is *missed* when it is
+still unanswered one interval after it was sent, and the VM is hung when
+``misses`` consecutive pings are missed. Judging by pings actually sent (not by
+the time since the last pong) means a stalled agent, which sent no pings while
+it stalled, never takes its own delay for a hung VM. The guest also
 reports its VNFCs' starts and exits; those reports are acknowledged only
 after the agent has spooled them, so none is lost across an agent restart.
 """
@@ -70,10 +74,11 @@ class GuestLink:
         self._path = socket_path
         self._clock = clock
         self._interval_s = interval_ms / 1000
-        self._hang_after_ns = interval_ms * misses * 1_000_000
         self._handler = handler
+        self._interval_ns = interval_ms * 1_000_000
+        self._misses = misses
         self._writer: asyncio.StreamWriter | None = None
-        self._last_pong_ns = 0
+        self._unanswered: list[tuple[int, int]] = []  # (ping n, sent mono ns), oldest first
         self._n = 0
         self.hung = False
         self.connected = asyncio.Event()
@@ -107,7 +112,7 @@ class GuestLink:
                 await asyncio.sleep(0.02)
                 continue
             self._writer = writer
-            self._last_pong_ns = self._clock.mono_ns()
+            self._unanswered.clear()
             self.send({"op": "hello"})
             self.connected.set()
             pinger = asyncio.create_task(self._ping_loop())
@@ -115,6 +120,8 @@ class GuestLink:
                 await self._read_loop(reader)
             except (OSError, ValueError) as e:
                 log.info("guest channel of %s: %s", self.vm, e)
+            except Exception:  # never let one bad message end this VM's watch
+                log.exception("guest channel of %s failed; reconnecting", self.vm)
             finally:
                 pinger.cancel()
                 self.connected.clear()
@@ -127,10 +134,19 @@ class GuestLink:
             line = await reader.readline()
             if not line:
                 raise ConnectionResetError("guest closed the channel")
-            msg = json.loads(line)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                log.warning("guest %s sent a line that is not JSON; ignored", self.vm)
+                continue
+            if not isinstance(msg, dict):
+                log.warning("guest %s sent a message that is not an object; ignored", self.vm)
+                continue
             op = msg.get("op")
             if op == "pong":
-                self._last_pong_ns = self._clock.mono_ns()
+                n = msg.get("n")
+                if isinstance(n, int):
+                    self._unanswered = [(k, t) for k, t in self._unanswered if k > n]
                 if self.hung:
                     self.hung = False
                     self._handler.guest_responsive(self.vm)
@@ -161,13 +177,20 @@ class GuestLink:
             now = loop.time()
             if now >= next_ping:
                 self._n += 1
-                self.send({"op": "ping", "n": self._n})
+                if self.send({"op": "ping", "n": self._n}):
+                    self._unanswered.append((self._n, self._clock.mono_ns()))
                 next_ping = now + self._interval_s
-            silent_ns = self._clock.mono_ns() - self._last_pong_ns
-            if not self.hung and silent_ns > self._hang_after_ns:
+            if not self.hung and self.missed_enough(self._clock.mono_ns()):
                 self.hung = True
                 self._handler.guest_hung(self.vm, self._clock.mono_ns())
             await asyncio.sleep(check_every)
+
+    def missed_enough(self, now_ns: int) -> bool:
+        """``misses`` consecutive pings each unanswered for a whole interval."""
+        if len(self._unanswered) < self._misses:
+            return False
+        _, last_sent = self._unanswered[self._misses - 1]
+        return now_ns - last_sent >= self._interval_ns
 
     async def request(self, msg: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
         """Send a command and wait for the guest's first non-event reply."""

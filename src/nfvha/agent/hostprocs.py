@@ -65,7 +65,9 @@ class HostProcessSupervisor:
         emitter: Emitter,
         cgroups: CgroupDriver | None,
         on_change: Any,
+        persist: Any,
     ) -> None:
+        self._persist = persist  # () -> None: write the state file now
         self._cfg = cfg
         self._run = run
         self._clock = clock
@@ -119,12 +121,23 @@ class HostProcessSupervisor:
                 python=self._cfg.python,
             )
         except SpawnError as e:
-            log.error("cannot start host process %s: %s", p.spec.name, e)
+            delay = p.backoff.next_delay(0.0)
+            if p.state != "failed":
+                self._emit.emit(
+                    Kind.HOST_PROCESS_FAILED, f"host/{self._cfg.host}", severity=Severity.MAJOR,
+                    event_type=EventType.PROCESSING_ERROR_ALARM,
+                    probable_cause="host-software-failure",
+                    description=f"host process {p.spec.name} on {self._cfg.host} cannot be"
+                    f" started: {e}; retrying with backoff",
+                    details={"process": p.spec.name, "error": str(e), "restart_in_s": delay},
+                )
             p.state = "failed"
-            self._schedule_restart(p, 0.0)
+            self._on_change()
+            self._schedule_restart(p, delay)
             return
         p.pid, p.start_ticks, p.state = sp.pid, sp.start_ticks, "running"
         p.started_mono_ns = self._clock.mono_ns()
+        self._persist()  # before anything else: a new agent must adopt, not start a second
         self._watch(p)
         self._on_change()
 

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,11 @@ class Agent:
         self.spool = EventSpool(self.host_dir / "spool", clock)
         self.emitter = Emitter(cfg.host, clock, self.spool)
         cgroups: CgroupDriver | None = detect_cgroups() if cfg.cgroups else None
-        self.vms = VmManager(cfg, self.run, clock, self.emitter, cgroups, self._changed)
+        self._state_lock = threading.Lock()
+        self.vms = VmManager(cfg, self.run, clock, self.emitter, cgroups, self._changed,
+                             self._save_state)
         self.procs = HostProcessSupervisor(cfg, self.run, clock, self.emitter, cgroups,
-                                           self._changed)
+                                           self._changed, self._save_state)
         self.links: dict[str, bool] = {}
         self.sensor_values: dict[str, float] = {}
         self._state_dirty = asyncio.Event()
@@ -144,9 +147,16 @@ class Agent:
         return Reply(id=cmd.id, ok=True, result=result)
 
     # -- state file ------------------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        return {"vms": self.vms.saved_state(), "processes": self.procs.saved_state()}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        # The loop (right after a spawn) and the saver thread both write: one at a time.
+        with self._state_lock:
+            atomic_write_json(self.state_path, state)
+
     def _save_state(self) -> None:
-        atomic_write_json(self.state_path, {"vms": self.vms.saved_state(),
-                                            "processes": self.procs.saved_state()})
+        self._write_state(self._snapshot())
 
     async def _spool_sync_loop(self) -> None:
         interval = self.cfg.settings.event_spool_fsync_interval_s
@@ -158,7 +168,7 @@ class Agent:
         while True:
             await self._state_dirty.wait()
             self._state_dirty.clear()
-            await asyncio.to_thread(self._save_state)
+            await asyncio.to_thread(self._write_state, self._snapshot())
 
     # -- links -----------------------------------------------------------------
     async def _link_loop(self) -> None:

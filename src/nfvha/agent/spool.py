@@ -79,15 +79,26 @@ class EventSpool:
     def pending(self) -> list[Event]:
         return list(self._pending)
 
+    def resync(self, controller_last_seq: int) -> None:
+        """Align with the controller's ``welcome``. If it has more of this host's events
+        than the spool knows (the spool was lost, or a machine crash took its last
+        unsynced events), the events numbered since are renumbered after the
+        controller's, or it would take them for duplicates and drop them."""
+        if controller_last_seq > self.last_seq:
+            renumbered = [ev.model_copy(update={"seq": controller_last_seq + i + 1})
+                          for i, ev in enumerate(self._pending)]
+            self._pending = deque(renumbered)
+            self.last_seq = controller_last_seq + len(renumbered)
+            self._log.close()
+            atomic_write(self._log_path, b"".join(
+                ev.model_dump_json().encode() + b"\n" for ev in renumbered), fsync=True)
+            self._log = open(self._log_path, "ab")  # noqa: SIM115
+        self.ack(controller_last_seq)
+
     def ack(self, seq: int) -> None:
         if seq <= self.acked_seq:
             return
-        if seq > self.last_seq:
-            # The controller has more of this host's events than the spool knows (the
-            # spool was lost): number on after them, or new events would be taken
-            # for duplicates.
-            self.last_seq = seq
-        self.acked_seq = seq
+        self.acked_seq = min(seq, self.last_seq)
         while self._pending and self._pending[0].seq <= self.acked_seq:
             self._pending.popleft()
         atomic_write(self._acked_path, str(self.acked_seq).encode(), fsync=False)

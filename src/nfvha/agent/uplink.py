@@ -118,7 +118,7 @@ class ControllerLink:
         welcome = CONTROLLER_FRAME.validate_json(line)
         if not isinstance(welcome, Welcome):
             raise ConnectionResetError(f"expected welcome, got {welcome.t}")
-        self._spool.ack(welcome.last_seq)
+        self._spool.resync(welcome.last_seq)
         for ev in self._spool.pending():
             self._write(EventFrame(event=ev))
         self._ready = True

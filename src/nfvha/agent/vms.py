@@ -55,6 +55,7 @@ class VmRuntime:
     pidfd: int | None = None
     link: GuestLink | None = None
     stopping: bool = False
+    guest_seq: int = 0  # highest guest event seq handled: the guest re-sends until acked
     last_sample: dict[str, Any] | None = None
     vnfcs: dict[str, VnfcRuntime] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,7 +74,9 @@ class VmManager:
         emitter: Emitter,
         cgroups: CgroupDriver | None,
         on_change: Any,
+        persist: Any,
     ) -> None:
+        self._persist = persist  # () -> None: write the state file now
         self._cfg = cfg
         self._run = run
         self._clock = clock
@@ -119,7 +122,7 @@ class VmManager:
     def saved_state(self) -> dict[str, Any]:
         return {
             name: {"pid": rt.pid, "start_ticks": rt.start_ticks, "state": rt.state,
-                   "since": rt.since}
+                   "since": rt.since, "guest_seq": rt.guest_seq}
             for name, rt in self.vms.items()
         }
 
@@ -137,6 +140,7 @@ class VmManager:
                 continue
             rt.pid, rt.start_ticks = int(pid), int(ticks)
             rt.since = float(rec.get("since") or self._clock.wall())
+            rt.guest_seq = int(rec.get("guest_seq") or 0)
             if is_same_process(rt.pid, rt.start_ticks):
                 rt.state = "running"
                 self._watch(rt)
@@ -185,6 +189,7 @@ class VmManager:
         with contextlib.suppress(FileNotFoundError):
             (vm_dir / "guest.sock").unlink()
         rt.stopping = False
+        rt.guest_seq = 0
         rt.ready = asyncio.Event()
         rt.exited = asyncio.Event()
         rt.state = "starting"
@@ -197,6 +202,8 @@ class VmManager:
             python=self._cfg.python,
         )
         rt.pid, rt.start_ticks, rt.since = spawned.pid, spawned.start_ticks, self._clock.wall()
+        # Recorded before anything else: an agent crash from here on must find it to adopt.
+        self._persist()
         self._watch(rt)
         self._log_action(name, "start", f"pid {rt.pid}")
         self._on_change()
@@ -367,6 +374,9 @@ class VmManager:
     # -- GuestHandler ------------------------------------------------------
     async def guest_event(self, vm: str, event: GuestEvent) -> None:
         rt = self.vms[vm]
+        if event.seq <= rt.guest_seq:
+            return  # a re-send of one we already reported (it is acked again)
+        rt.guest_seq = event.seq
         v = rt.vnfcs.get(event.vnfc)
         if v is None:
             return

@@ -111,8 +111,8 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
 
     @app.get("/v1/events")
     async def events(
-        after: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=2000)] = 1000,
         kind: Kind | None = None,
         entity: str | None = None,
         host: str | None = None,

@@ -19,11 +19,20 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def _cmd_down(args: argparse.Namespace) -> int:
     from nfvha.nfvi.cleanup import find_runs, teardown_run
+    from nfvha.testbed.deploy import run_owner_alive
 
     runs = args.runs or sorted(find_runs())
     if not runs:
         print("nothing to clean up: no nfvha run on this machine")
         return 0
+    live = [r for r in runs if run_owner_alive(r)]
+    if live and not args.force:
+        for r in live:
+            print(f"nfvha down: run {r} is still owned by a running 'nfvha up' (or test);"
+                  " stop that with Ctrl-C, or use --force", file=sys.stderr)
+        runs = [r for r in runs if r not in live]
+        if not runs:
+            return 1
     for run_id in runs:
         removed = teardown_run(run_id, keep_files=args.keep_files)
         print(f"run {run_id}: removed {len(removed)} object(s)")
@@ -39,10 +48,10 @@ def _api(run_id: str | None) -> tuple[str, str]:
     return run.run_id, RunInfo.load(run).api_url
 
 
-def _get(url: str) -> Any:
+def _get(url: str, timeout_s: float = 5.0) -> Any:
     import httpx
 
-    r = httpx.get(url, timeout=5.0)
+    r = httpx.get(url, timeout=timeout_s)
     r.raise_for_status()
     return r.json()
 
@@ -113,7 +122,8 @@ def _cmd_events(args: argparse.Namespace) -> int:
     _, api = _api(args.run)
     after = 0
     while True:
-        evs = _get(f"{api}/v1/events?after={after}&wait={30 if args.follow else 0}")
+        evs = _get(f"{api}/v1/events?after={after}&wait={30 if args.follow else 0}",
+                   timeout_s=40.0)
         for e in evs:
             print(json.dumps(e) if args.json else
                   f"{e['id']:>6} {e['severity']:<13} {e['kind']:<22} {e['entity']:<18}"
@@ -203,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        " of runs (all runs if none is named)")
     down.add_argument("runs", nargs="*")
     down.add_argument("--keep-files", action="store_true")
+    down.add_argument("--force", action="store_true",
+                      help="also runs whose 'nfvha up' is still running")
     down.set_defaults(func=_cmd_down)
 
     st = sub.add_parser("status", help="show hosts, VMs, VNFCs of a running deployment")
@@ -279,9 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        import httpx
+
         from nfvha.testbed.deploy import TestbedError
 
-        if isinstance(e, TestbedError):
+        if isinstance(e, httpx.ConnectError):
+            print(f"nfvha: the controller does not answer ({e}); is the run up?",
+                  file=sys.stderr)
+            return 1
+        if isinstance(e, TestbedError | httpx.HTTPError | ValueError | RuntimeError):
             print(f"nfvha: {e}", file=sys.stderr)
             return 1
         raise

@@ -60,28 +60,28 @@ class AgentServer:
         self.agent_lost: dict[str, float] = {}  # host -> wall time the stream broke
         self._cmd_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, *self._listen,
                                                   limit=MAX_FRAME_BYTES, reuse_address=True)
-        loop = asyncio.get_running_loop()
-        server = self
-
-        class HeartbeatProtocol(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-                server._heartbeat(data)
-
-        transport, _ = await loop.create_datagram_endpoint(
-            HeartbeatProtocol, local_addr=self._listen, family=socket.AF_INET)
-        self._udp = transport
+        # A raw socket drained completely on every wake-up: asyncio's datagram transport
+        # reads one datagram per loop iteration, so after a stall the liveness tick
+        # would judge hosts before reading the heartbeats already waiting.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        sock.bind(self._listen)
+        self._udp = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._drain_heartbeats)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="liveness"))
 
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
         if self._udp is not None:
+            asyncio.get_running_loop().remove_reader(self._udp.fileno())
             self._udp.close()
         if self._server is not None:
             self._server.close()
@@ -89,16 +89,35 @@ class AgentServer:
             s.writer.close()
 
     # -- heartbeats and liveness ---------------------------------------------
-    def _heartbeat(self, data: bytes) -> None:
-        try:
-            hb = Heartbeat.model_validate_json(data)
-        except ValidationError:
-            return
-        self._apply(self._liveness.heartbeat(hb))
+    def _drain_heartbeats(self) -> None:
+        assert self._udp is not None
+        while True:
+            try:
+                data = self._udp.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                hb = Heartbeat.model_validate_json(data)
+            except ValidationError:
+                continue
+            self._apply(self._liveness.heartbeat(hb))
 
     async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + self._tick_s
         while True:
-            await asyncio.sleep(self._tick_s)
+            await asyncio.sleep(max(0.0, expected - loop.time()))
+            late = loop.time() - expected
+            expected = loop.time() + self._tick_s
+            self._drain_heartbeats()
+            if late > self._tick_s:
+                # The controller itself stalled: silence measured across the stall says
+                # nothing about the hosts. Judge on the next, punctual tick.
+                log.warning("liveness tick %.0f ms late; not judging hosts this time",
+                            late * 1000)
+                continue
             self._apply(self._liveness.tick())
 
     def _apply(self, transitions: list[Transition]) -> None:
@@ -199,8 +218,11 @@ class AgentServer:
             try:
                 frame = AGENT_FRAME.validate_json(line)
             except ValidationError as e:
-                log.warning("bad frame from %s: %s", host, e)
-                continue
+                # Acks are cumulative: acknowledging anything after an event we could
+                # not store would make the agent drop it. Close; it is re-sent.
+                log.error("agent %s sent a frame this controller cannot read; closing the"
+                          " stream so nothing is acknowledged past it: %s", host, e)
+                return
             if isinstance(frame, EventFrame):
                 ev = frame.event
                 if ev.host != host:

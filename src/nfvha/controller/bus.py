@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 
 from nfvha.model.events import Event, StoredEvent
@@ -10,6 +11,7 @@ from nfvha.store.base import EventStore
 from nfvha.util.clock import Clock
 
 Listener = Callable[[StoredEvent], None]
+log = logging.getLogger(__name__)
 
 
 class EventBus:
@@ -33,7 +35,10 @@ class EventBus:
         for ev in stored:
             self.last_id = max(self.last_id, ev.id)
             for listener in self._listeners:
-                listener(ev)
+                try:
+                    listener(ev)
+                except Exception:  # stored is stored: a consumer's bug must not undo it
+                    log.exception("event listener failed on event %d", ev.id)
         if stored:
             async with self._cond:
                 self._cond.notify_all()

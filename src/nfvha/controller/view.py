@@ -77,7 +77,7 @@ class InventoryView:
             out.append(HostView(
                 name=name, state=rec.state, reason=rec.reason,
                 last_heartbeat_ms_ago=(now - rec.last_hb_mono_ns) // 1_000_000
-                if rec.last_hb_mono_ns else None,
+                if rec.boot is not None else None,  # never heard of: no heartbeat age
                 agent=AgentView(
                     connected=s is not None,
                     pid=s.hello.agent_pid if s else None,

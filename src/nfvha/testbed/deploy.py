@@ -81,6 +81,23 @@ class RunInfo:
         )
 
 
+def run_owner_alive(run_id: str) -> bool:
+    """Whether the process that started the run (``nfvha up``, a test) still runs."""
+    try:
+        owner = int(read_json(RunPaths(run_id).run_file)["owner_pid"])
+    except (FileNotFoundError, KeyError, ValueError, TypeError):
+        return False
+    if owner == os.getpid():
+        return False
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def find_active_run(run_id: str | None = None) -> RunPaths:
     """The run named, or the newest run on this machine."""
     if run_id is not None:

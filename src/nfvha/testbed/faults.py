@@ -13,7 +13,7 @@ from typing import Any
 from nfvha.model.topology import Topology, load_topology
 from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.fabric import set_host_link
-from nfvha.nfvi.power import LocalPowerDevice, vm_cgroup
+from nfvha.nfvi.power import LocalPowerDevice, PowerError, vm_cgroup
 from nfvha.testbed.deploy import RunInfo
 from nfvha.util.files import atomic_write_json, read_json
 from nfvha.util.procs import is_same_process, kill_pid
@@ -195,7 +195,10 @@ class FaultInjector:
     def _host_up(self, host: str) -> str:
         dev = self._power(host)
         self._mark()
-        sp = dev.on()
+        try:
+            sp = dev.on()
+        except PowerError as e:
+            raise FaultError(str(e)) from None
         return f"host {host} powered on (supervisor pid {sp.pid})"
 
     def _link(self, host: str, link: str, up: bool) -> str:
