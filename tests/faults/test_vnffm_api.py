@@ -16,6 +16,8 @@ from test_alarm_manager import ev, topology
 from nfvha.api.problems import install_problem_handlers
 from nfvha.api.vnffm import vnffm_router
 from nfvha.faults.manager import AlarmManager
+from nfvha.faults.notifier import Notifier
+from nfvha.faults.outbox import Outbox
 from nfvha.model.events import Kind, Severity
 from nfvha.store.alarms import SqliteAlarmStore
 from nfvha.util.clock import ManualClock
@@ -31,12 +33,17 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AlarmMan
     mgr.on_event(ev(Kind.VNFC_CRASHED, "vnfc/gw-a"))
     mgr.on_event(ev(Kind.SENSOR, "host/h2", host="h2", severity=Severity.WARNING,
                     sensor="temp1"))
+    outbox = Outbox(tmp_path / "nfvha-test-notifications.db")
+    notifier = Notifier(outbox, ManualClock())
+    await notifier.start()
     app = FastAPI()
     install_problem_handlers(app)
-    app.include_router(vnffm_router(mgr), prefix="/vnffm/v1")
+    app.include_router(vnffm_router(mgr, notifier, "http://t/vnffm/v1"), prefix="/vnffm/v1")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         yield client, mgr
+    await notifier.close()
+    outbox.close()
     store.close()
 
 
@@ -72,6 +79,42 @@ async def test_acknowledge_then_conflict(api: tuple[httpx.AsyncClient, AlarmMana
     assert r.json()["status"] == 409 and "already" in r.json()["detail"]
 
 
+async def test_subscriptions_create_read_delete(
+        api: tuple[httpx.AsyncClient, AlarmManager]) -> None:
+    client, _ = api
+    body = {"callbackUri": "http://127.0.0.1:9/cb",
+            "filter": {"perceivedSeverities": ["CRITICAL"],
+                       "notificationTypes": ["AlarmNotification"]},
+            "authentication": {"secret": "0123456789abcdef"}}
+    r = await client.post("/vnffm/v1/subscriptions", json=body)
+    assert r.status_code == 201, r.text
+    sub = r.json()
+    assert r.headers["location"] == sub["_links"]["self"]["href"]
+    assert "authentication" not in sub  # the secret is never echoed
+    assert (await client.get(f"/vnffm/v1/subscriptions/{sub['id']}")).json() == sub
+    assert [s["id"] for s in (await client.get("/vnffm/v1/subscriptions")).json()] == [sub["id"]]
+    assert (await client.delete(f"/vnffm/v1/subscriptions/{sub['id']}")).status_code == 204
+    r = await client.get(f"/vnffm/v1/subscriptions/{sub['id']}")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("body", [
+    {"callbackUri": "ftp://127.0.0.1/x"},
+    {"callbackUri": "not a uri"},
+    {"callbackUri": "http://127.0.0.1/x", "filter": {"perceivedSeverities": ["LOUD"]}},
+    {"callbackUri": "http://127.0.0.1/x", "authentication": {"secret": "short"}},
+    {"filter": {}},
+    {"callbackUri": "http://127.0.0.1/x", "extra": 1},
+])
+async def test_bad_subscriptions_are_refused_with_a_reason(
+        api: tuple[httpx.AsyncClient, AlarmManager], body: dict[str, object]) -> None:
+    client, _ = api
+    r = await client.post("/vnffm/v1/subscriptions", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"]
+    assert (await client.get("/vnffm/v1/subscriptions")).json() == []
+
+
 @pytest.mark.parametrize(("method", "path", "kwargs", "status"), [
     ("GET", "/vnffm/v1/alarms/nope", {}, 404),
     ("GET", "/vnffm/v1/alarms?filter=(eq,bogus,1)", {}, 400),
@@ -81,6 +124,9 @@ async def test_acknowledge_then_conflict(api: tuple[httpx.AsyncClient, AlarmMana
     ("DELETE", "/vnffm/v1/alarms/x", {}, 405),
     ("PUT", "/vnffm/v1/alarms/x", {"json": {}}, 405),
     ("PATCH", "/vnffm/v1/alarms/x", {"json": {"ackState": "ACKNOWLEDGED"}}, 415),
+    ("PUT", "/vnffm/v1/subscriptions/x", {"json": {}}, 405),
+    ("PATCH", "/vnffm/v1/subscriptions/x", {"json": {}}, 405),
+    ("DELETE", "/vnffm/v1/subscriptions", {}, 405),
 ])
 async def test_errors_are_problem_details(api: tuple[httpx.AsyncClient, AlarmManager],
                                           method: str, path: str, kwargs: dict[str, object],

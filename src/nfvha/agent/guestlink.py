@@ -4,9 +4,9 @@ Heartbeat challenge/response detects a hung VM: a numbered ping every interval;
 a pong answers its ping and every earlier one. The VM is hung when ``misses``
 consecutive pings are unanswered, the newest of them for a quarter interval (a
 guest answers in well under a millisecond; p95 4.6 ms measured), so a hang is
-declared about ``misses`` intervals after the VM stopped answering. Judging by pings actually sent (not by
-the time since the last pong) means a stalled agent, which sent no pings while
-it stalled, never takes its own delay for a hung VM. The guest also
+declared about ``misses`` intervals after the VM stopped answering. Judging by
+pings actually sent (not by the time since the last pong) means a stalled agent,
+which sent no pings while it stalled, never takes its own delay for a hung VM. The guest also
 reports its VNFCs' starts and exits; those reports are acknowledged only
 after the agent has spooled them, so none is lost across an agent restart.
 """

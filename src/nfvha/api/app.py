@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel
 
 from nfvha.api.problems import install_problem_handlers
@@ -14,6 +14,8 @@ from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
 from nfvha.faults.manager import AlarmManager
+from nfvha.faults.notifier import Notifier
+from nfvha.faults.stream import AlarmStream, sse_response
 from nfvha.model.events import Kind, StoredEvent
 from nfvha.model.topology import Topology
 from nfvha.wire.frames import CommandOp
@@ -26,10 +28,18 @@ class OperationResult(BaseModel):
 
 
 def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
-               agents: AgentServer, alarms: AlarmManager) -> FastAPI:
+               agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
+               stream: AlarmStream, fm_api_root: str) -> FastAPI:
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
-    app.include_router(vnffm_router(alarms), prefix="/vnffm/v1", tags=["ETSI VNF FM"])
+    app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
+                       tags=["ETSI VNF FM"])
+
+    @app.get("/v1/alarms/stream", response_model=None)
+    async def alarm_stream() -> Response:
+        """Live alarm changes as Server-Sent Events (``event:`` is the ETSI
+        notification type, ``data:`` the alarm)."""
+        return sse_response(stream, None)
 
     def host_of_vm(vm: str) -> str:
         try:

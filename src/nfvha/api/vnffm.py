@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from nfvha.api.fmfilter import FilterError, matches, parse_filter
 from nfvha.api.problems import problem
 from nfvha.faults.manager import AlarmManager, AlarmNotFound, AlreadyInState
-from nfvha.faults.model import AlarmModifications
+from nfvha.faults.model import AlarmModifications, FmSubscription, FmSubscriptionRequest
+from nfvha.faults.notifier import Notifier
 from nfvha.model.topology import format_loc
 
 ALARM_FILTER_ATTRIBUTES = {
@@ -34,8 +35,42 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
 
 
-def vnffm_router(manager: AlarmManager) -> APIRouter:
+def vnffm_router(manager: AlarmManager, notifier: Notifier, api_root: str) -> APIRouter:
     router = APIRouter()
+
+    def sub_json(s: FmSubscription) -> dict[str, Any]:
+        return s.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @router.post("/subscriptions", response_model=None)
+    async def subscribe(request: Request) -> Response:
+        try:
+            req = FmSubscriptionRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            detail = "; ".join(f"{format_loc(x['loc'])}: {x['msg']}" for x in e.errors())
+            return problem(400, detail, "Bad Request")
+        try:
+            created = notifier.subscribe(req, api_root)
+        except ValueError as e:
+            return problem(400, str(e), "Bad Request")
+        return JSONResponse(sub_json(created), status_code=201,
+                            headers={"Location": created.links.self_.href})
+
+    @router.get("/subscriptions", response_model=None)
+    async def list_subscriptions() -> Response:
+        return _json([sub_json(s) for s in notifier.subscriptions(api_root)])
+
+    @router.get("/subscriptions/{subscription_id}", response_model=None)
+    async def get_subscription(subscription_id: str) -> Response:
+        found = notifier.get_subscription(subscription_id, api_root)
+        if found is None:
+            return problem(404, f"no subscription with id {subscription_id!r}", "Not Found")
+        return _json(sub_json(found))
+
+    @router.delete("/subscriptions/{subscription_id}", response_model=None)
+    async def delete_subscription(subscription_id: str) -> Response:
+        if not notifier.unsubscribe(subscription_id):
+            return problem(404, f"no subscription with id {subscription_id!r}", "Not Found")
+        return Response(status_code=204)
 
     @router.get("/alarms", response_model=None)
     async def list_alarms(filter: str | None = Query(None, max_length=4096)) -> Response:

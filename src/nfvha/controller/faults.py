@@ -5,10 +5,14 @@ periodically."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 
 from nfvha.faults.manager import AlarmChange, AlarmManager
+from nfvha.faults.model import NotificationType
+from nfvha.faults.notifier import Notifier
+from nfvha.faults.stream import AlarmStream
 from nfvha.model.events import StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.store.alarms import SqliteAlarmStore
@@ -16,6 +20,14 @@ from nfvha.store.base import StoreUnavailable
 from nfvha.util.clock import Clock
 
 log = logging.getLogger(__name__)
+
+
+def _stream_payload(c: AlarmChange) -> str:
+    if c.notification == NotificationType.ALARM_LIST_REBUILT:
+        return json.dumps({"notificationType": c.notification.value})
+    return json.dumps({"notificationType": c.notification.value,
+                       "alarm": c.alarm.model_dump(mode="json", by_alias=True,
+                                                   exclude_none=True)})
 
 ChangeSink = Callable[[list[AlarmChange]], None]
 
@@ -33,6 +45,20 @@ class FaultManagement:
 
     def add_sink(self, sink: ChangeSink) -> None:
         self._sinks.append(sink)
+
+    def notify_through(self, notifier: Notifier, stream: AlarmStream, api_root: str) -> None:
+        """Every alarm change goes to the subscribers (durably queued first) and to the
+        live SSE consumers."""
+
+        def sink(changes: list[AlarmChange]) -> None:
+            for c in changes:
+                rebuilt = c.notification == NotificationType.ALARM_LIST_REBUILT
+                alarm = None if rebuilt else c.alarm
+                notifier.publish(c.notification, alarm, api_root=api_root,
+                                 alarm_cleared_time=c.alarm.alarmClearedTime)
+                stream.publish(c.notification, _stream_payload(c), alarm)
+
+        self.add_sink(sink)
 
     def _dispatch(self, changes: list[AlarmChange]) -> None:
         if not changes:

@@ -22,6 +22,9 @@ from nfvha.controller.faults import FaultManagement
 from nfvha.controller.liveness import HostLiveness, PowerStatus
 from nfvha.controller.view import InventoryView
 from nfvha.faults.manager import AlarmManager
+from nfvha.faults.notifier import Notifier
+from nfvha.faults.outbox import Outbox
+from nfvha.faults.stream import AlarmStream
 from nfvha.model.topology import Topology, load_topology
 from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.fabric import FabricPlan
@@ -32,6 +35,8 @@ from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.runpaths import RunPaths
 
 log = logging.getLogger("nfvha.controller")
+# The API root subscribers are told about (links in notifications).
+FM_API_ROOT_URL = "http://127.0.0.1:{port}/vnffm/v1"
 
 
 class _ApiServer(uvicorn.Server):
@@ -68,13 +73,19 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     faults = FaultManagement(AlarmManager(topology, alarm_store, clock, cfg.settings),
                              ager, cfg.settings, clock)
     bus.subscribe(faults.on_event)
+    outbox = Outbox(cfg.db_path.with_name("notifications.db"), fsync=cfg.db_fsync)
+    notifier = Notifier(outbox, clock)
+    await notifier.start()
+    stream = AlarmStream()
+    faults.notify_through(notifier, stream, FM_API_ROOT_URL.format(port=cfg.api_port))
     liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
                             local_power_status(cfg))
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
                          tick_s=cfg.settings.host_heartbeat_interval_ms / 4000)
     await agents.start()
     view = InventoryView(topology, agents, liveness, clock)
-    app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms)
+    app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
+                     FM_API_ROOT_URL.format(port=cfg.api_port))
     fm_task = asyncio.create_task(faults.run(), name="fault-management")
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off"))
@@ -89,6 +100,8 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     server.should_exit = True
     await api
     fm_task.cancel()
+    await notifier.close()
+    outbox.close()
     await agents.close()
     alarm_store.close()
     ager.close()
