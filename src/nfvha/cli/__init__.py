@@ -136,6 +136,8 @@ def _cmd_events(args: argparse.Namespace) -> int:
 def _cmd_alarms(args: argparse.Namespace) -> int:
     import httpx
 
+    if args.action == "watch":
+        return _watch_alarms(args)
     if args.action in ("show", "ack") and not args.id:
         print(f"nfvha alarms {args.action}: give the alarm id", file=sys.stderr)
         return 2
@@ -171,6 +173,63 @@ def _cmd_alarms(args: argparse.Namespace) -> int:
         root = "root " if a["isRootCause"] else "conseq"
         print(f"{a['id'][:8]} {a['perceivedSeverity']:<9} {a['faultType']:<28} {res:<16}"
               f" {root} {a['ackState'][:5]} {a['probableCause']}")
+    return 0
+
+
+def _watch_alarms(args: argparse.Namespace) -> int:
+    """Follow alarm changes live (Server-Sent Events) until Ctrl-C."""
+    import httpx
+
+    _, api = _api(args.run)
+    event = ""
+    with httpx.stream("GET", f"{api}/v1/alarms/stream", timeout=None) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.split(":", 1)[1])
+                if args.json:
+                    print(json.dumps({"notificationType": event, **data}), flush=True)
+                    continue
+                a = data.get("alarm")
+                if a is None:
+                    print(f"{event}", flush=True)
+                    continue
+                res = a.get("rootCauseFaultyResource", {}).get("faultyResource", {})
+                print(f"{event:<26} {a['id'][:8]} {a['perceivedSeverity']:<9}"
+                      f" {a['faultType']:<28} {res.get('resourceId', '')}", flush=True)
+    return 0
+
+
+def _cmd_subscribe(args: argparse.Namespace) -> int:
+    import httpx
+
+    _, api = _api(args.run)
+    flt: dict[str, Any] = {}
+    if args.severity:
+        flt["perceivedSeverities"] = args.severity
+    if args.notification_type:
+        flt["notificationTypes"] = args.notification_type
+    if args.event_type:
+        flt["eventTypes"] = args.event_type
+    if args.resource_type:
+        flt["faultyResourceTypes"] = args.resource_type
+    if args.vnf:
+        flt["vnfInstanceSubscriptionFilter"] = {"vnfInstanceIds": args.vnf}
+    if args.managed_object:
+        flt["managedObjectIds"] = args.managed_object
+    if args.resource:
+        flt["resourceIds"] = args.resource
+    body: dict[str, Any] = {"callbackUri": args.url}
+    if flt:
+        body["filter"] = flt
+    if args.secret:
+        body["authentication"] = {"secret": args.secret}
+    r = httpx.post(f"{api}/vnffm/v1/subscriptions", json=body, timeout=10.0)
+    if r.status_code != 201:
+        print(f"nfvha subscribe: {r.json().get('detail', r.text)}", file=sys.stderr)
+        return 1
+    print(json.dumps(r.json(), indent=1))
     return 0
 
 
@@ -251,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_events)
 
     al = sub.add_parser("alarms", help="list, show or acknowledge alarms (ETSI VNF FM)")
-    al.add_argument("action", choices=["list", "show", "ack"])
+    al.add_argument("action", choices=["list", "show", "ack", "watch"])
     al.add_argument("id", nargs="?", help="alarm id (show, ack)")
     al.add_argument("--run")
     al.add_argument("--filter", help="SOL013 filter, e.g. '(eq,perceivedSeverity,CRITICAL)'")
@@ -259,6 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--undo", action="store_true", help="ack: set back to UNACKNOWLEDGED")
     al.add_argument("--json", action="store_true")
     al.set_defaults(func=_cmd_alarms)
+
+    sb = sub.add_parser("subscribe", help="subscribe a webhook to alarm notifications")
+    sb.add_argument("url", help="callback URI (http or https)")
+    sb.add_argument("--run")
+    sb.add_argument("--secret", help="HMAC-SHA256 key (>= 16 chars) to sign bodies with")
+    sb.add_argument("--severity", action="append", help="CRITICAL, MAJOR, ... (repeatable)")
+    sb.add_argument("--notification-type", action="append",
+                    help="AlarmNotification, AlarmClearedNotification,"
+                         " AlarmListRebuiltNotification")
+    sb.add_argument("--event-type", action="append", help="e.g. EQUIPMENT_ALARM")
+    sb.add_argument("--resource-type", action="append", help="COMPUTE, STORAGE, NETWORK")
+    sb.add_argument("--vnf", action="append", help="VNF instance (managed object)")
+    sb.add_argument("--managed-object", action="append", help="e.g. host/host1")
+    sb.add_argument("--resource", action="append", help="faulty resource, e.g. vm/gw-vm1")
+    sb.set_defaults(func=_cmd_subscribe)
 
     val = sub.add_parser("validate", help="check a topology file")
     val.add_argument("file", type=Path)
