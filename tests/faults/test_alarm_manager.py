@@ -235,6 +235,7 @@ def test_alarms_survive_a_restart_and_age_by_policy(db: Path, clock: ManualClock
     [w] = only(mgr.on_event(ev(Kind.SENSOR, "host/h1", severity=Severity.WARNING,
                                sensor="temp1")), NotificationType.ALARM)
     mgr.on_event(ev(Kind.SENSOR, "host/h1", clears=True, sensor="temp1"))
+    mgr.commit()
     store.close()
     store = SqliteAlarmStore(db)
     again = AlarmManager(topology(), store, clock, topology().settings)
@@ -244,6 +245,7 @@ def test_alarms_survive_a_restart_and_age_by_policy(db: Path, clock: ManualClock
     [c] = only(again.on_event(ev(Kind.VM_STARTED, "vm/vm-a", clears=True)),
                NotificationType.ALARM_CLEARED)
     assert c.id == a.id
+    again.commit()
     # Ageing: cleared WARNINGs are kept 7 days, cleared CRITICALs 30 days (defaults).
     retention = topology().settings.fm_cleared_alarm_retention_s
     now = clock.wall()
@@ -251,3 +253,20 @@ def test_alarms_survive_a_restart_and_age_by_policy(db: Path, clock: ManualClock
     assert store.get(w.id) is None and store.get(a.id) is not None
     assert store.age(now + 31 * 86_400, retention, 10 * 86_400) == (1, 0)
     store.close()
+
+
+def test_the_same_stored_event_decided_twice_gives_the_same_alarm_and_change_ids(
+        tmp_path: Path, clock: ManualClock) -> None:
+    """What makes replay after a controller crash safe: ids derive from the event."""
+    from nfvha.model.events import StoredEvent
+
+    stored = StoredEvent(**ev(Kind.HOST_DOWN, "host/h1", severity=Severity.CRITICAL)
+                         .model_copy(update={"seq": 7}).model_dump(),
+                         id=42, received_time=1.0, received_mono_ns=1)
+    results = []
+    for i in range(2):
+        store = SqliteAlarmStore(tmp_path / f"nfvha-test-{i}.db")
+        mgr = AlarmManager(topology(), store, clock, topology().settings)
+        results.append(sorted((c.alarm.id, c.change_id) for c in mgr.on_event(stored)))
+        store.close()
+    assert results[0] == results[1] and len(results[0]) > 1

@@ -55,7 +55,8 @@ class FaultManagement:
                 rebuilt = c.notification == NotificationType.ALARM_LIST_REBUILT
                 alarm = None if rebuilt else c.alarm
                 notifier.publish(c.notification, alarm, api_root=api_root,
-                                 alarm_cleared_time=c.alarm.alarmClearedTime)
+                                 alarm_cleared_time=c.alarm.alarmClearedTime,
+                                 change_id=c.change_id)
                 stream.publish(c.notification, _stream_payload(c), alarm)
 
         self.add_sink(sink)
@@ -70,13 +71,14 @@ class FaultManagement:
                 log.exception("alarm change consumer failed")
 
     def on_event(self, event: StoredEvent) -> None:
-        try:
-            changes = self.alarms.on_event(event)
-        except StoreUnavailable:
-            log.exception("alarm store unavailable; event %s#%d not turned into an alarm",
-                          event.host, event.seq)
-            return
+        # Decide, queue the notifications durably, then store the alarms: a crash in
+        # between is repaired by replaying the event (same ids; known ones ignored).
+        changes = self.alarms.on_event(event)
         self._dispatch(changes)
+        try:
+            self.alarms.commit()
+        except StoreUnavailable:
+            log.exception("alarm store unavailable; alarms of event %d not stored", event.id)
 
     async def run(self) -> None:
         self._dispatch(self.alarms.rebuilt())
@@ -84,6 +86,7 @@ class FaultManagement:
         while True:
             await asyncio.sleep(1.0)
             self._dispatch(self.alarms.tick())
+            self.alarms.commit()
             now = self._clock.wall()
             if now >= next_ageing:
                 next_ageing = now + self._settings.fm_ageing_interval_s

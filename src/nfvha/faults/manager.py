@@ -92,6 +92,10 @@ class AlarmState:
 class AlarmChange:
     notification: NotificationType
     alarm: Alarm
+    change_id: str  # derived from the cause: the same event replayed gives the same id
+
+
+ALARM_NAMESPACE = uuid.UUID("0b7d3f62-9a51-4f0e-8c2d-5e6a7b8c9d01")
 
 
 def _ts(wall: float) -> datetime:
@@ -113,6 +117,7 @@ class AlarmManager:
         self._active: dict[str, str] = {}  # key -> alarm id
         self._vnf_of: dict[str, str] = {c.name: v.name for v, c in topology.components()}
         self._touched: set[str] = set()  # alarm ids changed by the current decision
+        self._cause = ""  # what the current decision is about (ids derive from it)
         for row in store.all():
             self._load(row)
 
@@ -172,12 +177,29 @@ class AlarmManager:
         while no controller was there to notify them)."""
         if not self.alarms:
             return []
-        return [AlarmChange(NotificationType.ALARM_LIST_REBUILT, self.all_alarms()[0])]
+        return [AlarmChange(NotificationType.ALARM_LIST_REBUILT, self.all_alarms()[0],
+                            f"rebuilt|{uuid.uuid4()}")]
+
+    def _changes(self, changed: dict[str, NotificationType]) -> list[AlarmChange]:
+        return [AlarmChange(n, self.alarms[i].alarm, f"{self._cause}|{i}|{n.value}")
+                for i, n in changed.items()]
+
+    def commit(self) -> None:
+        """Store what the last decision changed. Separate from the decision so the
+        caller can queue the notifications durably first: a crash in between is
+        repaired by deciding again (same ids), never by losing a notification."""
+        if self._touched:
+            self._store.put([self._row(self.alarms[i]) for i in self._touched])
+            self._touched.clear()
 
     # -- events ------------------------------------------------------------------
     def on_event(self, ev: Event) -> list[AlarmChange]:
+        """Decide what ``ev`` changes; call ``commit`` to store it."""
         if ev.informational:
             return []
+        self._cause = f"event|{ev.host}|{ev.origin}|{ev.seq}|{getattr(ev, 'id', '')}"
+        if ev.seq == 0 and not hasattr(ev, "id"):
+            self._cause += f"|{uuid.uuid4()}"  # no identity of its own: unique, not replayable
         changed: dict[str, NotificationType] = {}
         if ev.clears:
             for t in CLEARS.get(ev.kind, ()):
@@ -186,24 +208,18 @@ class AlarmManager:
             raised = RAISES.get(ev.kind)
             if raised is not None:
                 self._raise(raised, ev, changed)
-        if not changed:
-            return []
-        self._store.put([self._row(self.alarms[i]) for i in self._touched])
-        self._touched.clear()
-        return [AlarmChange(n, self.alarms[i].alarm) for i, n in changed.items()]
+        return self._changes(changed)
 
     def tick(self) -> list[AlarmChange]:
         """Clear latent-fault suspicions whose window passed without a new failure."""
         now = self._clock.wall()
+        self._cause = f"expiry|{now}"
         changed: dict[str, NotificationType] = {}
         for key, alarm_id in list(self._active.items()):
             st = self.alarms[alarm_id]
             if st.type is LATENT_HOST_FAULT and now - st.changed_wall > self._latent_window_s:
                 self._clear(key, changed)
-        if changed:
-            self._store.put([self._row(self.alarms[i]) for i in self._touched])
-            self._touched.clear()
-        return [AlarmChange(n, self.alarms[i].alarm) for i, n in changed.items()]
+        return self._changes(changed)
 
     def _touch(self, st: AlarmState) -> None:
         self._touched.add(st.alarm.id)
@@ -229,7 +245,7 @@ class AlarmManager:
             return
         mo, vnfcs = self._managed_object(entity)
         root = root or self._root_for(entity)
-        alarm_id = str(uuid.uuid4())
+        alarm_id = str(uuid.uuid5(ALARM_NAMESPACE, f"{self._cause}|{key}"))
         details = [ev.description] if ev.description else []
         details += [f"host={ev.host}", f"entity={ev.entity}", "count=1"]
         if derived_from:

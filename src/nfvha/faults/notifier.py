@@ -455,6 +455,9 @@ class _SubscriberWorker:
         return f"HTTP {status}"
 
 
+NOTIFICATION_NAMESPACE = uuid.UUID("6f1b7e4c-5d2a-4c1e-9a7e-2f9d0b3c8e11")
+
+
 class Notifier:
     """Subscriptions and notification delivery; everything runs on one event loop."""
 
@@ -585,11 +588,15 @@ class Notifier:
         *,
         alarm_cleared_time: datetime | None = None,
         api_root: str,
+        change_id: str | None = None,
     ) -> list[str]:
         """Queue a notification for every matching subscription; return their ids.
 
         For ``ALARM_CLEARED`` pass the cleared alarm (filters apply to it);
         ``alarm_cleared_time`` defaults to its ``alarmClearedTime``, then to now.
+        ``change_id`` names the alarm change: the notification ids are then derived
+        from it, so publishing the same change again (a replay after a controller
+        crash) queues nothing new — the outbox ignores known ids.
         """
         self._require_started()
         if notification_type != NotificationType.ALARM_LIST_REBUILT and alarm is None:
@@ -606,7 +613,9 @@ class Notifier:
         ]
         items: list[tuple[_SubscriberWorker, _Item]] = []
         for w in targets:
-            note = _notification(notification_type, alarm, w.sub.id, now, cleared_at, root)
+            nid = (str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{change_id}|{w.sub.id}"))
+                   if change_id is not None else str(uuid.uuid4()))
+            note = _notification(notification_type, alarm, w.sub.id, now, cleared_at, root, nid)
             body = note.model_dump_json(by_alias=True, exclude_none=True).encode()
             items.append((w, _Item(note.id, body)))
         # Durable for every subscriber before the first delivery attempt.
@@ -662,8 +671,8 @@ def _notification(
     now: datetime,
     cleared_at: datetime,
     root: str,
+    nid: str,
 ) -> Notification:
-    nid = str(uuid.uuid4())
     sub_link = Link(href=f"{root}/subscriptions/{subscription_id}")
     if notification_type == NotificationType.ALARM_LIST_REBUILT:
         return AlarmListRebuiltNotification(
