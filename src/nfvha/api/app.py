@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel
 
+from nfvha.api.doctor import doctor_router
+from nfvha.api.masakari import masakari_router
 from nfvha.api.problems import install_problem_handlers
 from nfvha.api.vnffm import vnffm_router
 from nfvha.controller.agents import AgentServer
@@ -16,8 +18,9 @@ from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, V
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream, sse_response
-from nfvha.model.events import Kind, StoredEvent
+from nfvha.model.events import Event, Kind, StoredEvent
 from nfvha.model.topology import Topology
+from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.wire.frames import CommandOp
 
 
@@ -29,11 +32,22 @@ class OperationResult(BaseModel):
 
 def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
-               stream: AlarmStream, fm_api_root: str) -> FastAPI:
+               stream: AlarmStream, fm_api_root: str, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
                        tags=["ETSI VNF FM"])
+
+    async def ingest(events: list[Event]) -> None:
+        # Stored before the monitor is answered; StoreUnavailable -> 503, it retries.
+        await bus.publish(events)
+
+    # Existing monitors report into nfvha unchanged: masakari-monitors (instance HA
+    # API) and OPNFV Doctor monitors (inspector API at <url>/doctor/events).
+    app.include_router(masakari_router(topology, ingest, clock), prefix="/v1",
+                       tags=["Masakari-compatible"])
+    app.include_router(doctor_router(topology, ingest, clock), prefix="/doctor",
+                       tags=["Doctor-compatible"])
 
     @app.get("/v1/alarms/stream", response_model=None)
     async def alarm_stream() -> Response:
