@@ -24,7 +24,8 @@ async def bed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     pids: list[int] = []
     try:
         pids = run_pids(tb)
-        async with httpx.AsyncClient(base_url=tb.api_url, timeout=10.0) as client:
+        async with httpx.AsyncClient(base_url=tb.api_url, timeout=10.0,
+                                     headers=tb.headers) as client:
             yield Bed(tb, client)
         pids = sorted(set(pids) | set(run_pids(tb)))
     finally:

@@ -120,7 +120,7 @@ async def test_loopback_fallback_detects_crashes_and_cleans_up(
     try:
         assert tb.vm_address("vm-a")[0] == "127.0.0.1"
         await wait_serving(tb.vm_address("vm-a"))
-        async with httpx.AsyncClient(base_url=tb.api_url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=tb.api_url, timeout=10, headers=tb.headers) as client:
             events = EventWaiter(client)
             faults = FaultInjector(tb.run, tb.topology)
             await events.sync()

@@ -107,7 +107,8 @@ async def test_live_stream_of_alarm_changes(bed: Bed) -> None:
     registered = asyncio.Event()
 
     async def first_alarm_event() -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=bed.tb.api_url, timeout=15) as c, \
+        async with httpx.AsyncClient(base_url=bed.tb.api_url, timeout=15,
+                                     headers=bed.tb.headers) as c, \
                 c.stream("GET", "/v1/alarms/stream") as resp:
             assert resp.headers["content-type"].startswith("text/event-stream")
             event = None

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel
 
+from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
 from nfvha.api.masakari import masakari_router
 from nfvha.api.problems import install_problem_handlers
@@ -18,6 +19,7 @@ from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, V
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream, sse_response
+from nfvha.model.auth import AuthConfig
 from nfvha.model.events import Event, Kind, StoredEvent
 from nfvha.model.topology import Topology
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
@@ -32,9 +34,11 @@ class OperationResult(BaseModel):
 
 def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
-               stream: AlarmStream, fm_api_root: str, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+               stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
+               clock: Clock = SYSTEM_CLOCK) -> FastAPI:
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
+    app.middleware("http")(Authenticator(auth).middleware)
     app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
                        tags=["ETSI VNF FM"])
 

@@ -163,7 +163,8 @@ async def bench(topology: Topology, kinds: list[str], runs: int,
     tb = Testbed(topology)
     await tb.start()
     try:
-        async with httpx.AsyncClient(base_url=tb.api_url, timeout=10.0) as client:
+        async with httpx.AsyncClient(base_url=tb.api_url, timeout=10.0,
+                                     headers=tb.headers) as client:
             b = DetectBench(tb, client)
             await b.run(kinds, runs, progress)
     finally:

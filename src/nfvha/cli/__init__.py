@@ -41,17 +41,23 @@ def _cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+_HEADERS: dict[str, str] = {}  # the run's API token, set by _api()
+
+
 def _api(run_id: str | None) -> tuple[str, str]:
     from nfvha.testbed.deploy import RunInfo, find_active_run
 
     run = find_active_run(run_id)
-    return run.run_id, RunInfo.load(run).api_url
+    info = RunInfo.load(run)
+    _HEADERS.clear()
+    _HEADERS.update(info.headers)
+    return run.run_id, info.api_url
 
 
 def _get(url: str, timeout_s: float = 5.0) -> Any:
     import httpx
 
-    r = httpx.get(url, timeout=timeout_s)
+    r = httpx.get(url, timeout=timeout_s, headers=_HEADERS)
     r.raise_for_status()
     return r.json()
 
@@ -109,7 +115,8 @@ def _cmd_operate(args: argparse.Namespace) -> int:
     import httpx
 
     _, api = _api(args.run)
-    r = httpx.post(f"{api}/v1/{args.what}s/{args.name}/{args.action}", timeout=30.0)
+    r = httpx.post(f"{api}/v1/{args.what}s/{args.name}/{args.action}", timeout=30.0,
+                   headers=_HEADERS)
     if r.status_code != 200:
         print(f"nfvha {args.what} {args.action}: {r.json().get('detail', r.text)}",
               file=sys.stderr)
@@ -144,7 +151,7 @@ def _cmd_alarms(args: argparse.Namespace) -> int:
     _, api = _api(args.run)
     base = f"{api}/vnffm/v1/alarms"
     if args.id and len(args.id) < 36:  # the short id that `list` prints
-        ids = [a["id"] for a in httpx.get(base, timeout=10.0).json()
+        ids = [a["id"] for a in httpx.get(base, timeout=10.0, headers=_HEADERS).json()
                if a["id"].startswith(args.id)]
         if len(ids) != 1:
             print(f"nfvha alarms {args.action}: {len(ids)} alarms start with {args.id!r}",
@@ -155,13 +162,14 @@ def _cmd_alarms(args: argparse.Namespace) -> int:
         params = {"filter": args.filter} if args.filter else {}
         if args.active and not args.filter:
             params = {"filter": "(neq,perceivedSeverity,CLEARED)"}
-        r = httpx.get(base, params=params, timeout=10.0)
+        r = httpx.get(base, params=params, timeout=10.0, headers=_HEADERS)
     elif args.action == "show":
-        r = httpx.get(f"{base}/{args.id}", timeout=10.0)
+        r = httpx.get(f"{base}/{args.id}", timeout=10.0, headers=_HEADERS)
     else:
         state = "UNACKNOWLEDGED" if args.undo else "ACKNOWLEDGED"
         r = httpx.patch(f"{base}/{args.id}", content=json.dumps({"ackState": state}),
-                        headers={"Content-Type": "application/merge-patch+json"}, timeout=10.0)
+                        headers={**_HEADERS, "Content-Type": "application/merge-patch+json"},
+                        timeout=10.0)
     if r.status_code >= 400:
         print(f"nfvha alarms {args.action}: {r.json().get('detail', r.text)}", file=sys.stderr)
         return 1
@@ -182,7 +190,8 @@ def _watch_alarms(args: argparse.Namespace) -> int:
 
     _, api = _api(args.run)
     event = ""
-    with httpx.stream("GET", f"{api}/v1/alarms/stream", timeout=None) as resp:
+    with httpx.stream("GET", f"{api}/v1/alarms/stream", timeout=None,
+                      headers=_HEADERS) as resp:
         for line in resp.iter_lines():
             if line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
@@ -225,7 +234,8 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
         body["filter"] = flt
     if args.secret:
         body["authentication"] = {"secret": args.secret}
-    r = httpx.post(f"{api}/vnffm/v1/subscriptions", json=body, timeout=10.0)
+    r = httpx.post(f"{api}/vnffm/v1/subscriptions", json=body, timeout=10.0,
+                   headers=_HEADERS)
     if r.status_code != 201:
         print(f"nfvha subscribe: {r.json().get('detail', r.text)}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from nfvha.testbed.deploy import Testbed
 
 
 async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0) as client:
+    async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0, headers=tb.headers) as client:
         async def render() -> Group:
             status = (await client.get("/v1/status")).json()
             after = max(0, status["last_event_id"] - 40)

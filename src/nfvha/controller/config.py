@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from nfvha.model.auth import AuthConfig
 from nfvha.model.settings import Settings, Strict
 
 
@@ -27,6 +28,7 @@ class ControllerConfig(Strict):
     settings: Settings = Field(default_factory=Settings)
     fabric: dict[str, Any] | None = None  # FabricPlan JSON, for the local fence devices
     topology_file: Path | None = None
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @classmethod
     def load(cls, path: Path) -> ControllerConfig:

@@ -85,7 +85,7 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     await agents.start()
     view = InventoryView(topology, agents, liveness, clock)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
-                     FM_API_ROOT_URL.format(port=cfg.api_port), clock)
+                     FM_API_ROOT_URL.format(port=cfg.api_port), cfg.auth, clock)
     fm_task = asyncio.create_task(faults.run(), name="fault-management")
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off"))

@@ -8,6 +8,7 @@ benchmarks share. Everything it creates is named ``nfvha-<run>`` and listed in
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ import yaml
 
 from nfvha.agent.config import AgentConfig, PeerAddress, ProcessLaunch, VmLaunch, VnfcLaunch
 from nfvha.controller.config import ControllerConfig, HostEntry
+from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import Topology
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
@@ -69,16 +71,27 @@ class RunInfo:
     topology_file: Path
     plan: FabricPlan | None
     owner_pid: int
+    tokens: dict[str, str]
 
     @classmethod
     def load(cls, run: RunPaths) -> RunInfo:
         d = read_json(run.run_file)
+        try:
+            tokens = read_json(run.controller_dir / "tokens.json")
+        except (FileNotFoundError, PermissionError, ValueError):
+            tokens = {}
         return cls(
             run_id=d["run_id"], api_url=d["api_url"], mode=d["mode"],
             topology_file=Path(d["topology_file"]),
             plan=FabricPlan.from_json(d["plan"]) if d.get("plan") else None,
-            owner_pid=int(d["owner_pid"]),
+            owner_pid=int(d["owner_pid"]), tokens=dict(tokens),
         )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        token = self.tokens.get("admin") or self.tokens.get("operator") \
+            or self.tokens.get("reader")
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def run_owner_alive(run_id: str) -> bool:
@@ -127,6 +140,12 @@ class Testbed:
         self.plan: FabricPlan | None = None
         self.cgroups: CgroupDriver | None = detect_cgroups() if ok else None
         self.pids: list[dict[str, int]] = []
+        self.tokens = {role: new_token() for role in ("admin", "operator", "reader")}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What an administrator's client sends."""
+        return {"Authorization": f"Bearer {self.tokens['admin']}"}
 
     # -- configuration ---------------------------------------------------------
     def _addresses(self) -> tuple[str, dict[str, tuple[str, int]], dict[str, str]]:
@@ -186,7 +205,13 @@ class Testbed:
                 links=["mgmt0", "data0"] if self.plan is not None else [],
                 cgroups=self.cgroups is not None,
             )
+        trusted = ["127.0.0.0/8"] + ([self.plan.mgmt_subnet] if self.plan is not None else [])
+        auth = AuthConfig(
+            tokens=[TokenEntry(sha256=token_hash(t), role=r, name=f"{r} of run {run.run_id}")
+                    for r, t in self.tokens.items()],
+            intake_trusted_networks=trusted)
         ctl = ControllerConfig(
+            auth=auth,
             run_id=run.run_id, listen_ip=controller_ip, port=controller_port,
             api_port=self.api_port, db_path=run.controller_dir / "events.db",
             hosts=[HostEntry(name=h, fence="local" if self.plan is not None else "none")
@@ -195,6 +220,11 @@ class Testbed:
         )
         run.controller_dir.mkdir(parents=True, exist_ok=True)
         (run.controller_dir / "controller.json").write_text(ctl.model_dump_json(indent=1))
+        # The tokens themselves are shown once, to root only.
+        tokens_file = run.controller_dir / "tokens.json"
+        fd = os.open(tokens_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.tokens, f, indent=1)
         for host, cfg in agents.items():
             d = run.host_dir(host)
             (d / "exits").mkdir(parents=True, exist_ok=True)
@@ -267,7 +297,8 @@ class Testbed:
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until the API answers and every host's agent is connected."""
         deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(base_url=self.api_url, timeout=2.0) as client:
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=2.0,
+                                     headers=self.headers) as client:
             while True:
                 try:
                     r = await client.get("/v1/hosts")
@@ -284,7 +315,8 @@ class Testbed:
                 await asyncio.sleep(0.05)
 
     async def start_vms(self, timeout_s: float = 60.0) -> None:
-        async with httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s) as client:
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s,
+                                     headers=self.headers) as client:
             async def start(vm: str) -> None:
                 r = await client.post(f"/v1/vms/{vm}/start")
                 if r.status_code != 200 or not r.json()["result"].get("ready", True):
