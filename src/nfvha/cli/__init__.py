@@ -243,6 +243,12 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    from nfvha.api.openapi import main as print_openapi
+
+    return print_openapi()
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         t = load_topology(args.file)
@@ -343,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--managed-object", action="append", help="e.g. host/host1")
     sb.add_argument("--resource", action="append", help="faulty resource, e.g. vm/gw-vm1")
     sb.set_defaults(func=_cmd_subscribe)
+
+    oa = sub.add_parser("openapi", help="print the controller's OpenAPI document")
+    oa.set_defaults(func=_cmd_openapi)
 
     val = sub.add_parser("validate", help="check a topology file")
     val.add_argument("file", type=Path)
