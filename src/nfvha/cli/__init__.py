@@ -265,6 +265,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_detect_bench(args)
 
 
+def _cmd_bench_alarms(args: argparse.Namespace) -> int:
+    from nfvha.bench.alarms import run_alarms_bench
+
+    return run_alarms_bench(args)
+
+
 def _internal(module: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -365,6 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("-f", "--file", type=Path, default=default_topology_path())
     bd.add_argument("--kinds", default="vnfc-crash,vm-crash,vm-hang,agent-crash,host-down")
     bd.set_defaults(func=_cmd_bench)
+    ba = bsub.add_parser("alarms", help="alarm ingest rate, notification fan-out latency,"
+                                        " VM crash -> subscriber")
+    ba.add_argument("--json", action="store_true")
+    ba.add_argument("-f", "--file", type=Path, default=default_topology_path())
+    ba.add_argument("--events", type=int, default=20_000, help="ingest: events to feed")
+    ba.add_argument("--subscribers", type=int, default=100)
+    ba.add_argument("--rate", type=float, default=5.0,
+                    help="fan-out: new alarms per second (each also cleared: 2 changes)")
+    ba.add_argument("--duration", type=float, default=10.0, help="fan-out: seconds")
+    ba.add_argument("--runs", type=int, default=20, help="end to end: VM crashes")
+    ba.set_defaults(func=_cmd_bench_alarms)
 
     for name, module in (("agent", "nfvha.agent.main"), ("hostd", "nfvha.agent.hostd"),
                          ("controller", "nfvha.controller.main")):

@@ -13,22 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nfvha.store.base import StoreUnavailable
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarms (
-  id TEXT PRIMARY KEY,
-  key TEXT NOT NULL,
-  entity TEXT NOT NULL,
-  host TEXT NOT NULL,
-  severity TEXT NOT NULL,
-  active INTEGER NOT NULL,
-  raised_time REAL NOT NULL,
-  changed_time REAL NOT NULL,
-  body TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS alarms_active_key ON alarms(key) WHERE active = 1;
-CREATE INDEX IF NOT EXISTS alarms_entity ON alarms(entity, raised_time);
-"""
+from nfvha.store.schema import MigrationError, migrate
 
 
 @dataclass(frozen=True)
@@ -51,8 +36,8 @@ class SqliteAlarmStore:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as e:
+            migrate(path, "events")
+        except (sqlite3.Error, MigrationError) as e:
             raise StoreUnavailable(f"cannot open {path}: {e}") from e
 
     def put(self, rows: list[AlarmRow]) -> None:

@@ -17,23 +17,7 @@ from typing import Any
 
 from nfvha.model.events import Event, StoredEvent
 from nfvha.store.base import StoreUnavailable
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  host TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  origin TEXT NOT NULL,
-  kind TEXT NOT NULL,
-  entity TEXT NOT NULL,
-  body TEXT NOT NULL,
-  received_time REAL NOT NULL,
-  received_mono_ns INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_agent_seq ON events(host, seq) WHERE seq > 0;
-CREATE INDEX IF NOT EXISTS events_kind_entity ON events(kind, entity, id);
-CREATE TABLE IF NOT EXISTS agent_seq (host TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
-"""
+from nfvha.store.schema import MigrationError, migrate
 
 
 class SqliteEventStore:
@@ -43,8 +27,8 @@ class SqliteEventStore:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as e:
+            migrate(path, "events")
+        except (sqlite3.Error, MigrationError) as e:
             raise StoreUnavailable(f"cannot open {path}: {e}") from e
 
     def append(self, events: Sequence[Event], received_time: float,

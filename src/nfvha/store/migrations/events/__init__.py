@@ -1,0 +1,1 @@
+"""Revisions of the "events" schema (``<run>/controller/events.db``)."""

@@ -1,0 +1,1 @@
+"""Revisions of the "notifications" schema (``<run>/controller/notifications.db``)."""
