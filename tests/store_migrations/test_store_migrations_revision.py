@@ -38,11 +38,11 @@ def generate_second_revision(extra_dir: Path) -> SchemaLayout:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", os.pathsep.join(str(d) for d in dirs))
-    script = command.revision(cfg, message="add note", rev_id="events_0002",
-                              head="events_0001", version_path=str(extra_dir))
+    script = command.revision(cfg, message="add note", rev_id="events_9999",
+                              head="events_0002", version_path=str(extra_dir))
     assert script is not None and not isinstance(script, list)
     path = Path(script.path)
-    assert path == extra_dir / "events_0002_add_note.py"
+    assert path == extra_dir / "events_9999_add_note.py"
     text = path.read_text()
     assert "def upgrade() -> None:\n    pass\n" in text
     text = text.replace("def upgrade() -> None:\n    pass\n", ADD_NOTE)
@@ -63,17 +63,17 @@ def test_second_revision_upgrades_a_database_with_data(workdir: Path) -> None:
         store.close()
         alarms.close()
     before = {t: dump(db, t) for t in ("events", "agent_seq", "alarms")}
-    assert current(db, "events") == "events_0001"
+    assert current(db, "events") == "events_0002"
 
     extra = workdir / "versions"
     extra.mkdir()
     layout = generate_second_revision(extra)
-    assert layout.head() == "events_0002"
+    assert layout.head() == "events_9999"
     upgrade(db, layout)
 
-    assert current(db, "events") == "events_0002"
+    assert current(db, "events") == "events_9999"
     assert {t: dump(db, t) for t in ("events", "agent_seq")} == {
         t: before[t] for t in ("events", "agent_seq")}
     assert dump(db, "alarms") == [(*row, "-") for row in before["alarms"]]
     upgrade(db, layout)  # at head: nothing more
-    assert current(db, "events") == "events_0002"
+    assert current(db, "events") == "events_9999"

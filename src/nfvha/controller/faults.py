@@ -16,7 +16,7 @@ from nfvha.faults.stream import AlarmStream
 from nfvha.model.events import StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.store.alarms import SqliteAlarmStore
-from nfvha.store.base import StoreUnavailable
+from nfvha.store.base import EventStore, StoreUnavailable
 from nfvha.util.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,24 @@ class FaultManagement:
         changes = self.alarms.on_event(event)
         self._dispatch(changes)
         try:
-            self.alarms.commit()
+            self.alarms.commit(event.id)
         except StoreUnavailable:
             log.exception("alarm store unavailable; alarms of event %d not stored", event.id)
+
+    def replay(self, events: EventStore, page: int = 1000) -> int:
+        """Decide again the events stored after the last one whose alarms were stored
+        (a controller that died in between). Before the agents are let in."""
+        replayed = 0
+        after = self.alarms.processed_event_id
+        while batch := events.events(after=after, limit=page):
+            for ev in batch:
+                self.on_event(ev)
+            after = batch[-1].id
+            replayed += len(batch)
+        if replayed:
+            log.info("replayed %d event(s) stored after the alarms of event %d", replayed,
+                     self.alarms.processed_event_id)
+        return replayed
 
     async def run(self) -> None:
         self._dispatch(self.alarms.rebuilt())

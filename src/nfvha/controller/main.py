@@ -78,6 +78,7 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     await notifier.start()
     stream = AlarmStream()
     faults.notify_through(notifier, stream, FM_API_ROOT_URL.format(port=cfg.api_port))
+    faults.replay(store)
     liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
                             local_power_status(cfg))
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,

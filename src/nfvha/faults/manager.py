@@ -96,6 +96,9 @@ class AlarmChange:
 
 
 ALARM_NAMESPACE = uuid.UUID("0b7d3f62-9a51-4f0e-8c2d-5e6a7b8c9d01")
+# Events that change no alarm still move the watermark, every this many, so a
+# restart after a quiet week does not replay a week of condition reports.
+WATERMARK_EVERY = 500
 
 
 def _ts(wall: float) -> datetime:
@@ -118,6 +121,7 @@ class AlarmManager:
         self._vnf_of: dict[str, str] = {c.name: v.name for v, c in topology.components()}
         self._touched: set[str] = set()  # alarm ids changed by the current decision
         self._cause = ""  # what the current decision is about (ids derive from it)
+        self._watermark_written = store.processed_event_id()
         for row in store.all():
             self._load(row)
 
@@ -184,13 +188,23 @@ class AlarmManager:
         return [AlarmChange(n, self.alarms[i].alarm, f"{self._cause}|{i}|{n.value}")
                 for i, n in changed.items()]
 
-    def commit(self) -> None:
-        """Store what the last decision changed. Separate from the decision so the
-        caller can queue the notifications durably first: a crash in between is
-        repaired by deciding again (same ids), never by losing a notification."""
-        if self._touched:
-            self._store.put([self._row(self.alarms[i]) for i in self._touched])
+    def commit(self, processed_event_id: int | None = None) -> None:
+        """Store what the last decision changed, with the id of the event decided.
+        Separate from the decision so the caller can queue the notifications durably
+        first: a crash in between is repaired by replaying the event (same ids),
+        never by losing a notification."""
+        due = processed_event_id is not None and \
+            processed_event_id - self._watermark_written >= WATERMARK_EVERY
+        if self._touched or due:
+            self._store.put([self._row(self.alarms[i]) for i in self._touched],
+                            processed_event_id)
             self._touched.clear()
+            if processed_event_id is not None:
+                self._watermark_written = processed_event_id
+
+    @property
+    def processed_event_id(self) -> int:
+        return self._store.processed_event_id()
 
     # -- events ------------------------------------------------------------------
     def on_event(self, ev: Event) -> list[AlarmChange]:

@@ -40,10 +40,16 @@ class SqliteAlarmStore:
         except (sqlite3.Error, MigrationError) as e:
             raise StoreUnavailable(f"cannot open {path}: {e}") from e
 
-    def put(self, rows: list[AlarmRow]) -> None:
-        """Insert or replace alarms, atomically."""
+    def put(self, rows: list[AlarmRow], processed_event_id: int | None = None) -> None:
+        """Insert or replace alarms, atomically, with the id of the last event they
+        reflect (the replay watermark; it never goes back)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            if processed_event_id is not None:
+                self._db.execute(
+                    "INSERT INTO alarm_meta(k, v) VALUES ('processed_event_id', ?)"
+                    " ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
+                    (processed_event_id,))
             self._db.executemany(
                 "INSERT INTO alarms(id, key, entity, host, severity, active, raised_time,"
                 " changed_time, body) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
@@ -64,6 +70,11 @@ class SqliteAlarmStore:
             f" FROM alarms WHERE {where} ORDER BY raised_time", params).fetchall()
         return [AlarmRow(i, k, e, h, s, bool(a), rt, ct, b) for i, k, e, h, s, a, rt, ct, b
                 in rows]
+
+    def processed_event_id(self) -> int:
+        row = self._db.execute(
+            "SELECT v FROM alarm_meta WHERE k = 'processed_event_id'").fetchone()
+        return int(row[0]) if row else 0
 
     def get(self, alarm_id: str) -> AlarmRow | None:
         rows = self._select("id = ?", (alarm_id,))
