@@ -76,6 +76,7 @@ class AlarmState:
     worst: Severity
     count: int = 1
     members: list[str] = field(default_factory=list)  # latent-fault alarms only
+    member_vms: set[EntityRef] = field(default_factory=set)  # latent-fault alarms only
 
     @property
     def active(self) -> bool:
@@ -99,6 +100,8 @@ ALARM_NAMESPACE = uuid.UUID("0b7d3f62-9a51-4f0e-8c2d-5e6a7b8c9d01")
 # Events that change no alarm still move the watermark, every this many, so a
 # restart after a quiet week does not replay a week of condition reports.
 WATERMARK_EVERY = 500
+# A suspected latent fault lists at most this many (the latest) of its member alarms.
+MAX_CORRELATED = 100
 
 
 def _ts(wall: float) -> datetime:
@@ -118,12 +121,31 @@ class AlarmManager:
         self._latent_min_vms = settings.fm_latent_fault_min_vms
         self.alarms: dict[str, AlarmState] = {}
         self._active: dict[str, str] = {}  # key -> alarm id
+        # Indexes, so that one decision costs what its entity's neighbourhood holds,
+        # not what the whole alarm history holds.
+        self._by_entity: dict[EntityRef, list[AlarmState]] = {}  # in raise order
+        self._active_on: dict[EntityRef, set[str]] = {}
+        self._last_cleared_root: dict[EntityRef, AlarmState] = {}
         self._vnf_of: dict[str, str] = {c.name: v.name for v, c in topology.components()}
         self._touched: set[str] = set()  # alarm ids changed by the current decision
         self._cause = ""  # what the current decision is about (ids derive from it)
         self._watermark_written = store.processed_event_id()
         for row in store.all():
             self._load(row)
+
+    def _index(self, st: AlarmState) -> None:
+        self.alarms[st.alarm.id] = st
+        self._by_entity.setdefault(st.entity, []).append(st)
+
+    def _recent(self, entity: EntityRef, window_s: float) -> list[AlarmState]:
+        """Alarms of ``entity`` raised within the window, newest first."""
+        now = self._clock.wall()
+        out = []
+        for st in reversed(self._by_entity.get(entity, [])):
+            if now - st.raised_wall > window_s:
+                break
+            out.append(st)
+        return out
 
     # -- persistence -------------------------------------------------------------
     def _load(self, row: AlarmRow) -> None:
@@ -133,9 +155,12 @@ class AlarmManager:
             return
         st = AlarmState(alarm, row.key, t, EntityRef.parse(row.entity), row.host,
                         row.raised_time, row.changed_time, Severity(row.severity))
-        self.alarms[alarm.id] = st
+        self._index(st)
         if row.active:
             self._active[row.key] = alarm.id
+            self._active_on.setdefault(st.entity, set()).add(alarm.id)
+        elif st.can_be_root:
+            self._last_cleared_root[st.entity] = st
 
     def _row(self, st: AlarmState) -> AlarmRow:
         return AlarmRow(
@@ -280,8 +305,9 @@ class AlarmManager:
             links=AlarmLinks(self_=Link(href=f"{self._api_root}/alarms/{alarm_id}")),
         )
         st = AlarmState(alarm, key, t, entity, ev.host, now, now, ev.severity)
-        self.alarms[alarm_id] = st
+        self._index(st)
         self._active[key] = alarm_id
+        self._active_on.setdefault(entity, set()).add(alarm_id)
         self._touch(st)
         changed[alarm_id] = NotificationType.ALARM
         if root is not None:
@@ -326,9 +352,11 @@ class AlarmManager:
         now = self._clock.wall()
         outermost: AlarmState | None = None
         for ancestor in self._graph.ancestors(entity):  # inner to outer: a host beats a VM
-            found = [st for st in self.alarms.values()
-                     if st.entity == ancestor and st.can_be_root
-                     and (st.active or now - st.changed_wall <= self._window_s)]
+            found = [st for i in self._active_on.get(ancestor, ())
+                     if (st := self.alarms[i]).can_be_root]
+            last = self._last_cleared_root.get(ancestor)
+            if last is not None and now - last.changed_wall <= self._window_s:
+                found.append(last)
             if found:
                 outermost = max(found, key=lambda st: st.raised_wall)
         return outermost
@@ -346,14 +374,11 @@ class AlarmManager:
 
     def _adopt_consequences(self, root: AlarmState, changed: dict[str, NotificationType]) -> None:
         """Alarms of contained entities raised shortly before their container's."""
-        now = self._clock.wall()
-        inside = set(self._graph.descendants(root.entity))
-        for st in list(self.alarms.values()):
-            if (st.entity in inside and st.active and st.alarm.isRootCause
-                    and st.type is not LATENT_HOST_FAULT
-                    and now - st.raised_wall <= self._window_s):
-                self._link(root, st)
-                changed.setdefault(st.alarm.id, NotificationType.ALARM)
+        for inside in self._graph.descendants(root.entity):
+            for st in self._recent(inside, self._window_s):
+                if st.active and st.alarm.isRootCause and st.type is not LATENT_HOST_FAULT:
+                    self._link(root, st)
+                    changed.setdefault(st.alarm.id, NotificationType.ALARM)
 
     def _host_down_consequences(self, root: AlarmState, ev: Event,
                                 changed: dict[str, NotificationType]) -> None:
@@ -374,45 +399,55 @@ class AlarmManager:
     def _latent_fault_check(self, st: AlarmState, ev: Event,
                             changed: dict[str, NotificationType]) -> None:
         host_ref = self._graph.container(st.entity, "host")
-        if host_ref is None:
+        vm_of = st.entity if st.entity.kind == "vm" else self._graph.container(st.entity, "vm")
+        if host_ref is None or vm_of is None:
             return
-        now = self._clock.wall()
-        members: dict[str, AlarmState] = {}
-        for other in self.alarms.values():
-            if other.type not in (VM_FAILURE, VM_HANG, VNFC_FAILURE) or \
-                    not other.alarm.isRootCause or now - other.raised_wall > self._latent_window_s:
-                continue
-            vm = other.entity if other.entity.kind == "vm" else \
-                self._graph.container(other.entity, "vm")
-            if vm is not None and self._graph.parent.get(vm) == host_ref:
-                members[other.alarm.id] = other
-        vms = {m.entity if m.entity.kind == "vm" else self._graph.container(m.entity, "vm")
-               for m in members.values()}
-        if len(vms) < self._latent_min_vms:
-            return
-        latent = Event(
-            host=host_ref.name, seq=0, origin="controller", kind=ev.kind, entity=str(host_ref),
-            severity=Severity.MAJOR, event_type=EventType.EQUIPMENT_ALARM,
-            probable_cause="suspected-latent-host-fault",
-            description=f"{len(vms)} VMs on {host_ref.name} failed within"
-            f" {self._latent_window_s:.0f} s: suspected latent fault of the host",
-            event_time=ev.event_time, detected_mono_ns=ev.detected_mono_ns,
-        )
         key = alarm_key(LATENT_HOST_FAULT, str(host_ref), None)
-        if key not in self._active:
-            self._raise(LATENT_HOST_FAULT, latent, changed)
-        lst = self.alarms[self._active[key]]
+        active_id = self._active.get(key)
+        if active_id is not None and self.alarms[active_id].member_vms:
+            # Already suspected: this failure joins it (no rescan of the window).
+            lst = self.alarms[active_id]
+            new_members, vms = [st.alarm.id], lst.member_vms | {vm_of}
+        else:
+            members: list[str] = []
+            vms = set()
+            for vm_ref in [c for c in self._graph.children.get(host_ref, []) if c.kind == "vm"]:
+                for e in [vm_ref, *self._graph.children.get(vm_ref, [])]:
+                    for other in self._recent(e, self._latent_window_s):
+                        if other.type in (VM_FAILURE, VM_HANG, VNFC_FAILURE) \
+                                and other.alarm.isRootCause:
+                            members.append(other.alarm.id)
+                            vms.add(vm_ref)
+            if len(vms) < self._latent_min_vms:
+                return
+            if active_id is None:
+                self._raise(LATENT_HOST_FAULT, Event(
+                    host=host_ref.name, seq=0, origin="controller", kind=ev.kind,
+                    entity=str(host_ref), severity=Severity.MAJOR,
+                    event_type=EventType.EQUIPMENT_ALARM,
+                    probable_cause="suspected-latent-host-fault",
+                    description=f"VMs on {host_ref.name} failed one after another within"
+                    f" {self._latent_window_s:.0f} s: suspected latent fault of the host",
+                    event_time=ev.event_time, detected_mono_ns=ev.detected_mono_ns,
+                ), changed)
+            lst = self.alarms[self._active[key]]
+            new_members = members
+        now = self._clock.wall()
+        grew = len(vms) > len(lst.member_vms)
+        lst.member_vms = set(vms)
+        known = set(lst.members)
+        lst.members = (lst.members + [m for m in new_members if m not in known])[-MAX_CORRELATED:]
+        lst.count += len(new_members)
         lst.changed_wall = now
-        new = sorted(set(members) - set(lst.members))
-        lst.members = sorted({*lst.members, *members})
         lst.alarm = lst.alarm.model_copy(update={
-            "correlatedAlarmIds": lst.members,
+            "correlatedAlarmIds": sorted(lst.members),
             "faultDetails": [d for d in (lst.alarm.faultDetails or [])
-                             if not d.startswith("vms=")] + [f"vms={len(vms)}"],
+                             if not d.startswith(("vms=", "failures="))]
+            + [f"vms={len(vms)}", f"failures={lst.count}"],
             "alarmChangedTime": _ts(now),
         })
         self._touch(lst)
-        if new:
+        if grew:  # more VMs involved is news; one more failure of the same ones is not
             changed.setdefault(lst.alarm.id, NotificationType.ALARM)
 
     # -- clearing ------------------------------------------------------------------
@@ -421,6 +456,9 @@ class AlarmManager:
         if alarm_id is None:
             return
         st = self.alarms[alarm_id]
+        self._active_on.get(st.entity, set()).discard(alarm_id)
+        if st.can_be_root:
+            self._last_cleared_root[st.entity] = st
         now = self._clock.wall()
         st.changed_wall = now
         st.alarm = st.alarm.model_copy(update={
