@@ -169,3 +169,30 @@ async def test_controller_killed_mid_storm_loses_no_alarm_and_no_notification(
         assert all(len(ids) == 1 for ids in per_key.values()), per_key
     finally:
         await rx.close()
+
+
+@pytest.mark.req("FM-9")
+async def test_host_health_published_to_mano_api_and_notification(bed: Bed) -> None:
+    rx = WebhookReceiver()
+    url = await rx.start()
+    try:
+        r = await bed.client.post("/vnffm/v1/subscriptions", json={
+            "callbackUri": url,
+            "filter": {"notificationTypes": ["HostHealthChangeNotification"],
+                       "managedObjectIds": ["host/h2"]}})
+        assert r.status_code == 201, r.text
+        health = {h["hostName"]: h for h in (await bed.client.get("/v1/hosts/health")).json()}
+        assert health["h1"]["healthStatus"] == health["h2"]["healthStatus"] == "HEALTHY"
+        bed.faults.inject("host-down", "h2")
+        failed = await rx.wait_for(lambda b: b["hostHealth"]["healthStatus"] == "FAILED")
+        assert failed["notificationType"] == "HostHealthChangeNotification"
+        assert failed["previousStatus"] in ("HEALTHY", "DEGRADED")
+        assert any(r.startswith("host-failure") for r in failed["hostHealth"]["reasons"])
+        h2 = (await bed.client.get("/v1/hosts/h2/health")).json()
+        assert h2["healthStatus"] == "FAILED" and h2["alarmIds"]
+        bed.faults.inject("host-up", "h2")
+        await rx.wait_for(lambda b: b["hostHealth"]["healthStatus"] == "HEALTHY")
+        # Only h2 was asked for; and no plain alarm reached this health-only subscriber.
+        assert all(b["hostHealth"]["hostName"] == "h2" for b in rx.bodies())
+    finally:
+        await rx.close()

@@ -15,8 +15,10 @@ from nfvha.api.problems import install_problem_handlers
 from nfvha.api.vnffm import vnffm_router
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
+from nfvha.controller.health import HealthPublisher
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
 from nfvha.faults.manager import AlarmManager
+from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream, sse_response
 from nfvha.model.auth import AuthConfig
@@ -35,7 +37,7 @@ class OperationResult(BaseModel):
 def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
                stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
-               clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+               clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None) -> FastAPI:
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.middleware("http")(Authenticator(auth).middleware)
@@ -85,7 +87,7 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
         return OperationResult(ok=True, host=host, result=reply.result)
 
     @app.get("/v1/health")
-    async def health() -> dict[str, str]:
+    async def api_health() -> dict[str, str]:
         return {"status": "ok", "run_id": run_id}
 
     @app.get("/v1/status")
@@ -96,6 +98,23 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
     @app.get("/v1/hosts")
     async def hosts() -> list[HostView]:
         return view.hosts()
+
+    @app.get("/v1/hosts/health")
+    async def hosts_health() -> list[HostHealth]:
+        """Health of every compute node (FM-9); changes are notified to subscriptions
+        that list HostHealthChangeNotification, and streamed at /v1/hosts/health/stream."""
+        return list(health.current.values()) if health is not None else []
+
+    @app.get("/v1/hosts/health/stream", response_model=None)
+    async def hosts_health_stream() -> Response:
+        return sse_response(stream, FmNotificationsFilter(
+            notificationTypes=[NotificationType.HOST_HEALTH_CHANGE]))
+
+    @app.get("/v1/hosts/{name}/health")
+    async def host_health(name: str) -> HostHealth:
+        if health is None or name not in health.current:
+            raise HTTPException(404, f"no host named '{name}'")
+        return health.current[name]
 
     @app.get("/v1/hosts/{name}")
     async def host(name: str) -> HostView:

@@ -19,6 +19,7 @@ from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.faults import FaultManagement
+from nfvha.controller.health import HealthPublisher
 from nfvha.controller.liveness import HostLiveness, PowerStatus
 from nfvha.controller.view import InventoryView
 from nfvha.faults.manager import AlarmManager
@@ -77,7 +78,8 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     notifier = Notifier(outbox, clock)
     await notifier.start()
     stream = AlarmStream()
-    faults.notify_through(notifier, stream, FM_API_ROOT_URL.format(port=cfg.api_port))
+    fm_root = FM_API_ROOT_URL.format(port=cfg.api_port)
+    faults.notify_through(notifier, stream, fm_root)
     faults.replay(store)
     liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
                             local_power_status(cfg))
@@ -85,9 +87,13 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
                          tick_s=cfg.settings.host_heartbeat_interval_ms / 4000)
     await agents.start()
     view = InventoryView(topology, agents, liveness, clock)
+    health = HealthPublisher(topology.host_names(), liveness, faults.alarms, notifier, stream,
+                             fm_root, clock)
+    faults.add_sink(health.on_changes)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
-                     FM_API_ROOT_URL.format(port=cfg.api_port), cfg.auth, clock)
+                     fm_root, cfg.auth, clock, health)
     fm_task = asyncio.create_task(faults.run(), name="fault-management")
+    health_task = asyncio.create_task(health.run(), name="host-health")
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off"))
     stop = stop or asyncio.Event()
@@ -101,6 +107,7 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     server.should_exit = True
     await api
     fm_task.cancel()
+    health_task.cancel()
     await notifier.close()
     outbox.close()
     await agents.close()

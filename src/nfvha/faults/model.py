@@ -36,6 +36,8 @@ class NotificationType(StrEnum):
     ALARM = "AlarmNotification"
     ALARM_CLEARED = "AlarmClearedNotification"
     ALARM_LIST_REBUILT = "AlarmListRebuiltNotification"
+    # nfvha extension (FM-9), delivered only to subscriptions that list it explicitly.
+    HOST_HEALTH_CHANGE = "HostHealthChangeNotification"
 
 
 class Link(FmModel):
@@ -163,7 +165,28 @@ class AlarmListRebuiltNotification(FmModel):
     links: NotificationLinks = Field(alias="_links")
 
 
-Notification = AlarmNotification | AlarmClearedNotification | AlarmListRebuiltNotification
+class HostHealth(FmModel):
+    """The health of a compute node as published to MANO (FM-9)."""
+
+    hostName: str
+    healthStatus: Literal["HEALTHY", "DEGRADED", "FAILED", "UNKNOWN"]
+    reasons: list[str] = Field(default_factory=list)
+    alarmIds: list[str] = Field(default_factory=list)  # the active alarms behind it
+    changedTime: datetime
+
+
+class HostHealthChangeNotification(FmModel):
+    id: str
+    notificationType: Literal["HostHealthChangeNotification"] = "HostHealthChangeNotification"
+    subscriptionId: str
+    timeStamp: datetime
+    previousStatus: str
+    hostHealth: HostHealth
+    links: NotificationLinks = Field(alias="_links")
+
+
+Notification = (AlarmNotification | AlarmClearedNotification | AlarmListRebuiltNotification
+                | HostHealthChangeNotification)
 
 
 class ProblemDetails(FmModel):

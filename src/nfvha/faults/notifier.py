@@ -68,6 +68,8 @@ from nfvha.faults.model import (
     AlarmNotification,
     FmSubscription,
     FmSubscriptionRequest,
+    HostHealth,
+    HostHealthChangeNotification,
     Link,
     Notification,
     NotificationLinks,
@@ -611,11 +613,35 @@ class Notifier:
         targets = [
             w for w in self._workers.values() if matches(w.sub.filter, notification_type, alarm)
         ]
+        return self._queue(targets, change_id, lambda sub_id, nid: _notification(
+            notification_type, alarm, sub_id, now, cleared_at, root, nid))
+
+    def publish_host_health(self, health: HostHealth, previous: str, *, api_root: str,
+                            change_id: str | None = None) -> list[str]:
+        """Queue a HostHealthChangeNotification (FM-9) for the subscriptions that asked
+        for that type, and - if they filter on managed objects - for this host."""
+        self._require_started()
+        root = api_root.rstrip("/")
+        now = datetime.fromtimestamp(self.clock.wall(), tz=UTC)
+        host_ref = f"host/{health.hostName}"
+        targets = [
+            w for w in self._workers.values()
+            if matches(w.sub.filter, NotificationType.HOST_HEALTH_CHANGE, None)
+            and (w.sub.filter is None or not w.sub.filter.managedObjectIds
+                 or host_ref in w.sub.filter.managedObjectIds)
+        ]
+        return self._queue(targets, change_id, lambda sub_id, nid: HostHealthChangeNotification(
+            id=nid, subscriptionId=sub_id, timeStamp=now, previousStatus=previous,
+            hostHealth=health,
+            links=NotificationLinks(subscription=Link(href=f"{root}/subscriptions/{sub_id}"))))
+
+    def _queue(self, targets: list[_SubscriberWorker], change_id: str | None,
+               build: Callable[[str, str], Notification]) -> list[str]:
         items: list[tuple[_SubscriberWorker, _Item]] = []
         for w in targets:
             nid = (str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{change_id}|{w.sub.id}"))
                    if change_id is not None else str(uuid.uuid4()))
-            note = _notification(notification_type, alarm, w.sub.id, now, cleared_at, root, nid)
+            note = build(w.sub.id, nid)
             body = note.model_dump_json(by_alias=True, exclude_none=True).encode()
             items.append((w, _Item(note.id, body)))
         # Durable for every subscriber before the first delivery attempt.

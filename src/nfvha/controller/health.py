@@ -1,0 +1,89 @@
+"""Compute-node health as published to MANO (FM-9).
+
+A host's health follows from its liveness and the active alarms on the host
+itself: FAILED when it is confirmed down, DEGRADED while it is suspect or has any
+other host-level fault (hypervisor, host software, hardware, link, suspected latent
+fault), UNKNOWN before it was ever heard of, HEALTHY otherwise. Every change is
+notified (HostHealthChangeNotification, to subscriptions that ask for it) and
+streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from nfvha.controller.liveness import HostLiveness, HostState
+from nfvha.faults.manager import AlarmChange, AlarmManager
+from nfvha.faults.model import HostHealth, NotificationType
+from nfvha.faults.notifier import Notifier
+from nfvha.faults.stream import AlarmStream
+from nfvha.model.events import Severity
+from nfvha.util.clock import Clock
+
+
+def host_health(host: str, liveness: HostLiveness, alarms: AlarmManager,
+                now: datetime) -> HostHealth:
+    active = alarms.active_for(f"host/{host}")
+    reasons = [f"{a.faultType}: {a.probableCause}" for a in active]
+    ids = sorted(a.id for a in active)
+    down = any(a.faultType == "host-failure" and a.perceivedSeverity == Severity.CRITICAL
+               for a in active)
+    state = liveness.state(host).state
+    if down or state == HostState.DOWN:
+        status = "FAILED"
+    elif active or state == HostState.SUSPECT:
+        status = "DEGRADED"
+        if state == HostState.SUSPECT and not active:
+            reasons.append(f"unreachable: {liveness.state(host).reason}")
+    elif state == HostState.UNKNOWN:
+        status = "UNKNOWN"
+    else:
+        status = "HEALTHY"
+    return HostHealth(hostName=host, healthStatus=status,
+                      reasons=reasons, alarmIds=ids, changedTime=now)
+
+
+class HealthPublisher:
+    """An alarm-change sink: recompute the health of hosts whose alarms changed."""
+
+    def __init__(self, hosts: list[str], liveness: HostLiveness, alarms: AlarmManager,
+                 notifier: Notifier, stream: AlarmStream, api_root: str, clock: Clock) -> None:
+        self._liveness = liveness
+        self._alarms = alarms
+        self._notifier = notifier
+        self._stream = stream
+        self._api_root = api_root
+        self._clock = clock
+        now = self._now()
+        self.current = {h: host_health(h, liveness, alarms, now) for h in hosts}
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.wall(), UTC)
+
+    def on_changes(self, changes: list[AlarmChange]) -> None:
+        hosts = {c.alarm.managedObjectId.removeprefix("host/") for c in changes
+                 if c.alarm.managedObjectId.startswith("host/")}
+        for host in sorted(h for h in hosts if h in self.current):
+            self.refresh(host, cause=changes[0].change_id)
+
+    async def run(self, every_s: float = 0.25) -> None:
+        """Liveness moves without alarms too (a host's first heartbeat)."""
+        while True:
+            await asyncio.sleep(every_s)
+            for host in self.current:
+                self.refresh(host)
+
+    def refresh(self, host: str, cause: str | None = None) -> None:
+        before = self.current[host]
+        now = host_health(host, self._liveness, self._alarms, self._now())
+        if (now.healthStatus, now.reasons) == (before.healthStatus, before.reasons):
+            return
+        self.current[host] = now
+        if now.healthStatus == before.healthStatus:
+            return  # the reasons changed, the status did not: not news for MANO
+        change_id = f"health|{host}|{cause or uuid.uuid4()}|{now.healthStatus}"
+        self._notifier.publish_host_health(now, before.healthStatus, api_root=self._api_root,
+                                           change_id=change_id)
+        self._stream.publish(NotificationType.HOST_HEALTH_CHANGE, now.model_dump_json(), None)
