@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nfvha.store.base import StoreUnavailable
-from nfvha.store.schema import MigrationError, migrate
+from nfvha.store.schema import open_store
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,7 @@ class AlarmRow:
 
 class SqliteAlarmStore:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-            migrate(path, "events")
-        except (sqlite3.Error, MigrationError) as e:
-            raise StoreUnavailable(f"cannot open {path}: {e}") from e
+        self._db = open_store(path, "events", fsync=fsync)
 
     def put(self, rows: list[AlarmRow], processed_event_id: int | None = None) -> None:
         """Insert or replace alarms, atomically, with the id of the last event they

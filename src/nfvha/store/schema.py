@@ -68,6 +68,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from nfvha.store.base import StoreUnavailable
+
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine import Connection
@@ -253,3 +255,18 @@ def _schema_objects(conn: Connection) -> dict[str, str]:
     rows = conn.exec_driver_sql(
         "SELECT name, sql FROM sqlite_master WHERE substr(name, 1, 7) != 'sqlite_'").all()
     return {str(name): " ".join(str(sql).split()) for name, sql in rows}
+
+
+def open_store(path: Path, schema: SchemaName, *, fsync: bool) -> sqlite3.Connection:
+    """A store's connection: WAL (readers never block the writer), the stated fsync
+    policy (``synchronous=NORMAL``: a commit survives a crash of the process; ``FULL``
+    also a power loss), and the schema at head. Raises ``StoreUnavailable``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        migrate(path, schema)
+    except (sqlite3.Error, MigrationError) as e:
+        raise StoreUnavailable(f"cannot open {path}: {e}") from e
+    return db

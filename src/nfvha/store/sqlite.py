@@ -17,19 +17,12 @@ from typing import Any
 
 from nfvha.model.events import Event, StoredEvent
 from nfvha.store.base import StoreUnavailable
-from nfvha.store.schema import MigrationError, migrate
+from nfvha.store.schema import open_store
 
 
 class SqliteEventStore:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-            migrate(path, "events")
-        except (sqlite3.Error, MigrationError) as e:
-            raise StoreUnavailable(f"cannot open {path}: {e}") from e
+        self._db = open_store(path, "events", fsync=fsync)
 
     def append(self, events: Sequence[Event], received_time: float,
                received_mono_ns: int) -> list[StoredEvent]:
