@@ -30,33 +30,6 @@ from nfvha.faults.model import FmNotificationsFilter
 from nfvha.store.schema import migrate
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 
-# The DDL as it was before migrations (nfvha.store.migrations owns the schema
-# now; its initial revision is this, verbatim). Kept because tests import it.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS subscriptions (
-  id TEXT PRIMARY KEY,
-  callback_uri TEXT NOT NULL,
-  filter_json TEXT,
-  secret TEXT,
-  created REAL NOT NULL,
-  delivered_total INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS outbox (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  notification_id TEXT NOT NULL UNIQUE,
-  subscription_id TEXT NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
-  body BLOB NOT NULL,
-  created REAL NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  last_attempt REAL,
-  delivered INTEGER NOT NULL DEFAULT 0,
-  delivered_time REAL,
-  last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(subscription_id, delivered, seq);
-CREATE INDEX IF NOT EXISTS outbox_delivered_time ON outbox(delivered, delivered_time);
-"""
-
 
 @dataclass(frozen=True)
 class StoredSubscription:
