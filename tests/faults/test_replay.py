@@ -57,7 +57,7 @@ async def test_crash_between_event_commit_and_alarm_commit_is_repaired_by_replay
         raise Crash
 
     fm.alarms.commit = crash  # type: ignore[method-assign]
-    bus.subscribe(fm.on_event)
+    bus.subscribe(fm.on_events)
     ev = Event(host="h1", seq=1, kind=Kind.VM_CRASHED, entity="vm/vm-a",
                severity=Severity.CRITICAL, event_type=EventType.PROCESSING_ERROR_ALARM,
                probable_cause="vm-crash", event_time=1.8e9, detected_mono_ns=1)

@@ -379,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--subscribers", type=int, default=100)
     ba.add_argument("--rate", type=float, default=5.0,
                     help="fan-out: new alarms per second (each also cleared: 2 changes)")
-    ba.add_argument("--duration", type=float, default=10.0, help="fan-out: seconds")
+    ba.add_argument("--duration", type=float, default=20.0,
+                    help="fan-out: seconds for each condition, over all rounds")
+    ba.add_argument("--rounds", type=int, default=4,
+                    help="fan-out: alternate without/with the dead subscriber this often")
     ba.add_argument("--runs", type=int, default=20, help="end to end: VM crashes")
     ba.set_defaults(func=_cmd_bench_alarms)
 

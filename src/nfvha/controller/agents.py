@@ -8,6 +8,7 @@ broke (the hypervisor failed, MW-2) and host liveness transitions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import socket
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from nfvha.controller.bus import EventBus
 from nfvha.controller.liveness import HostLiveness, HostState, Transition
-from nfvha.model.events import Event, EventType, Kind, Severity
+from nfvha.model.events import Event, EventType, Kind, Severity, StoredEvent
 from nfvha.store.base import StoreUnavailable
 from nfvha.util.clock import Clock
 from nfvha.util.tasks import background
@@ -45,6 +46,7 @@ class AgentSession:
     writer: asyncio.StreamWriter
     connected_time: float
     replies: dict[int, asyncio.Future[Reply]] = field(default_factory=dict)
+    broken: bool = False  # an event of this stream could not be stored
 
 
 class AgentServer:
@@ -62,6 +64,7 @@ class AgentServer:
         self._server: asyncio.Server | None = None
         self._udp: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, *self._listen,
@@ -78,6 +81,7 @@ class AgentServer:
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="liveness"))
 
     async def close(self) -> None:
+        self._closing = True  # streams ended by our own shutdown are no agent failure
         for t in self._tasks:
             t.cancel()
         if self._udp is not None:
@@ -228,12 +232,12 @@ class AgentServer:
                 if ev.host != host:
                     log.warning("agent %s sent an event for host %s; dropped", host, ev.host)
                     continue
-                try:
-                    await self._bus.publish([ev], received)
-                except StoreUnavailable:
-                    log.exception("store unavailable; not acknowledging %s#%d", host, ev.seq)
-                    return  # the agent re-sends after reconnecting
-                writer.write(encode(Ack(seq=ev.seq)))
+                # Pipelined: read on while earlier events wait for their group commit.
+                # Commits complete in submission order, so acks go out in order.
+                self._bus.submit([ev], received).add_done_callback(
+                    functools.partial(self._acknowledge, host, session, ev.seq))
+                if session.broken:
+                    return
             elif isinstance(frame, Inventory):
                 self.inventories[host] = frame
             elif isinstance(frame, Reply):
@@ -241,8 +245,22 @@ class AgentServer:
                 if fut is not None and not fut.done():
                     fut.set_result(frame)
 
+    def _acknowledge(self, host: str, session: AgentSession, seq: int,
+                     done: asyncio.Future[list[StoredEvent]]) -> None:
+        if session.broken:
+            return
+        if done.cancelled() or done.exception() is not None:
+            # Acks are cumulative: acknowledging a later event would make the agent
+            # drop this one. Close; the agent re-sends everything unacknowledged.
+            log.error("store unavailable; not acknowledging %s#%d: %s", host, seq,
+                      None if done.cancelled() else done.exception())
+            session.broken = True
+            session.writer.close()
+            return
+        session.writer.write(encode(Ack(seq=seq)))
+
     def _stream_broken(self, host: str) -> None:
-        if self._liveness.state(host).state == HostState.DOWN:
+        if self._closing or self._liveness.state(host).state == HostState.DOWN:
             return
         self.agent_lost[host] = self._clock.wall()
         self.inventories.pop(host, None)

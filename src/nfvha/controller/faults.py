@@ -5,9 +5,11 @@ periodically."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from nfvha.faults.manager import AlarmChange, AlarmManager
 from nfvha.faults.model import NotificationType
@@ -42,6 +44,8 @@ class FaultManagement:
         self._settings = settings
         self._clock = clock
         self._sinks: list[ChangeSink] = []
+        self._batched: Callable[[], contextlib.AbstractContextManager[None]] = \
+            contextlib.nullcontext
 
     def add_sink(self, sink: ChangeSink) -> None:
         self._sinks.append(sink)
@@ -57,9 +61,10 @@ class FaultManagement:
                 notifier.publish(c.notification, alarm, api_root=api_root,
                                  alarm_cleared_time=c.alarm.alarmClearedTime,
                                  change_id=c.change_id)
-                stream.publish(c.notification, _stream_payload(c), alarm)
+                stream.publish(c.notification, functools.partial(_stream_payload, c), alarm)
 
         self.add_sink(sink)
+        self._batched = notifier.batched
 
     def _dispatch(self, changes: list[AlarmChange]) -> None:
         if not changes:
@@ -70,15 +75,26 @@ class FaultManagement:
             except Exception:  # one broken consumer must not stop alarm handling
                 log.exception("alarm change consumer failed")
 
-    def on_event(self, event: StoredEvent) -> None:
-        # Decide, queue the notifications durably, then store the alarms: a crash in
-        # between is repaired by replaying the event (same ids; known ones ignored).
-        changes = self.alarms.on_event(event)
-        self._dispatch(changes)
+    def on_events(self, events: Sequence[StoredEvent]) -> None:
+        """Decide a group commit's events, queue their notifications durably (one
+        outbox commit), then store the alarms (one commit). A crash in between is
+        repaired by replaying the events (same ids; known ones ignored)."""
+        changes: list[AlarmChange] = []
+        for event in events:
+            try:
+                changes.extend(self.alarms.on_event(event))
+            except Exception:  # one undecidable event must not cost the others theirs
+                log.exception("alarm decision failed for event %d", event.id)
+        with self._batched():
+            self._dispatch(changes)
         try:
-            self.alarms.commit(event.id)
+            self.alarms.commit(events[-1].id if events else None)
         except StoreUnavailable:
-            log.exception("alarm store unavailable; alarms of event %d not stored", event.id)
+            log.exception("alarm store unavailable; alarms of events up to %d not stored",
+                          events[-1].id)
+
+    def on_event(self, event: StoredEvent) -> None:
+        self.on_events([event])
 
     def replay(self, events: EventStore, page: int = 1000) -> int:
         """Decide again the events stored after the last one whose alarms were stored
@@ -86,8 +102,7 @@ class FaultManagement:
         replayed = 0
         after = self.alarms.processed_event_id
         while batch := events.events(after=after, limit=page):
-            for ev in batch:
-                self.on_event(ev)
+            self.on_events(batch)
             after = batch[-1].id
             replayed += len(batch)
         if replayed:

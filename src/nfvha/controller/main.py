@@ -73,7 +73,7 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     ager = SqliteAlarmStore(cfg.db_path, fsync=cfg.db_fsync)
     faults = FaultManagement(AlarmManager(topology, alarm_store, clock, cfg.settings),
                              ager, cfg.settings, clock)
-    bus.subscribe(faults.on_event)
+    bus.subscribe(faults.on_events)
     outbox = Outbox(cfg.db_path.with_name("notifications.db"), fsync=cfg.db_fsync)
     notifier = Notifier(outbox, clock)
     await notifier.start()
@@ -106,11 +106,12 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     await stop.wait()
     server.should_exit = True
     await api
+    await agents.close()
+    bus.close()
     fm_task.cancel()
     health_task.cancel()
     await notifier.close()
     outbox.close()
-    await agents.close()
     alarm_store.close()
     ager.close()
     store.close()

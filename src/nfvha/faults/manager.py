@@ -221,8 +221,11 @@ class AlarmManager:
         due = processed_event_id is not None and \
             processed_event_id - self._watermark_written >= WATERMARK_EVERY
         if self._touched or due:
-            self._store.put([self._row(self.alarms[i]) for i in self._touched],
-                            processed_event_id)
+            # Cleared rows first: one commit may clear an alarm and raise its successor
+            # for the same key, and only one active row per key may exist at a time.
+            rows = sorted((self._row(self.alarms[i]) for i in self._touched),
+                          key=lambda r: r.active)
+            self._store.put(rows, processed_event_id)
             self._touched.clear()
             if processed_event_id is not None:
                 self._watermark_written = processed_event_id

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -51,7 +52,7 @@ import random
 import ssl
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -495,6 +496,7 @@ class Notifier:
         self._pruner: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
+        self._batch: list[tuple[_SubscriberWorker, _Item]] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -644,11 +646,32 @@ class Notifier:
             note = build(w.sub.id, nid)
             body = note.model_dump_json(by_alias=True, exclude_none=True).encode()
             items.append((w, _Item(note.id, body)))
+        if self._batch is not None:
+            self._batch.extend(items)
+        else:
+            self._enqueue(items)
+        return [i.id for _, i in items]
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Publish several notifications with one outbox commit (the events of one
+        group commit). None is offered to a subscriber before all are durable."""
+        if self._batch is not None:
+            yield  # already inside a batch: the outer one enqueues
+            return
+        self._batch = []
+        try:
+            yield
+            items = self._batch
+        finally:
+            self._batch = None
+        self._enqueue(items)
+
+    def _enqueue(self, items: list[tuple[_SubscriberWorker, _Item]]) -> None:
         # Durable for every subscriber before the first delivery attempt.
         self.outbox.enqueue([(i.id, w.sub.id, i.body) for w, i in items])
         for w, i in items:
             w.offer(i)
-        return [i.id for _, i in items]
 
     def stats(self) -> dict[str, Any]:
         counts = self.outbox.counts()

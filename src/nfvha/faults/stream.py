@@ -24,7 +24,7 @@ import asyncio
 import json
 import re
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from starlette.responses import StreamingResponse
 
@@ -61,15 +61,20 @@ class AlarmStream:
         return len(self._consumers)
 
     def publish(
-        self, notification_type: NotificationType, payload_json: str, alarm: Alarm | None
+        self, notification_type: NotificationType, payload_json: str | Callable[[], str],
+        alarm: Alarm | None
     ) -> int:
         """Send ``payload_json`` to every consumer whose filter admits it (filters
-        see ``alarm``, as for subscriptions); return the frame id."""
+        see ``alarm``, as for subscriptions); return the frame id. A callable payload
+        is serialised only if some consumer wants the frame."""
         self._last_id += 1
-        frame = _frame(self._last_id, notification_type.value, payload_json)
+        frame: bytes | None = None
         for c in list(self._consumers):
             if not matches(c.filter, notification_type, alarm):
                 continue
+            if frame is None:
+                payload = payload_json if isinstance(payload_json, str) else payload_json()
+                frame = _frame(self._last_id, notification_type.value, payload)
             if len(c.frames) >= self._queue_limit:
                 # Behind by more than the limit: drop it rather than slow down
                 # publishing or grow without bound.

@@ -17,11 +17,20 @@ class StoreUnavailable(Exception):
     """The store cannot be reached or written; the caller must not acknowledge."""
 
 
+# One arrival: events received together, with the controller's wall and monotonic time.
+Arrival = tuple[Sequence[Event], float, int]
+
+
 class EventStore(Protocol):
     def append(self, events: Sequence[Event], received_time: float,
                received_mono_ns: int) -> list[StoredEvent]:
         """Store events atomically; agent events already stored (same host and seq) are
         skipped. Returns the newly stored ones, with ids."""
+        ...
+
+    def append_groups(self, groups: Sequence[Arrival]) -> list[list[StoredEvent]]:
+        """``append`` for several arrivals in one transaction (group commit): all or
+        nothing. Returns the newly stored events of each arrival, in order."""
         ...
 
     def last_seq(self, host: str) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nfvha.model.events import Event, StoredEvent
-from nfvha.store.base import StoreUnavailable
+from nfvha.store.base import Arrival, StoreUnavailable
 from nfvha.store.schema import open_store
 
 
@@ -26,33 +26,46 @@ class SqliteEventStore:
 
     def append(self, events: Sequence[Event], received_time: float,
                received_mono_ns: int) -> list[StoredEvent]:
-        stored: list[StoredEvent] = []
+        return self.append_groups([(events, received_time, received_mono_ns)])[0]
+
+    def append_groups(self, groups: Sequence[Arrival]) -> list[list[StoredEvent]]:
+        """One transaction, one commit, for several arrivals (group commit)."""
+        out: list[list[StoredEvent]] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            for ev in events:
-                body = ev.model_dump_json()
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO events(host, seq, origin, kind, entity, body,"
-                    " received_time, received_mono_ns) VALUES (?,?,?,?,?,?,?,?)",
-                    (ev.host, ev.seq, ev.origin, ev.kind.value, ev.entity, body,
-                     received_time, received_mono_ns),
-                )
-                if cur.rowcount == 0:
-                    continue  # a re-sent event we already have
-                if ev.seq > 0:
-                    self._db.execute(
-                        "INSERT INTO agent_seq(host, last_seq) VALUES (?, ?) ON CONFLICT(host)"
-                        " DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-                        (ev.host, ev.seq),
-                    )
-                stored.append(StoredEvent(**ev.model_dump(), id=cur.lastrowid or 0,
-                                          received_time=received_time,
-                                          received_mono_ns=received_mono_ns))
+            for events, received_time, received_mono_ns in groups:
+                out.append(self._insert(events, received_time, received_mono_ns))
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise StoreUnavailable(str(e)) from e
+        return out
+
+    def _insert(self, events: Sequence[Event], received_time: float,
+                received_mono_ns: int) -> list[StoredEvent]:
+        stored: list[StoredEvent] = []
+        last_seq: dict[str, int] = {}
+        for ev in events:
+            body = ev.model_dump_json()
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO events(host, seq, origin, kind, entity, body,"
+                " received_time, received_mono_ns) VALUES (?,?,?,?,?,?,?,?)",
+                (ev.host, ev.seq, ev.origin, ev.kind.value, ev.entity, body,
+                 received_time, received_mono_ns),
+            )
+            if cur.rowcount == 0:
+                continue  # a re-sent event we already have
+            if ev.seq > 0:
+                last_seq[ev.host] = max(last_seq.get(ev.host, 0), ev.seq)
+            stored.append(StoredEvent(**ev.model_dump(), id=cur.lastrowid or 0,
+                                      received_time=received_time,
+                                      received_mono_ns=received_mono_ns))
+        self._db.executemany(
+            "INSERT INTO agent_seq(host, last_seq) VALUES (?, ?) ON CONFLICT(host)"
+            " DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            list(last_seq.items()),
+        )
         return stored
 
     def last_seq(self, host: str) -> int:
