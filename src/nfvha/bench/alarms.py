@@ -159,7 +159,8 @@ class IngestResult:
     notifications_delivered: int
 
 
-async def _agent_stream(port: int, host: str, frames: list[bytes], last_seq: int) -> None:
+async def _agent_stream(port: int, host: str, frames: list[bytes], last_seq: int
+                        ) -> asyncio.StreamWriter:
     """One agent: hello, then every event frame as fast as TCP takes them (the real
     agent sends each event the moment it happens and keeps it until acknowledged);
     returns when the controller has acknowledged the last one."""
@@ -182,7 +183,7 @@ async def _agent_stream(port: int, host: str, frames: list[bytes], last_seq: int
             if isinstance(frame, Ack):
                 acked = frame.seq
                 break
-    writer.close()
+    return writer  # closed after the controller: an agent leaving is not what is measured
 
 
 async def ingest(topology: Topology, n_events: int) -> IngestResult:
@@ -209,12 +210,14 @@ async def ingest(topology: Topology, n_events: int) -> IngestResult:
         await server.start()
         flushes0 = p.bus.flushes
         t0 = time.perf_counter()
-        await asyncio.gather(*(_agent_stream(port, h, frames, len(frames))
-                               for h, frames in by_host.items() if frames))
+        streams = await asyncio.gather(*(_agent_stream(port, h, frames, len(frames))
+                                         for h, frames in by_host.items() if frames))
         elapsed = time.perf_counter() - t0
         commits = p.bus.flushes - flushes0
         delivered = len(rx.got)
         await server.close()
+        for w in streams:
+            w.close()
         await p.close()
     await rx.close()
     return IngestResult(n_events / elapsed, commits, delivered)
