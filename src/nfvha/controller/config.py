@@ -16,6 +16,27 @@ class HostEntry(Strict):
     fence: Literal["local", "none"] = "local"
 
 
+class ComponentEndpoint(Strict):
+    """Where a VNFC lives and where its standby receives state (direct sync, IF-3)."""
+
+    name: str
+    vnf: str
+    vm: str
+    host: str
+    address: str
+    port: int
+    sync_port: int
+
+
+class AmfConfig(Strict):
+    """The generic VNFM's listener for the components' SDK connections (ADR 0008)."""
+
+    listen_ip: str
+    port: int
+    components: list[ComponentEndpoint] = Field(default_factory=list)
+    vips: dict[str, str] = Field(default_factory=dict)  # VNF -> "address/prefixlen"
+
+
 class ControllerConfig(Strict):
     run_id: str
     listen_ip: str
@@ -29,6 +50,7 @@ class ControllerConfig(Strict):
     fabric: dict[str, Any] | None = None  # FabricPlan JSON, for the local fence devices
     topology_file: Path | None = None
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    amf: AmfConfig | None = None
 
     @classmethod
     def load(cls, path: Path) -> ControllerConfig:

@@ -22,6 +22,7 @@ from nfvha.controller.faults import FaultManagement
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.liveness import HostLiveness, PowerStatus
 from nfvha.controller.view import InventoryView
+from nfvha.controller.vnfm import AgentRepair, Vnfm
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.outbox import Outbox
@@ -31,6 +32,7 @@ from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.fabric import FabricPlan
 from nfvha.nfvi.power import LocalPowerDevice
 from nfvha.store.alarms import SqliteAlarmStore
+from nfvha.store.assignments import SqliteAssignmentStore
 from nfvha.store.sqlite import SqliteEventStore
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.runpaths import RunPaths
@@ -86,6 +88,13 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
                          tick_s=cfg.settings.host_heartbeat_interval_ms / 4000)
     await agents.start()
+    vnfm: Vnfm | None = None
+    amf_store: SqliteAssignmentStore | None = None
+    if cfg.amf is not None:
+        amf_store = SqliteAssignmentStore(cfg.db_path.with_name("amf.db"), fsync=cfg.db_fsync)
+        vnfm = Vnfm(topology, cfg.amf, amf_store, AgentRepair(agents), cfg.settings, clock)
+        bus.subscribe(vnfm.on_events)
+        await vnfm.start()
     view = InventoryView(topology, agents, liveness, clock)
     health = HealthPublisher(topology.host_names(), liveness, faults.alarms, notifier, stream,
                              fm_root, clock)
@@ -106,6 +115,8 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     await stop.wait()
     server.should_exit = True
     await api
+    if vnfm is not None:
+        await vnfm.close()
     await agents.close()
     bus.close()
     fm_task.cancel()
@@ -115,6 +126,8 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     alarm_store.close()
     ager.close()
     store.close()
+    if amf_store is not None:
+        amf_store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,12 @@ class Settings(Strict):
     fm_cleared_alarm_retention_s: dict[AlarmSeverity, float] = Field(
         default_factory=lambda: dict(DEFAULT_CLEARED_RETENTION_S))
     fm_ageing_interval_s: float = Field(60.0, gt=0, le=86_400)
+    # Availability management (ADR 0008): the AM pings every component; an active
+    # that has not heard from the AM for the lease quiesces itself, and the AM gives
+    # its role away only after lease + margin without an answer.
+    amf_ping_interval_ms: int = Field(50, ge=5, le=10_000)
+    amf_active_lease_ms: int = Field(300, ge=20, le=600_000)
+    amf_lease_margin_ms: int = Field(100, ge=0, le=600_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -82,6 +88,10 @@ class Settings(Strict):
                 "host_confirm_retry_ms must be <= host_heartbeat_interval_ms"
                 " x host_heartbeat_misses"
             )
+        # Fewer than three pings per lease and one late ping would make a healthy
+        # active quiesce itself.
+        if self.amf_ping_interval_ms * 3 > self.amf_active_lease_ms:
+            problems.append("amf_ping_interval_ms x 3 must be <= amf_active_lease_ms")
         if problems:
             raise ValueError("; ".join(problems))
         return self

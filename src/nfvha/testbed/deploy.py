@@ -22,12 +22,12 @@ import httpx
 import yaml
 
 from nfvha.agent.config import AgentConfig, PeerAddress, ProcessLaunch, VmLaunch, VnfcLaunch
-from nfvha.controller.config import ControllerConfig, HostEntry
+from nfvha.controller.config import AmfConfig, ComponentEndpoint, ControllerConfig, HostEntry
 from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import Topology
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
-from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
+from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
 from nfvha.nfvi.spawn import spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
@@ -35,6 +35,7 @@ from nfvha.util.runpaths import RunPaths, new_run_id, run_root
 
 CONTROLLER_PORT = 7700
 HEARTBEAT_PORT = 7701
+AMF_PORT = 7702  # the generic VNFM, for the components' SDK connections
 
 
 class TestbedError(RuntimeError):
@@ -141,6 +142,7 @@ class Testbed:
         self.cgroups: CgroupDriver | None = detect_cgroups() if ok else None
         self.pids: list[dict[str, int]] = []
         self.tokens = {role: new_token() for role in ("admin", "operator", "reader")}
+        self.amf_port = 0
 
     @property
     def headers(self) -> dict[str, str]:
@@ -162,6 +164,44 @@ class Testbed:
         # On loopback every VM shares one address, so ports are spread per VM.
         return port if self.plan is not None else port + 10 * vm_index
 
+    def _amf_config(self, vm_ips: dict[str, str]) -> AmfConfig:
+        t = self.topology
+        self.amf_port = AMF_PORT if self.plan is not None else free_tcp_port()
+        components = []
+        for vnf, c in t.components():
+            idx = t.vms.index(t.vm(c.vm))
+            port = self._vnfc_port(idx, c.port)
+            components.append(ComponentEndpoint(
+                name=c.name, vnf=vnf.name, vm=c.vm, host=t.vm(c.vm).host,
+                address=vm_ips[c.vm], port=port, sync_port=port + 1))
+        vips: dict[str, str] = {}
+        if self.plan is not None:
+            addressed = [v for v in t.vnfs if v.service_address is not None]
+            for k, v in enumerate(addressed):
+                assert v.service_address is not None
+                if v.service_address.kind == "vip":
+                    ip = v.service_address.address or self.plan.vips[k]
+                    vips[v.name] = f"{ip}/{PREFIXLEN}"
+        listen = self.plan.root_data_ip if self.plan is not None else "127.0.0.1"
+        return AmfConfig(listen_ip=listen, port=self.amf_port, components=components,
+                         vips=vips)
+
+    def _ha_args(self, amf: AmfConfig, state: str, component: str) -> list[str]:
+        """The counter's availability-management flags: it registers with the VNFM."""
+        ep = next(c for c in amf.components if c.name == component)
+        args = ["--am", f"{amf.listen_ip}:{amf.port}", "--component", component,
+                "--state", state]
+        return [*args, "--sync-port", str(ep.sync_port)] if state == "sync" else args
+
+    def vip(self, vnf: str) -> tuple[str, int] | None:
+        """A VNF's service address (VIP and port), if it has one on this test bed."""
+        spec = next(v for v in self.topology.vnfs if v.name == vnf)
+        info = read_json(self.run.controller_dir / "controller.json")
+        cidr = (info.get("amf") or {}).get("vips", {}).get(vnf)
+        if cidr is None or spec.service_address is None:
+            return None
+        return cidr.split("/")[0], spec.service_address.port
+
     def write_configs(self) -> tuple[ControllerConfig, dict[str, AgentConfig]]:
         t, run = self.topology, self.run
         controller_ip, hosts, vm_ips = self._addresses()
@@ -169,6 +209,7 @@ class Testbed:
         settings = t.settings
         plan_json = self.plan.to_json() if self.plan is not None else None
         agents: dict[str, AgentConfig] = {}
+        amf = self._amf_config(vm_ips)
         for host in t.host_names():
             vms = []
             for vm in t.vms_on(host):
@@ -178,8 +219,9 @@ class Testbed:
                         self.python, "-m", "nfvha.samples.counter", "--name", c.name,
                         "--port", str(self._vnfc_port(idx, c.port)),
                         "--bind", "0.0.0.0" if self.plan is not None else "127.0.0.1",
+                        *self._ha_args(amf, vnf.state, c.name),
                     ])
-                    for _, c in t.components_on(vm.name)
+                    for vnf, c in t.components_on(vm.name)
                 ]
                 vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
                                     netns=run.vm_netns(vm.name) if self.plan else None,
@@ -217,6 +259,7 @@ class Testbed:
             hosts=[HostEntry(name=h, fence="local" if self.plan is not None else "none")
                    for h in t.host_names()],
             settings=settings, fabric=plan_json, topology_file=run.topology_file,
+            amf=amf,
         )
         run.controller_dir.mkdir(parents=True, exist_ok=True)
         (run.controller_dir / "controller.json").write_text(ctl.model_dump_json(indent=1))

@@ -1,0 +1,469 @@
+"""The generic VNFM: availability management for the VNFs of the topology (ADR 0008).
+
+Knowledge flows in from two sides: the components' own SDK connections (register,
+pongs, acknowledgements) and the VIM's events (a VNFC exited, a VM crashed or hung,
+a host is down and fenced). Per service group the VNFM keeps every SU's readiness
+and, whenever it changes, makes one decision from an immutable snapshot
+(``nfvha.amf.engine.decide``): the new assignment records are written with
+compare-and-set first, then the orders go out carrying the new epoch.
+
+Readiness rules (why two actives cannot happen):
+- a dropped connection or missing pongs make an SU ``suspect``, never more: a
+  suspect may still be serving;
+- ``out-of-service`` needs a confirmation: the host agent saw the process or VM
+  die, the host is down (fenced), or the active lease plus a margin has passed
+  since the SU last answered (a live component has quiesced itself by then).
+
+Repair runs in the background after the failover (UC-1, UC-5): the escalation
+tracker turns repeated failures into the next level's recommendation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from nfvha.amf.engine import decide, orders
+from nfvha.amf.escalation import EscalationTracker
+from nfvha.amf.model import (
+    AssignmentRecord,
+    HaState,
+    Order,
+    Readiness,
+    Recommendation,
+    ServiceGroup,
+    Snapshot,
+    SuView,
+)
+from nfvha.controller.config import AmfConfig, ComponentEndpoint
+from nfvha.model.events import Kind, StoredEvent
+from nfvha.model.settings import Settings
+from nfvha.model.topology import Topology
+from nfvha.store.assignments import AssignmentStore
+from nfvha.store.base import StoreUnavailable
+from nfvha.util.clock import Clock
+from nfvha.util.tasks import background
+from nfvha.wire.amf import (
+    COMPONENT_MESSAGE,
+    MAX_LINE_BYTES,
+    Assigned,
+    CheckpointRead,
+    CheckpointWrite,
+    Pong,
+    Refused,
+    Register,
+    Removed,
+    Report,
+)
+from nfvha.wire.frames import CommandOp, Reply
+
+log = logging.getLogger(__name__)
+MAX_DECISION_ROUNDS = 4  # a restarted SU: removed in one round, reassigned in the next
+
+
+class AgentCommands(Protocol):
+    async def command(self, host: str, op: CommandOp, target: str,
+                      args: dict[str, object] | None = None, timeout_s: float = 20.0
+                      ) -> Reply: ...
+
+
+class RepairPort(Protocol):
+    """The VIM's repair operations, as the VNFM asks for them."""
+
+    async def restart_component(self, host: str, vnfc: str) -> None: ...
+
+    async def repair_vm(self, vm: str, host: str) -> None: ...
+
+
+@dataclass
+class _Session:
+    su: str
+    incarnation: str
+    writer: asyncio.StreamWriter
+    held: dict[str, tuple[str, int]] = field(default_factory=dict)  # si -> (state, epoch)
+
+
+@dataclass
+class Decision:
+    """One written record, for observers (the scenario runner, the API)."""
+
+    vnf: str
+    record: AssignmentRecord
+    decided_mono_ns: int
+    reason: str
+
+
+class Vnfm:
+    def __init__(self, topology: Topology, cfg: AmfConfig, store: AssignmentStore,
+                 repair: RepairPort, settings: Settings, clock: Clock) -> None:
+        self._cfg = cfg
+        self._store = store
+        self._repair = repair
+        self._settings = settings
+        self._clock = clock
+        managed = {c.name for c in cfg.components}
+        self.groups = {v.name: ServiceGroup.from_vnf(v) for v in topology.vnfs
+                       if all(c.name in managed for c in v.components)}
+        self._endpoint: dict[str, ComponentEndpoint] = {c.name: c for c in cfg.components}
+        self._group_of = {su: g.name for g in self.groups.values() for su in g.sus}
+        self._readiness: dict[str, Readiness] = {su: Readiness.UNKNOWN for su in self._group_of}
+        self._last_answer_ns: dict[str, int] = {}
+        self._incarnation: dict[str, str] = {}
+        self._restarted: set[str] = set()  # back, but still named in a record: not yet
+        self._sessions: dict[str, _Session] = {}
+        self._escalation = {g.name: EscalationTracker(g.escalation, clock)
+                            for g in self.groups.values()}
+        self._kicked: dict[str, str] = {}  # vnf -> why
+        self._repairing: set[str] = set()  # VMs and VNFCs with a repair under way
+        self._retry: set[str] = set()  # groups whose decision met an unavailable store
+        self._server: asyncio.Server | None = None
+        self._ping_task: asyncio.Task[None] | None = None
+        self._ping_n = 0
+        self.decisions: list[Decision] = []
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self._cfg.listen_ip, self._cfg.port, limit=MAX_LINE_BYTES,
+            reuse_address=True)
+        self._ping_task = asyncio.create_task(self._ping_loop(), name="vnfm-ping")
+        for vnf in self.groups:
+            self._kick(vnf, "start")
+
+    async def close(self) -> None:
+        if self._ping_task is not None:
+            self._ping_task.cancel()
+        if self._server is not None:
+            self._server.close()
+        for s in list(self._sessions.values()):
+            s.writer.close()
+
+    # -- what the VNFM knows ------------------------------------------------------------
+    def readiness(self, su: str) -> Readiness:
+        return self._readiness[su]
+
+    def records(self, vnf: str) -> dict[str, AssignmentRecord | None]:
+        return {si: self._store.get(si) for si in self.groups[vnf].sis}
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for vnf, g in self.groups.items():
+            recs = self.records(vnf)
+            out.append({
+                "vnf": vnf, "redundancy": g.redundancy,
+                "service_units": [{"name": su, "readiness": self._readiness[su].value,
+                                   "connected": su in self._sessions} for su in g.sus],
+                "service_instances": [
+                    {"si": si, "epoch": r.epoch if r else 0,
+                     "active": list(r.active) if r else [],
+                     "standby": list(r.standby) if r else []}
+                    for si, r in recs.items()],
+            })
+        return out
+
+    # -- the VIM's events --------------------------------------------------------------
+    def on_events(self, events: Iterable[StoredEvent]) -> None:
+        for ev in events:
+            self._on_event(ev)
+
+    def _on_event(self, ev: StoredEvent) -> None:
+        name = ev.entity.partition("/")[2]
+        if ev.kind == Kind.VNFC_CRASHED and name in self._group_of:
+            self._out_of_service(name, f"VNFC exited ({ev.description})")
+            self._component_failed(name)
+        elif ev.kind == Kind.VM_CRASHED:
+            for su in self._sus_on_vm(name):
+                self._out_of_service(su, f"VM {name} crashed")
+            if self._sus_on_vm(name):
+                self._repair_vm(name)
+        elif ev.kind == Kind.VM_HUNG:
+            for su in self._sus_on_vm(name):
+                self._suspect(su, f"VM {name} hung")
+        elif ev.kind == Kind.HOST_DOWN:
+            # Confirmed and fenced by the liveness logic before this event exists.
+            for su, ep in self._endpoint.items():
+                if ep.host == name and su in self._group_of:
+                    self._out_of_service(su, f"host {name} down")
+
+    def _sus_on_vm(self, vm: str) -> list[str]:
+        return [su for su, ep in self._endpoint.items() if ep.vm == vm and su in self._group_of]
+
+    # -- readiness ---------------------------------------------------------------------
+    def _out_of_service(self, su: str, why: str) -> None:
+        if self._readiness[su] is not Readiness.OUT_OF_SERVICE:
+            log.info("SU %s out of service: %s", su, why)
+        self._readiness[su] = Readiness.OUT_OF_SERVICE
+        s = self._sessions.pop(su, None)
+        if s is not None:
+            s.writer.close()  # whatever it still says is from a life we have written off
+        self._kick(self._group_of[su], f"{su} out of service: {why}")
+
+    def _suspect(self, su: str, why: str) -> None:
+        if self._readiness[su] in (Readiness.IN_SERVICE, Readiness.UNKNOWN):
+            log.info("SU %s suspect: %s", su, why)
+            self._readiness[su] = Readiness.SUSPECT
+
+    def _answered(self, su: str) -> None:
+        self._last_answer_ns[su] = self._clock.mono_ns()
+        if self._readiness[su] is Readiness.SUSPECT and su in self._sessions:
+            self._readiness[su] = Readiness.IN_SERVICE
+
+    def _check_leases(self) -> None:
+        now = self._clock.mono_ns()
+        ping_ns = self._settings.amf_ping_interval_ms * 1_000_000
+        gone_ns = (self._settings.amf_active_lease_ms
+                   + self._settings.amf_lease_margin_ms) * 1_000_000
+        for su, r in self._readiness.items():
+            last = self._last_answer_ns.get(su)
+            if last is None or r is Readiness.OUT_OF_SERVICE:
+                continue
+            silent = now - last
+            if r is Readiness.IN_SERVICE and silent > 3 * ping_ns:
+                self._suspect(su, f"no answer for {silent / 1e6:.0f} ms")
+            elif r is Readiness.SUSPECT and silent > gone_ns:
+                self._out_of_service(su, f"silent {silent / 1e6:.0f} ms: its active lease"
+                                         " has expired")
+
+    # -- decisions ---------------------------------------------------------------------
+    def _kick(self, vnf: str, why: str) -> None:
+        if not self._kicked:
+            asyncio.get_running_loop().call_soon(self._decide_kicked)
+        self._kicked.setdefault(vnf, why)
+
+    def _decide_kicked(self) -> None:
+        kicked, self._kicked = self._kicked, {}
+        for vnf, why in kicked.items():
+            try:
+                self._decide(vnf, why)
+            except StoreUnavailable:
+                log.exception("assignment store unavailable; %s decided again later", vnf)
+                self._retry.add(vnf)
+
+    def _effective(self, su: str, records: dict[str, AssignmentRecord | None]) -> Readiness:
+        if su in self._restarted:
+            if any(r is not None and su in r.members for r in records.values()):
+                return Readiness.OUT_OF_SERVICE  # its old life's roles go first
+            self._restarted.discard(su)
+        return self._readiness[su]
+
+    def _decide(self, vnf: str, why: str) -> None:
+        group = self.groups[vnf]
+        for _ in range(MAX_DECISION_ROUNDS):
+            records = self.records(vnf)
+            snapshot = Snapshot(
+                group=group, records=records, now=self._clock.wall(),
+                sus={su: SuView(name=su, readiness=self._effective(su, records),
+                                vm=self._endpoint[su].vm, host=self._endpoint[su].host)
+                     for su in group.sus})
+            new = decide(snapshot)
+            if not new:
+                return
+            for rec in new:
+                old = records[rec.si]
+                if not self._store.compare_and_set(rec.si, old.epoch if old else 0, rec):
+                    log.warning("lost the assignment race for %s; deciding again", rec.si)
+                    break
+                self.decisions.append(Decision(vnf, rec, self._clock.mono_ns(), why))
+                log.info("%s epoch %d: active %s, standby %s (%s)", rec.si, rec.epoch,
+                         list(rec.active), list(rec.standby), why)
+                for order in orders(old, rec):
+                    self._send_order(group, rec, order)
+        log.error("%s: no stable assignment after %d rounds", vnf, MAX_DECISION_ROUNDS)
+
+    def _send_order(self, group: ServiceGroup, rec: AssignmentRecord, order: Order) -> None:
+        s = self._sessions.get(order.su)
+        if s is None:
+            return  # it learns its role when it registers
+        if order.ha_state is None:
+            msg: dict[str, Any] = {"op": "remove", "si": order.si, "epoch": order.epoch}
+        else:
+            msg = {"op": "assign", "si": order.si, "ha_state": order.ha_state.value,
+                   "epoch": order.epoch, "vip": None, "peer": None}
+            if order.ha_state is HaState.ACTIVE:
+                msg["vip"] = self._cfg.vips.get(group.name)
+                msg["peer"] = self._peer(rec.standby)
+            elif order.ha_state is HaState.STANDBY:
+                msg["peer"] = self._peer(rec.active)
+        self._write(s, msg)
+
+    def _peer(self, sus: tuple[str, ...]) -> dict[str, Any] | None:
+        if not sus:
+            return None
+        ep = self._endpoint[sus[0]]
+        return {"component": ep.name, "address": ep.address, "port": ep.sync_port}
+
+    def _write(self, s: _Session, msg: dict[str, Any]) -> None:
+        if not s.writer.is_closing():
+            s.writer.write(json.dumps(msg).encode() + b"\n")
+
+    # -- repair (background) ------------------------------------------------------------
+    def _component_failed(self, su: str) -> None:
+        vnf = self._group_of[su]
+        ep = self._endpoint[su]
+        rec = self._escalation[vnf].record_component_failure(
+            su, ep.vm, has_standby=self.groups[vnf].standbys_per_si > 0)
+        if rec in (Recommendation.COMPONENT_RESTART, Recommendation.COMPONENT_FAILOVER):
+            self._run_repair(su, self._repair.restart_component(ep.host, su))
+        elif rec is Recommendation.NODE_FAILOVER:
+            log.warning("%s failed too often: escalating to a repair of VM %s", su, ep.vm)
+            self._repair_vm(ep.vm)
+        elif rec is Recommendation.NODE_FAILFAST:
+            # Host repair needs fencing the host and evacuating it: not built yet, so
+            # the VM is repaired and the escalation is logged for the operator.
+            log.error("%s: VM %s failed too often on host %s; host repair is not"
+                      " implemented, repairing the VM", su, ep.vm, ep.host)
+            self._repair_vm(ep.vm)
+
+    def _repair_vm(self, vm: str) -> None:
+        host = next(ep.host for ep in self._endpoint.values() if ep.vm == vm)
+        self._run_repair(f"vm/{vm}", self._repair.repair_vm(vm, host))
+
+    def _run_repair(self, key: str, work: Coroutine[Any, Any, None]) -> None:
+        if key in self._repairing:
+            work.close()
+            return
+        self._repairing.add(key)
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as e:
+                log.error("repair of %s failed: %s", key, e)
+            finally:
+                self._repairing.discard(key)
+
+        background(run())
+
+    # -- component sessions ------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            msg = COMPONENT_MESSAGE.validate_json(line)
+        except (TimeoutError, ValidationError, OSError, ValueError):
+            writer.close()
+            return
+        if not isinstance(msg, Register) or msg.component not in self._group_of:
+            log.warning("refusing a component connection: %r", line[:200])
+            writer.close()
+            return
+        session = self._register(msg, writer)
+        try:
+            while line := await reader.readline():
+                self._on_message(session, line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            writer.close()
+            if self._sessions.get(session.su) is session:
+                del self._sessions[session.su]
+                self._suspect(session.su, "its connection closed")
+
+    def _register(self, msg: Register, writer: asyncio.StreamWriter) -> _Session:
+        su = msg.component
+        vnf = self._group_of[su]
+        old = self._sessions.pop(su, None)
+        if old is not None:
+            old.writer.close()
+        records = self.records(vnf)
+        named = {si: r for si, r in records.items() if r is not None and su in r.members}
+        held: dict[str, tuple[str, int]] = {
+            h.si: (h.ha_state, h.epoch) for h in msg.assignments}
+        known = self._incarnation.get(su)
+        adopt = known == msg.incarnation or (known is None and all(
+            held.get(si, ("", 0))[0] == (r.ha_state_of(su) or "") for si, r in named.items()))
+        if named and not adopt:
+            self._restarted.add(su)  # its roles died with its previous life
+        self._incarnation[su] = msg.incarnation
+        session = _Session(su, msg.incarnation, writer, held)
+        self._sessions[su] = session
+        self._readiness[su] = Readiness.IN_SERVICE
+        self._answered(su)
+        self._write(session, {"op": "welcome", "lease_ms": self._settings.amf_active_lease_ms,
+                              "ping_interval_ms": self._settings.amf_ping_interval_ms})
+        if adopt:
+            # Re-send what it holds at the current epoch: it may have missed an order.
+            group = self.groups[vnf]
+            for r in named.values():
+                state = r.ha_state_of(su)
+                self._send_order(group, r, Order(su=su, si=r.si, ha_state=state,
+                                                 epoch=r.epoch))
+        log.info("SU %s registered (pid %d, %s)", su, msg.pid,
+                 "new" if not named else "adopted" if adopt else "restarted")
+        self._kick(vnf, f"{su} registered")
+        return session
+
+    def _on_message(self, s: _Session, line: bytes) -> None:
+        try:
+            msg = COMPONENT_MESSAGE.validate_json(line)
+        except ValidationError as e:
+            log.warning("SU %s sent an unreadable message: %s", s.su, e)
+            return
+        self._answered(s.su)
+        if isinstance(msg, Assigned):
+            s.held[msg.si] = (msg.ha_state, msg.epoch)
+        elif isinstance(msg, Removed):
+            s.held.pop(msg.si, None)
+        elif isinstance(msg, Refused):
+            log.warning("SU %s refused epoch %d of %s: %s", s.su, msg.epoch, msg.si, msg.reason)
+        elif isinstance(msg, Report) and not msg.healthy:
+            log.warning("SU %s reports itself unhealthy: %s", s.su, msg.reason)
+            self._component_failed(s.su)
+        elif isinstance(msg, CheckpointWrite | CheckpointRead):
+            self._checkpoint(s, msg)
+        elif isinstance(msg, Pong | Report):
+            pass
+
+    def _checkpoint(self, s: _Session, msg: CheckpointWrite | CheckpointRead) -> None:
+        # Kept per VNF: the component that restarts, or replaces this one, reads it.
+        owner = self._group_of[s.su]
+        try:
+            if isinstance(msg, CheckpointWrite):
+                self._store.checkpoint_write(owner, msg.key, msg.value)
+                reply: dict[str, Any] = {"ok": True, "value": None, "error": None}
+            else:
+                got = self._store.checkpoint_read(owner, msg.key)
+                reply = {"ok": True, "value": got[1] if got else None, "error": None}
+        except (StoreUnavailable, ValueError, TypeError) as e:
+            reply = {"ok": False, "value": None, "error": str(e)}
+        self._write(s, {"op": "checkpoint", "id": msg.id, **reply})
+
+    async def _ping_loop(self) -> None:
+        interval = self._settings.amf_ping_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self._ping_n += 1
+            for s in list(self._sessions.values()):
+                self._write(s, {"op": "ping", "n": self._ping_n})
+            self._check_leases()
+            retry, self._retry = self._retry, set()
+            for vnf in retry:
+                self._kick(vnf, "retry after store failure")
+
+
+class AgentRepair:
+    """Repairs through the host agents: restart a VNFC; restart a VM in its initial
+    state (VNFHA-13) - stopped first, so a VM escalated to while still running is
+    really replaced."""
+
+    def __init__(self, agents: AgentCommands, timeout_s: float = 20.0) -> None:
+        self._agents = agents
+        self._timeout_s = timeout_s
+
+    async def restart_component(self, host: str, vnfc: str) -> None:
+        reply = await self._agents.command(host, "vnfc.start", vnfc, timeout_s=self._timeout_s)
+        if not reply.ok:
+            raise RuntimeError(f"vnfc.start {vnfc} on {host}: {reply.error}")
+
+    async def repair_vm(self, vm: str, host: str) -> None:
+        stop = await self._agents.command(host, "vm.stop", vm, timeout_s=self._timeout_s)
+        if not stop.ok:
+            log.warning("vm.stop %s on %s before repair: %s", vm, host, stop.error)
+        start = await self._agents.command(host, "vm.start", vm, timeout_s=self._timeout_s)
+        if not start.ok:
+            raise RuntimeError(f"vm.start {vm} on {host}: {start.error}")
