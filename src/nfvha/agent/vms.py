@@ -232,6 +232,15 @@ class VmManager:
         if rt.pid is None or rt.start_ticks is None or rt.state in ("stopped", "crashed"):
             return {"vm": name, "already": True}
         rt.stopping = True
+        if rt.state == "hung":
+            # A hung VM answers no SIGTERM, and a frozen one holds even SIGKILL
+            # pending until thawed: kill, then let the kill take effect.
+            kill_pid(rt.pid, signal.SIGKILL, ticks=rt.start_ticks)
+            if self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.thaw, self._cgroup_rel(name))
+            kill_pid(rt.pid, signal.SIGCONT, ticks=rt.start_ticks)
+            await asyncio.wait_for(rt.exited.wait(), timeout_s)
+            return {"vm": name, "stopped": True, "killed": "hung"}
         kill_pid(rt.pid, signal.SIGTERM, ticks=rt.start_ticks)
         try:
             await asyncio.wait_for(rt.exited.wait(), timeout_s)

@@ -17,6 +17,7 @@ from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
+from nfvha.controller.vnfm import VnfAvailability, Vnfm
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
@@ -37,7 +38,8 @@ class OperationResult(BaseModel):
 def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
                stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
-               clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None) -> FastAPI:
+               clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None,
+               vnfm: Vnfm | None = None) -> FastAPI:
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.middleware("http")(Authenticator(auth).middleware)
@@ -98,6 +100,12 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
     @app.get("/v1/hosts")
     async def hosts() -> list[HostView]:
         return view.hosts()
+
+    @app.get("/v1/availability")
+    async def availability() -> list[VnfAvailability]:
+        """Per VNF (service group): its service units' readiness and who holds each
+        service instance, at which epoch (ADR 0008)."""
+        return vnfm.status() if vnfm is not None else []
 
     @app.get("/v1/hosts/health")
     async def hosts_health() -> list[HostHealth]:

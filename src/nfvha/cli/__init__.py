@@ -271,6 +271,45 @@ def _cmd_bench_alarms(args: argparse.Namespace) -> int:
     return run_alarms_bench(args)
 
 
+def _cmd_scenario_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from nfvha.scenarios.runner import SCENARIOS, expand, run_scenarios
+
+    try:
+        names = expand(args.names)
+    except ValueError as e:
+        print(f"nfvha scenario run: {e}", file=sys.stderr)
+        return 2
+    if args.repeat < 1:
+        print("nfvha scenario run: --repeat must be >= 1", file=sys.stderr)
+        return 2
+    err = Console(stderr=True)
+    topology = load_topology(args.file)
+    results = asyncio.run(run_scenarios(topology, names, args.repeat,
+                                        lambda line: err.print(line, markup=False)))
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        t = Table(title=f"nfvha scenario run ({args.repeat} run(s) each; times in ms)")
+        cols = ("scenario", "runs", "detection_p99_ms", "notification_p99_ms",
+                "outage_p50_ms", "outage_p99_ms", "state_lost", "restored_p99_ms",
+                "sal_met", "double_active")
+        for c in cols:
+            t.add_column(c.replace("_ms", "").replace("_", " "),
+                         justify="left" if c == "scenario" else "right")
+        for r in results:
+            t.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
+        Console(width=max(Console().width, 140)).print(t)
+        for r in results:
+            err.print(f"{r['scenario']}: {SCENARIOS[r['scenario']].what}"
+                      + (f"  ERRORS: {r['errors']}" if r["errors"] else ""), markup=False)
+    return 0 if all(not r["errors"] for r in results) else 1
+
+
 def _internal(module: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -362,6 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a topology file")
     val.add_argument("file", type=Path)
     val.set_defaults(func=_cmd_validate)
+
+    sc = sub.add_parser("scenario", help="fault scenarios (the use cases), measured")
+    scsub = sc.add_subparsers(dest="scenario", required=True)
+    sr = scsub.add_parser("run", help="run scenarios on a fresh test bed: UC-1 ... | all")
+    sr.add_argument("names", nargs="+", help="scenario names, or 'all'")
+    sr.add_argument("--repeat", type=int, default=1)
+    sr.add_argument("--json", action="store_true")
+    sr.add_argument("-f", "--file", type=Path, default=default_topology_path())
+    sr.set_defaults(func=_cmd_scenario_run)
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)

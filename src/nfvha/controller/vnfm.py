@@ -27,7 +27,7 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from nfvha.amf.engine import decide, orders
 from nfvha.amf.escalation import EscalationTracker
@@ -78,7 +78,29 @@ class RepairPort(Protocol):
 
     async def restart_component(self, host: str, vnfc: str) -> None: ...
 
-    async def repair_vm(self, vm: str, host: str) -> None: ...
+    async def stop_vm(self, vm: str, host: str) -> None: ...
+
+    async def start_vm(self, vm: str, host: str) -> None: ...
+
+
+class SuStatus(BaseModel):
+    name: str
+    readiness: str
+    connected: bool
+
+
+class SiStatus(BaseModel):
+    si: str
+    epoch: int
+    active: list[str]
+    standby: list[str]
+
+
+class VnfAvailability(BaseModel):
+    vnf: str
+    redundancy: str
+    service_units: list[SuStatus]
+    service_instances: list[SiStatus]
 
 
 @dataclass
@@ -151,20 +173,19 @@ class Vnfm:
     def records(self, vnf: str) -> dict[str, AssignmentRecord | None]:
         return {si: self._store.get(si) for si in self.groups[vnf].sis}
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[VnfAvailability]:
         out = []
         for vnf, g in self.groups.items():
             recs = self.records(vnf)
-            out.append({
-                "vnf": vnf, "redundancy": g.redundancy,
-                "service_units": [{"name": su, "readiness": self._readiness[su].value,
-                                   "connected": su in self._sessions} for su in g.sus],
-                "service_instances": [
-                    {"si": si, "epoch": r.epoch if r else 0,
-                     "active": list(r.active) if r else [],
-                     "standby": list(r.standby) if r else []}
-                    for si, r in recs.items()],
-            })
+            out.append(VnfAvailability(
+                vnf=vnf, redundancy=g.redundancy,
+                service_units=[SuStatus(name=su, readiness=self._readiness[su].value,
+                                        connected=su in self._sessions) for su in g.sus],
+                service_instances=[
+                    SiStatus(si=si, epoch=r.epoch if r else 0,
+                             active=list(r.active) if r else [],
+                             standby=list(r.standby) if r else [])
+                    for si, r in recs.items()]))
         return out
 
     # -- the VIM's events --------------------------------------------------------------
@@ -185,6 +206,10 @@ class Vnfm:
         elif ev.kind == Kind.VM_HUNG:
             for su in self._sus_on_vm(name):
                 self._suspect(su, f"VM {name} hung")
+            if self._sus_on_vm(name):
+                # Isolate first (REC-1): a hung VM that thaws must not act again, so it
+                # is stopped; stopped, its SUs are confirmed out of service.
+                self._repair_vm(name, isolate=True)
         elif ev.kind == Kind.HOST_DOWN:
             # Confirmed and fenced by the liveness logic before this event exists.
             for su, ep in self._endpoint.items():
@@ -320,9 +345,19 @@ class Vnfm:
                       " implemented, repairing the VM", su, ep.vm, ep.host)
             self._repair_vm(ep.vm)
 
-    def _repair_vm(self, vm: str) -> None:
+    def _repair_vm(self, vm: str, *, isolate: bool = False) -> None:
+        """Replace the VM by a new one in its initial state (VNFHA-13): stop what is
+        left of it, then start it again."""
         host = next(ep.host for ep in self._endpoint.values() if ep.vm == vm)
-        self._run_repair(f"vm/{vm}", self._repair.repair_vm(vm, host))
+
+        async def repair() -> None:
+            await self._repair.stop_vm(vm, host)
+            if isolate:
+                for su in self._sus_on_vm(vm):
+                    self._out_of_service(su, f"VM {vm} stopped")
+            await self._repair.start_vm(vm, host)
+
+        self._run_repair(f"vm/{vm}", repair())
 
     def _run_repair(self, key: str, work: Coroutine[Any, Any, None]) -> None:
         if key in self._repairing:
@@ -460,10 +495,12 @@ class AgentRepair:
         if not reply.ok:
             raise RuntimeError(f"vnfc.start {vnfc} on {host}: {reply.error}")
 
-    async def repair_vm(self, vm: str, host: str) -> None:
-        stop = await self._agents.command(host, "vm.stop", vm, timeout_s=self._timeout_s)
-        if not stop.ok:
-            log.warning("vm.stop %s on %s before repair: %s", vm, host, stop.error)
-        start = await self._agents.command(host, "vm.start", vm, timeout_s=self._timeout_s)
-        if not start.ok:
-            raise RuntimeError(f"vm.start {vm} on {host}: {start.error}")
+    async def stop_vm(self, vm: str, host: str) -> None:
+        reply = await self._agents.command(host, "vm.stop", vm, timeout_s=self._timeout_s)
+        if not reply.ok:
+            raise RuntimeError(f"vm.stop {vm} on {host}: {reply.error}")
+
+    async def start_vm(self, vm: str, host: str) -> None:
+        reply = await self._agents.command(host, "vm.start", vm, timeout_s=self._timeout_s)
+        if not reply.ok:
+            raise RuntimeError(f"vm.start {vm} on {host}: {reply.error}")

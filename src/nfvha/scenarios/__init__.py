@@ -1,0 +1,1 @@
+"""Fault scenarios on the test bed, measured: the use cases (issue 4)."""
