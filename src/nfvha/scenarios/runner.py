@@ -25,7 +25,7 @@ from nfvha.bench.stats import percentile
 from nfvha.model.topology import Topology, VnfSpec
 from nfvha.scenarios.probe import ServiceProbe, lost_increments, outage_after
 from nfvha.testbed.deploy import Testbed
-from nfvha.testbed.faults import FaultInjector
+from nfvha.testbed.faults import FaultError, FaultInjector
 from nfvha.testbed.observe import EventWaiter, udp_request
 
 # SAL-1: the recovery-time thresholds of service availability levels 1/2/3 (the lower
@@ -43,6 +43,7 @@ class Scenario:
     event: str  # the event kind whose arrival is "detected"
     what: str
     repeat_fault: int = 1  # UC-9: the same fault this often in a row
+    expect: str | None = None  # "<event kind>:vm" that must follow (the recovery asked for)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -57,7 +58,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("UC-4", "db", "vm-crash", "vm", "vm.crashed",
              "no redundancy, stateful, VM crash: VM repaired, VNFC from checkpoint"),
     Scenario("UC-9", "gw", "vnfc-crash", "vnfc", "vnfc.crashed",
-             "repeated VNFC crash: escalation to a VM repair", repeat_fault=4),
+             "repeated VNFC crash: escalation to a VM repair", repeat_fault=4,
+             expect="vm.stopped:vm"),
     Scenario("host-down", "gw", "host-down", "host", "host.down",
              "2N, host of the active powered off: fenced, failover"),
     Scenario("agent-crash", "gw", "agent-crash", "host", "agent.lost",
@@ -205,10 +207,17 @@ class ScenarioRunner:
                 inj = self.faults.inject(scenario.fault, target)
                 fault_ns = fault_ns or inj.injected_mono_ns
                 detected = await self.events.wait(scenario.event, entity, timeout_s=20)
+                self.events.after = int(detected["id"])
+            if scenario.expect is not None:
+                # The recovery the scenario is about (UC-9: escalated to a VM repair).
+                kind, _, level = scenario.expect.partition(":")
+                comp = next(c for c in spec.components if c.name == su)
+                await self.events.wait(kind, f"vm/{comp.vm}" if level == "vm" else entity,
+                                       timeout_s=20)
             detection_ms = (detected["received_mono_ns"] - inj.injected_mono_ns) / 1e6
             notification_ms = await self._notification_ms(inj.injected_mono_ns, su, target,
                                                           scenario)
-            await self._after_fault(scenario, target)
+            await self._after_fault(scenario, target, su)
             restored_ns = await self.wait_restored(vnf)
             await self._wait_probe_serving(probe, since_ns=restored_ns)
         finally:
@@ -224,14 +233,27 @@ class ScenarioRunner:
             restored_ms=round((restored_ns - fault_ns) / 1e6, 1),
             double_active=double)
 
-    async def _after_fault(self, scenario: Scenario, target: str) -> None:
+    async def _wait_active_moved(self, vnf: str, old: str, timeout_s: float = 10.0) -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if await self.active_su(vnf) != old:
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"the active of {vnf} stayed on {old}")
+
+    async def _after_fault(self, scenario: Scenario, target: str, su: str) -> None:
         """What an operator (or the VIM's host repair, not built yet) does to bring the
         infrastructure back; the VNF's own recovery is what is measured."""
         if scenario.fault == "host-down":
             self.faults.inject("host-up", target)
             await self._start_vms_of(target)
         elif scenario.fault == "link-down":
+            # Cut off, the active's lease runs out and the standby takes over; the link
+            # comes back only then, or the scenario would measure a blip.
+            await self._wait_active_moved(scenario.vnf, su)
             self.faults.inject("link-up", target)
+        elif scenario.fault == "agent-crash":
+            await self.events.wait("agent.connected", f"host/{target}", timeout_s=20)
 
     async def _start_vms_of(self, host: str) -> None:
         end = time.monotonic() + 20
@@ -287,7 +309,7 @@ class ScenarioRunner:
             try:
                 report.runs.append(await self.run_once(scenario))
                 progress(f"{scenario.name} run {i + 1}/{repeat}: {report.runs[-1]}")
-            except (TimeoutError, httpx.HTTPError, RuntimeError) as e:
+            except (TimeoutError, httpx.HTTPError, RuntimeError, FaultError) as e:
                 report.errors.append(f"run {i + 1}: {e}")
                 progress(f"{scenario.name} run {i + 1}/{repeat} failed: {e}")
                 break
