@@ -32,12 +32,14 @@ SMALL: dict[str, Any] = {
         {"name": "vm-c", "host": "h1", "memory_mb": 96},
     ],
     "vnfs": [
+        # vnfm "none": these tests are about the VIM level; the availability
+        # manager (which would repair and fail over by itself) is tested on its own.
         {"name": "gw", "redundancy": "2n", "stateful": True, "state": "sync",
-         "service_address": {"kind": "vip", "port": 7000},
+         "service_address": {"kind": "vip", "port": 7000}, "vnfm": "none",
          "components": [{"name": "gw-a", "vm": "vm-a", "port": 7000},
                         {"name": "gw-b", "vm": "vm-b", "port": 7000}]},
         {"name": "db", "redundancy": "none", "stateful": True, "state": "checkpoint",
-         "components": [{"name": "db-1", "vm": "vm-c", "port": 7200}]},
+         "vnfm": "none", "components": [{"name": "db-1", "vm": "vm-c", "port": 7200}]},
     ],
 }
 

@@ -100,7 +100,7 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
                              fm_root, clock)
     faults.add_sink(health.on_changes)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
-                     fm_root, cfg.auth, clock, health)
+                     fm_root, cfg.auth, clock, health, vnfm)
     fm_task = asyncio.create_task(faults.run(), name="fault-management")
     health_task = asyncio.create_task(health.run(), name="host-health")
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,

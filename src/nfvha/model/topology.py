@@ -107,6 +107,10 @@ class VnfSpec(Strict):
     sal: Literal[1, 2, 3] = 2
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     repair_action: RepairAction = "confirm"
+    # Who manages the VNF's availability: nfvha's generic VNFM, or nobody from nfvha
+    # (a VNF with its own HA manager; the VIM still detects, alarms and repairs VMs
+    # on request).
+    vnfm: Literal["generic", "none"] = "generic"
     priority: int = Field(0, ge=0, le=1000)
     anti_affinity: AffinityLevel = "host"
     components: list[ComponentSpec] = Field(min_length=1)

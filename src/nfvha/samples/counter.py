@@ -14,7 +14,23 @@ TCP: one request per line, one ``\\n``-terminated reply line each; the connectio
 open.  Counters live in memory only, so a restart loses them: that is what a probe
 measuring state loss looks for.  Exits 0 on SIGTERM or SIGINT.
 
-Standard library only: this runs as a separate process inside a VM.
+HA mode: ``--am IP:PORT [--component NAME] [--state none|sync|checkpoint]
+[--sync-port P] [--ifname IF]`` makes it a component managed by the availability
+manager (``nfvha.amf.sdk``).  Only an active serves INC and GET; anything else answers
+``ERR not-active <ha_state>`` (``standby``, ``quiesced``, ``unassigned``); PING always
+answers.  An active with a VIP claims it (``nfvha.amf.vip``) and answers UDP sent to
+the VIP from the VIP.  State:
+
+- ``none``: in memory; a new active starts from nothing.
+- ``sync`` (IF-3, direct): the active sends every change to the standby's sync port
+  (TCP, JSON lines) and answers the client only after the standby acknowledged it.  A
+  standby that is unreachable or slow makes the active go on unsynchronised (degraded)
+  rather than stop; when it is back it first gets a full snapshot.
+- ``checkpoint``: every change is written to the AM's checkpoint (key ``counters``)
+  before the answer; a new active reads it first.
+
+Standard library only: this runs as a separate process inside a VM.  The HA modules
+are imported only in HA mode, so the plain counter starts as fast as before.
 """
 
 from __future__ import annotations
@@ -22,9 +38,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import signal
+import socket
 import sys
-from typing import cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from nfvha.amf.sdk import ComponentClient, Peer
 
 MAX_LINE = 4096
 
@@ -53,6 +76,9 @@ class CounterService:
             return f"ERR usage: PING | INC <session> | GET <session> (got {request.strip()!r})"
         return f"ERR unknown command {words[0]!r}"
 
+    async def ahandle(self, request: str) -> str:
+        return self.handle(request)
+
 
 class _UdpCounter(asyncio.DatagramProtocol):
     def __init__(self, service: CounterService) -> None:
@@ -70,8 +96,11 @@ class _UdpCounter(asyncio.DatagramProtocol):
         self._transport.sendto(reply.encode(), addr)
 
 
+Handler = Callable[[str], Awaitable[str]]
+
+
 async def _serve_tcp_client(
-    service: CounterService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    handle: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     try:
         while True:
@@ -82,7 +111,7 @@ async def _serve_tcp_client(
                 break
             if not line:
                 break
-            writer.write((service.handle(line.decode(errors="replace")) + "\n").encode())
+            writer.write((await handle(line.decode(errors="replace")) + "\n").encode())
             await writer.drain()
     except ConnectionError:
         pass
@@ -114,7 +143,7 @@ async def serve(name: str, bind: str, port: int) -> None:
         lambda: _UdpCounter(service), local_addr=(bind, port)
     )
     tcp_server = await asyncio.start_server(
-        lambda r, w: _serve_tcp_client(service, r, w), bind, port, limit=MAX_LINE
+        lambda r, w: _serve_tcp_client(service.ahandle, r, w), bind, port, limit=MAX_LINE
     )
     print(f"counter {name} serving udp+tcp on {bind}:{port}", flush=True)
     try:
@@ -125,13 +154,435 @@ async def serve(name: str, bind: str, port: int) -> None:
     print(f"counter {name} stopping", flush=True)
 
 
+# -- HA mode ---------------------------------------------------------------------------
+
+CHECKPOINT_KEY = "counters"
+_IP_FREEBIND = 15  # <linux/in.h>; the socket module of Python 3.11 lacks it
+
+
+@dataclasses.dataclass(frozen=True)
+class HaOptions:
+    name: str
+    bind: str
+    port: int
+    am: str
+    component: str
+    state: str = "none"  # none | sync | checkpoint
+    sync_port: int | None = None
+    ifname: str = "eth0"
+    sync_ack_timeout_s: float = 0.25
+    sync_connect_timeout_s: float = 0.2
+    checkpoint_timeout_s: float = 1.0
+
+
+def _udp_socket(host: str, port: int, *, freebind: bool = False) -> socket.socket:
+    # SO_REUSEADDR on both: the VIP's socket binds vip:port beside a wildcard *:port.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if freebind:  # bind before the address is configured, so it serves from the first GARP
+        sock.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _tcp_listen_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class _UdpHa(asyncio.DatagramProtocol):
+    """Like _UdpCounter, but the answer may wait (for a sync ack or a checkpoint)."""
+
+    def __init__(self, handle: Handler, tasks: set[asyncio.Task[None]]) -> None:
+        self._handle = handle
+        self._tasks = tasks
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(data, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        reply = await self._handle(data[:MAX_LINE].decode(errors="replace"))
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(reply.encode(), addr)
+
+
+@dataclasses.dataclass
+class _VipEndpoint:
+    cidr: str
+    udp: asyncio.DatagramTransport
+    tcp: asyncio.Server | None
+
+
+class _SyncLink:
+    """The active's side of direct state sync to one standby (IF-3).
+
+    Every exchange runs under the counter's lock, so at most one message is in flight
+    and a snapshot never races a change.
+    """
+
+    def __init__(self, owner: HaCounter, si: str, epoch: int, peer: Peer) -> None:
+        self.owner = owner
+        self.si = si
+        self.epoch = epoch
+        self.peer = peer
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.seq = 0
+        self.closed = False
+        self.degraded = False
+        self._retry: asyncio.Task[None] | None = None
+
+    async def connect(self) -> bool:
+        """Connect and send the full state. Caller holds the lock."""
+        opts = self.owner.opts
+        try:
+            self.reader, self.writer = await asyncio.wait_for(
+                asyncio.open_connection(self.peer.address, self.peer.port, limit=2**24),
+                opts.sync_connect_timeout_s)
+        except (OSError, TimeoutError):
+            self._down("unreachable")
+            return False
+        if self.closed:  # closed while connecting
+            self.close()
+            return False
+        self._write({"op": "hello", "component": opts.component, "si": self.si,
+                     "epoch": self.epoch})
+        counters = dict(self.owner.service.counters)
+        if not await self._exchange({"op": "snapshot", "counters": counters}):
+            return False
+        self.degraded = False
+        _say(f"counter {opts.name} sync {self.si} to {self.peer.component} up "
+             f"({len(counters)} sessions)")
+        return True
+
+    async def replicate(self, session: str, value: int) -> bool:
+        """Send one change and wait for the ack. False: not synced (degraded)."""
+        if self.writer is None:
+            return False
+        return await self._exchange({"op": "set", "session": session, "value": value})
+
+    def _write(self, message: dict[str, Any]) -> None:
+        assert self.writer is not None
+        self.writer.write(json.dumps(message).encode() + b"\n")
+
+    async def _exchange(self, message: dict[str, Any]) -> bool:
+        if self.writer is None or self.reader is None:
+            return False
+        self.seq += 1
+        try:
+            self._write({**message, "seq": self.seq})
+            await self.writer.drain()
+            line = await asyncio.wait_for(self.reader.readline(),
+                                          self.owner.opts.sync_ack_timeout_s)
+            reply = json.loads(line) if line else {}
+        except (OSError, TimeoutError, ValueError):
+            reply = {}
+        if not isinstance(reply, dict):
+            reply = {}
+        if reply.get("op") == "ack" and reply.get("seq") == self.seq:
+            return True
+        self._down(reply.get("reason") or "no ack")
+        return False
+
+    def _down(self, why: str) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if not self.degraded:
+            self.degraded = True
+            _say(f"counter {self.owner.opts.name} sync {self.si} to {self.peer.component} "
+                 f"degraded: {why}")
+        self.reader = self.writer = None
+        if not self.closed and (self._retry is None or self._retry.done()):
+            self._retry = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self, first_s: float = 0.05, max_s: float = 1.0) -> None:
+        delay = first_s
+        while not self.closed:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_s)
+            async with self.owner.lock:
+                if self.closed or await self.connect():
+                    return
+
+    def close(self) -> None:
+        self.closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class HaCounter:
+    """The counter as a component of the availability manager."""
+
+    def __init__(self, service: CounterService, opts: HaOptions) -> None:
+        self.service = service
+        self.opts = opts
+        self.client: ComponentClient | None = None
+        self.roles: dict[str, str] = {}
+        self.lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._vips: dict[str, _VipEndpoint] = {}
+        self._links: dict[str, _SyncLink] = {}
+        self._inbound: set[asyncio.StreamWriter] = set()
+
+    @property
+    def serving(self) -> bool:
+        return "active" in self.roles.values()
+
+    def role_text(self) -> str:
+        for state in ("active", "standby", "quiesced"):
+            if state in self.roles.values():
+                return state
+        return "unassigned"
+
+    async def handle(self, request: str) -> str:
+        words = request.split()
+        if len(words) != 2 or words[0].upper() not in ("INC", "GET"):
+            return self.service.handle(request)  # PING, usage errors
+        if not self.serving:
+            return f"ERR not-active {self.role_text()}"
+        if words[0].upper() == "GET" or self.opts.state == "none":
+            return self.service.handle(request)
+        session = words[1]
+        async with self.lock:
+            if not self.serving:  # quiesced while this waited
+                return f"ERR not-active {self.role_text()}"
+            value = self.service.counters.get(session, 0) + 1
+            if self.opts.state == "checkpoint":
+                assert self.client is not None
+                try:
+                    await self.client.checkpoint_write(
+                        CHECKPOINT_KEY, {**self.service.counters, session: value},
+                        timeout_s=self.opts.checkpoint_timeout_s)
+                except Exception as exc:  # not stored: not counted either
+                    return f"ERR checkpoint-failed {type(exc).__name__}"
+                self.service.counters[session] = value
+            else:
+                self.service.counters[session] = value
+                for link in list(self._links.values()):
+                    await link.replicate(session, value)
+        return f"OK {session} {value} {self.service.name}"
+
+    # -- role callbacks (ComponentClient) ------------------------------------------------
+
+    async def on_active(self, si: str, epoch: int, vip: str | None, peer: Peer | None) -> None:
+        if self.opts.state == "checkpoint":
+            assert self.client is not None
+            stored = await self.client.checkpoint_read(
+                CHECKPOINT_KEY, timeout_s=self.opts.checkpoint_timeout_s)
+            if isinstance(stored, dict):
+                async with self.lock:
+                    self.service.counters = {str(k): int(v) for k, v in stored.items()}
+        if self.opts.state == "sync":
+            self._close_inbound()  # fence: nothing may overwrite an active's state
+        current = self._vips.get(si)
+        if current is not None and current.cidr != vip:
+            await self._release_vip(si)
+        if vip is not None:
+            await self._claim_vip(si, vip)
+        self._close_link(si)
+        if self.opts.state == "sync" and peer is not None:
+            # Connect in the background (a dead standby host costs a connect timeout, and
+            # that is outage here) but under the lock taken now: no change is answered
+            # before the standby has the snapshot or the link is known to be down.
+            link = self._links[si] = _SyncLink(self, si, epoch, peer)
+            await self.lock.acquire()
+            self._spawn(self._connect_locked(link))
+        self.roles[si] = "active"
+        _say(f"counter {self.opts.name} {si} active epoch {epoch} vip {vip}")
+
+    async def _connect_locked(self, link: _SyncLink) -> None:
+        try:
+            await link.connect()
+        finally:
+            self.lock.release()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def on_standby(self, si: str, epoch: int, peer: Peer | None) -> None:
+        await self._step_down(si, "standby")
+        _say(f"counter {self.opts.name} {si} standby epoch {epoch}")
+
+    async def on_quiesced(self, si: str, epoch: int) -> None:
+        await self._step_down(si, "quiesced")
+        _say(f"counter {self.opts.name} {si} quiesced epoch {epoch}")
+
+    async def on_removed(self, si: str, epoch: int) -> None:
+        await self._step_down(si, None)
+        _say(f"counter {self.opts.name} {si} removed epoch {epoch}")
+
+    async def _step_down(self, si: str, state: str | None) -> None:
+        # Stop serving first, then give the address up, before the AM hears "assigned".
+        if state is None:
+            self.roles.pop(si, None)
+        else:
+            self.roles[si] = state
+        self._close_link(si)
+        await self._release_vip(si)
+
+    async def shutdown(self) -> None:
+        self.roles.clear()
+        for si in list(self._links):
+            self._close_link(si)
+        for si in list(self._vips):
+            await self._release_vip(si)
+        self._close_inbound()
+
+    # -- VIP -------------------------------------------------------------------------------
+
+    async def _claim_vip(self, si: str, cidr: str) -> None:
+        from nfvha.amf import vip as vipmod
+
+        loop = asyncio.get_running_loop()
+        ip = str(vipmod.parse_vip(cidr).ip)
+        endpoint = self._vips.get(si)
+        if endpoint is None:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpHa(self.handle, self.tasks),
+                sock=_udp_socket(ip, self.opts.port, freebind=True))
+            tcp = None
+            if self.opts.bind not in ("0.0.0.0", ""):  # a wildcard listener already serves it
+                tcp = await asyncio.start_server(
+                    lambda r, w: _serve_tcp_client(self.handle, r, w),
+                    sock=_tcp_listen_socket(ip, self.opts.port), limit=MAX_LINE)
+            endpoint = self._vips[si] = _VipEndpoint(cidr, udp, tcp)
+        try:
+            await vipmod.claim(cidr, self.opts.ifname)
+        except BaseException:
+            await self._release_vip(si)
+            raise
+
+    async def _release_vip(self, si: str) -> None:
+        from nfvha.amf import vip as vipmod
+
+        endpoint = self._vips.pop(si, None)
+        if endpoint is None:
+            return
+        try:
+            await vipmod.release(endpoint.cidr, self.opts.ifname)
+        finally:
+            endpoint.udp.close()
+            if endpoint.tcp is not None:
+                endpoint.tcp.close()
+
+    # -- state sync --------------------------------------------------------------------------
+
+    def _close_link(self, si: str) -> None:
+        link = self._links.pop(si, None)
+        if link is not None:
+            link.close()
+
+    def _close_inbound(self) -> None:
+        for writer in list(self._inbound):
+            writer.close()
+        self._inbound.clear()
+
+    async def serve_sync(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The standby's side: apply what the active sends, acknowledge each message."""
+        self._inbound.add(writer)
+        try:
+            hello = json.loads(await reader.readline() or b"{}")
+            si, epoch = hello.get("si"), hello.get("epoch")
+            seen = None if self.client is None else self.client.highest_epoch(str(si))
+            if self.serving or not isinstance(epoch, int) or (seen is not None and epoch < seen):
+                reason = "active here" if self.serving else f"stale epoch {epoch} < {seen}"
+                writer.write(json.dumps({"op": "reject", "reason": reason}).encode() + b"\n")
+                return
+            while line := await reader.readline():
+                message = json.loads(line)
+                if self.serving or writer not in self._inbound:
+                    return
+                if message.get("op") == "snapshot":
+                    self.service.counters = {
+                        str(k): int(v) for k, v in message["counters"].items()}
+                elif message.get("op") == "set":
+                    self.service.counters[str(message["session"])] = int(message["value"])
+                ack = {"op": "ack", "seq": message.get("seq")}
+                writer.write(json.dumps(ack).encode() + b"\n")
+                await writer.drain()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        finally:
+            self._inbound.discard(writer)
+            writer.close()
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def serve_ha(opts: HaOptions) -> None:
+    from nfvha.amf.sdk import ComponentClient
+
+    service = CounterService(opts.name)
+    ha = HaCounter(service, opts)
+    loop = asyncio.get_running_loop()
+    udp_transport, _ = await loop.create_datagram_endpoint(
+        lambda: _UdpHa(ha.handle, ha.tasks), sock=_udp_socket(opts.bind, opts.port))
+    tcp_server = await asyncio.start_server(
+        lambda r, w: _serve_tcp_client(ha.handle, r, w), opts.bind, opts.port, limit=MAX_LINE,
+        reuse_address=True)
+    sync_server = None
+    if opts.state == "sync":
+        sync_server = await asyncio.start_server(ha.serve_sync, opts.bind, opts.sync_port,
+                                                 limit=2**24, reuse_address=True)
+    client = ComponentClient(opts.component, opts.am, on_active=ha.on_active,
+                             on_standby=ha.on_standby, on_quiesced=ha.on_quiesced,
+                             on_removed=ha.on_removed)
+    ha.client = client
+    print(f"counter {opts.name} serving udp+tcp on {opts.bind}:{opts.port}", flush=True)
+    _say(f"counter {opts.name} component {opts.component} of AM {opts.am} state {opts.state}")
+    await client.start()
+    try:
+        await wait_for_termination()
+    finally:
+        await client.close()
+        await ha.shutdown()
+        udp_transport.close()
+        tcp_server.close()
+        if sync_server is not None:
+            sync_server.close()
+    print(f"counter {opts.name} stopping", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nfvha.samples.counter", description=__doc__)
+    parser = argparse.ArgumentParser(prog="nfvha.samples.counter", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--bind", default="0.0.0.0")
+    ha = parser.add_argument_group("HA mode (with --am)")
+    ha.add_argument("--am", help="the availability manager, IP:PORT")
+    ha.add_argument("--component", help="the component name the AM knows (default: --name)")
+    ha.add_argument("--state", choices=("none", "sync", "checkpoint"), default=None)
+    ha.add_argument("--sync-port", type=int, help="TCP port for state sync (--state sync)")
+    ha.add_argument("--ifname", default="eth0", help="interface a VIP goes on")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.name, args.bind, args.port))
+    if args.am is None:
+        if args.component or args.state or args.sync_port is not None:
+            parser.error("--component, --state and --sync-port need --am")
+        asyncio.run(serve(args.name, args.bind, args.port))
+        return 0
+    if args.state == "sync" and args.sync_port is None:
+        parser.error("--state sync needs --sync-port")
+    asyncio.run(serve_ha(HaOptions(
+        name=args.name, bind=args.bind, port=args.port, am=args.am,
+        component=args.component or args.name, state=args.state or "none",
+        sync_port=args.sync_port, ifname=args.ifname)))
     return 0
 
 

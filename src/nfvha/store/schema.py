@@ -1,11 +1,13 @@
 """Schema migrations of the embedded SQLite stores, managed by alembic.
 
-Two independent schemas, each in its own database file:
+Three independent schemas, each in its own database file:
 
 - ``events`` (``<run>/controller/events.db``): ``events`` and ``agent_seq``
   (the event store) and ``alarms`` (the alarm store);
 - ``notifications`` (``<run>/controller/notifications.db``): ``subscriptions``
-  and ``outbox``.
+  and ``outbox``;
+- ``amf`` (``<run>/controller/amf.db``): ``assignments`` and ``checkpoints``
+  (the availability manager's assignment store).
 
 Layout: one alembic environment (``migrations/env.py``,
 ``migrations/script.py.mako``) and one version directory per schema
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine import Connection
 
-SchemaName = Literal["events", "notifications"]
+SchemaName = Literal["events", "notifications", "amf"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
@@ -109,6 +111,7 @@ LAYOUTS: Mapping[SchemaName, SchemaLayout] = {
     "events": SchemaLayout("events", (MIGRATIONS_DIR / "events",), "events_0001"),
     "notifications": SchemaLayout(
         "notifications", (MIGRATIONS_DIR / "notifications",), "notifications_0001"),
+    "amf": SchemaLayout("amf", (MIGRATIONS_DIR / "amf",), "amf_0001"),
 }
 
 

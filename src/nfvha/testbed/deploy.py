@@ -169,6 +169,8 @@ class Testbed:
         self.amf_port = AMF_PORT if self.plan is not None else free_tcp_port()
         components = []
         for vnf, c in t.components():
+            if vnf.vnfm != "generic":
+                continue
             idx = t.vms.index(t.vm(c.vm))
             port = self._vnfc_port(idx, c.port)
             components.append(ComponentEndpoint(
@@ -219,7 +221,8 @@ class Testbed:
                         self.python, "-m", "nfvha.samples.counter", "--name", c.name,
                         "--port", str(self._vnfc_port(idx, c.port)),
                         "--bind", "0.0.0.0" if self.plan is not None else "127.0.0.1",
-                        *self._ha_args(amf, vnf.state, c.name),
+                        *(self._ha_args(amf, vnf.state, c.name)
+                          if vnf.vnfm == "generic" else []),
                     ])
                     for vnf, c in t.components_on(vm.name)
                 ]

@@ -1,0 +1,192 @@
+"""The counter sample as an AM-managed component (real processes, fake AM, loopback):
+only an active serves; the lease; state kept across a failover by direct sync (IF-3)
+and by checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+from amf_sdk_testutil import LOOPBACK, FakeAM, counter_argv, free_port, peer, udp_ask
+from conftest import StartCounter
+
+
+async def test_only_the_active_serves(am: FakeAM, start_counter: StartCounter) -> None:
+    port = free_port()
+    await start_counter(counter_argv("gw-a", port, am.endpoint))
+    conn = await am.accept()
+    assert conn.register["component"] == "gw-a"
+    assert await udp_ask(LOOPBACK, port, "PING") == "PONG gw-a"
+    assert await udp_ask(LOOPBACK, port, "INC s") == "ERR not-active unassigned"
+
+    assert (await conn.order("gw", "active", 1))["op"] == "assigned"
+    # "assigned active" means serving: no retry needed.
+    assert await udp_ask(LOOPBACK, port, "INC s", retry_s=1.0) == "OK s 1 gw-a"
+    assert await udp_ask(LOOPBACK, port, "INC s") == "OK s 2 gw-a"
+
+    assert (await conn.order("gw", "standby", 2))["op"] == "assigned"
+    assert await udp_ask(LOOPBACK, port, "GET s") == "ERR not-active standby"
+    assert (await conn.order("gw", "active", 1))["op"] == "refused"
+    assert await udp_ask(LOOPBACK, port, "GET s") == "ERR not-active standby"
+    assert (await conn.order("gw", "quiesced", 3))["op"] == "assigned"
+    assert await udp_ask(LOOPBACK, port, "GET s") == "ERR not-active quiesced"
+    assert await udp_ask(LOOPBACK, port, "PING") == "PONG gw-a"
+
+
+async def test_tcp_is_gated_the_same_way(am: FakeAM, start_counter: StartCounter) -> None:
+    port = free_port()
+    await start_counter(counter_argv("gw-a", port, am.endpoint))
+    conn = await am.accept()
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"INC t\n")
+        assert await reader.readline() == b"ERR not-active unassigned\n"
+        await conn.order("gw", "active", 1)
+        writer.write(b"INC t\nGET t\n")
+        assert await reader.readline() == b"OK t 1 gw-a\n"
+        assert await reader.readline() == b"VAL t 1 gw-a\n"
+    finally:
+        writer.close()
+
+
+async def test_lease_expiry_stops_serving(start_counter: StartCounter) -> None:
+    am = await FakeAM(lease_ms=300).start()  # and no pings: the AM goes silent
+    try:
+        port = free_port()
+        await start_counter(counter_argv("gw-a", port, am.endpoint))
+        conn = await am.accept()
+        sent = time.monotonic()
+        await conn.order("gw", "active", 4)
+        assert await udp_ask(LOOPBACK, port, "INC s") == "OK s 1 gw-a"
+        while (reply := await udp_ask(LOOPBACK, port, "GET s")) == "VAL s 1 gw-a":
+            assert time.monotonic() - sent < 2.0, "still serving long after the lease"
+            await asyncio.sleep(0.01)
+        stopped = time.monotonic() - sent
+        assert reply == "ERR not-active quiesced"
+        assert stopped >= 0.300, stopped  # never before the lease ran out
+        assert stopped < 2.0, stopped
+    finally:
+        await am.stop()
+
+
+@pytest.mark.req("IF-3")
+async def test_sync_standby_has_every_acknowledged_change_after_a_crash(
+        am: FakeAM, start_counter: StartCounter) -> None:
+    pa, pb, sa, sb = free_port(), free_port(), free_port(), free_port()
+    a = await start_counter(counter_argv("gw-a", pa, am.endpoint, state="sync", sync_port=sa))
+    conn_a = await am.accept()
+    await start_counter(counter_argv("gw-b", pb, am.endpoint, state="sync", sync_port=sb))
+    conn_b = await am.accept()
+    assert (await conn_b.order("gw", "standby", 1, peer=peer("gw-a", sa)))["op"] == "assigned"
+    assert (await conn_a.order("gw", "active", 1, peer=peer("gw-b", sb)))["op"] == "assigned"
+    for n in range(1, 6):
+        assert await udp_ask(LOOPBACK, pa, "INC alice") == f"OK alice {n} gw-a"
+    assert await udp_ask(LOOPBACK, pa, "INC bob") == "OK bob 1 gw-a"
+
+    await a.kill()  # no goodbye: what the standby has is all there is
+    assert (await conn_b.order("gw", "active", 2))["op"] == "assigned"
+    assert await udp_ask(LOOPBACK, pb, "GET alice") == "VAL alice 5 gw-b"
+    assert await udp_ask(LOOPBACK, pb, "GET bob") == "VAL bob 1 gw-b"
+    assert await udp_ask(LOOPBACK, pb, "INC alice") == "OK alice 6 gw-b"
+
+
+@pytest.mark.req("IF-3")
+async def test_sync_switchover_and_back(am: FakeAM, start_counter: StartCounter) -> None:
+    """A planned switchover: the old active becomes the standby and gets the state back."""
+    pa, pb, sa, sb = free_port(), free_port(), free_port(), free_port()
+    await start_counter(counter_argv("gw-a", pa, am.endpoint, state="sync", sync_port=sa))
+    conn_a = await am.accept()
+    await start_counter(counter_argv("gw-b", pb, am.endpoint, state="sync", sync_port=sb))
+    conn_b = await am.accept()
+    await conn_b.order("gw", "standby", 1, peer=peer("gw-a", sa))
+    await conn_a.order("gw", "active", 1, peer=peer("gw-b", sb))
+    assert await udp_ask(LOOPBACK, pa, "INC s") == "OK s 1 gw-a"
+    await conn_a.order("gw", "quiesced", 2)
+    await conn_b.order("gw", "active", 3, peer=peer("gw-a", sa))
+    await conn_a.order("gw", "standby", 3, peer=peer("gw-b", sb))
+    assert await udp_ask(LOOPBACK, pb, "INC s") == "OK s 2 gw-b"
+    await conn_b.order("gw", "quiesced", 4)
+    await conn_a.order("gw", "active", 5)
+    assert await udp_ask(LOOPBACK, pa, "GET s") == "VAL s 2 gw-a"
+
+
+@pytest.mark.req("IF-3")
+async def test_sync_goes_on_degraded_and_resyncs_a_returning_standby(
+        am: FakeAM, start_counter: StartCounter) -> None:
+    pa, pb, sa, sb = free_port(), free_port(), free_port(), free_port()
+    a = await start_counter(counter_argv("gw-a", pa, am.endpoint, state="sync", sync_port=sa))
+    conn_a = await am.accept()
+    # The standby named in the order is not running: serve anyway.
+    await conn_a.order("gw", "active", 1, peer=peer("gw-b", sb))
+    for n in range(1, 4):
+        assert await udp_ask(LOOPBACK, pa, "INC s") == f"OK s {n} gw-a"
+    await a.wait_line("degraded")
+
+    await start_counter(counter_argv("gw-b", pb, am.endpoint, state="sync", sync_port=sb))
+    conn_b = await am.accept()
+    await conn_b.order("gw", "standby", 1, peer=peer("gw-a", sa))
+    await a.wait_line("sync gw to gw-b up (1 sessions)")  # the full snapshot
+    assert await udp_ask(LOOPBACK, pa, "INC s") == "OK s 4 gw-a"
+
+    await a.kill()
+    await conn_b.order("gw", "active", 2)
+    assert await udp_ask(LOOPBACK, pb, "GET s") == "VAL s 4 gw-b"
+
+
+async def test_sync_standby_refuses_an_active_with_an_older_epoch(
+        am: FakeAM, start_counter: StartCounter) -> None:
+    pb, sb = free_port(), free_port()
+    await start_counter(counter_argv("gw-b", pb, am.endpoint, state="sync", sync_port=sb))
+    conn_b = await am.accept()
+    await conn_b.order("gw", "standby", 5)
+    reader, writer = await asyncio.open_connection(LOOPBACK, sb)
+    try:
+        writer.write(b'{"op":"hello","component":"gw-old","si":"gw","epoch":4}\n')
+        assert b"reject" in await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+
+
+async def test_checkpoint_state_survives_into_a_new_process(
+        am: FakeAM, start_counter: StartCounter) -> None:
+    pa, pc = free_port(), free_port()
+    a = await start_counter(counter_argv("gw-a", pa, am.endpoint, state="checkpoint"))
+    conn_a = await am.accept()
+    await conn_a.order("gw", "active", 1)
+    for n in range(1, 4):
+        assert await udp_ask(LOOPBACK, pa, "INC s") == f"OK s {n} gw-a"
+    assert am.checkpoints == {"counters": {"s": 3}}
+
+    await a.kill()
+    await start_counter(counter_argv("gw-c", pc, am.endpoint, state="checkpoint"))
+    conn_c = await am.accept()
+    assert (await conn_c.order("gw", "active", 2))["op"] == "assigned"
+    assert await udp_ask(LOOPBACK, pc, "GET s") == "VAL s 3 gw-c"
+
+
+async def test_checkpoint_failure_is_an_error_not_a_count(
+        am: FakeAM, start_counter: StartCounter) -> None:
+    pa = free_port()
+    await start_counter(counter_argv("gw-a", pa, am.endpoint, state="checkpoint"))
+    conn_a = await am.accept()
+    await conn_a.order("gw", "active", 1)
+    assert await udp_ask(LOOPBACK, pa, "INC s") == "OK s 1 gw-a"
+    am.checkpoint_error = "store unavailable"
+    reply = await udp_ask(LOOPBACK, pa, "INC s", retry_s=3)
+    assert reply == "ERR checkpoint-failed CheckpointError"
+    assert await udp_ask(LOOPBACK, pa, "GET s") == "VAL s 1 gw-a"
+    assert am.checkpoints == {"counters": {"s": 1}}
+
+
+@pytest.mark.parametrize(("extra", "error"), [
+    (["--am", "127.0.0.1:1", "--state", "sync"], "--state sync needs --sync-port"),
+    (["--state", "checkpoint"], "need --am"),
+])
+async def test_bad_ha_flags_are_usage_errors(extra: list[str], error: str) -> None:
+    argv = [sys.executable, "-m", "nfvha.samples.counter", "--name", "x", "--port", "1", *extra]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 2 and error in err.decode()
