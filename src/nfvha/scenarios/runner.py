@@ -196,7 +196,7 @@ class ScenarioRunner:
             await self._wait_probe_serving(probe)
             su = await self.active_su(vnf)
             target = self._target(scenario, su)
-            await self.events.sync()
+            synced = await self.events.sync()
             entity = {"vnfc": f"vnfc/{target}", "vm": f"vm/{target}",
                       "host": f"host/{target}"}[scenario.target]
             fault_ns = 0
@@ -213,7 +213,7 @@ class ScenarioRunner:
                 kind, _, level = scenario.expect.partition(":")
                 comp = next(c for c in spec.components if c.name == su)
                 await self.events.wait(kind, f"vm/{comp.vm}" if level == "vm" else entity,
-                                       timeout_s=20)
+                                       timeout_s=20, after=synced)
             detection_ms = (detected["received_mono_ns"] - inj.injected_mono_ns) / 1e6
             notification_ms = await self._notification_ms(inj.injected_mono_ns, su, target,
                                                           scenario)
