@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fan-out: new alarms per second (each also cleared: 2 changes)")
     ba.add_argument("--duration", type=float, default=20.0,
                     help="fan-out: seconds for each condition, over all rounds")
-    ba.add_argument("--rounds", type=int, default=4,
+    ba.add_argument("--rounds", type=int, default=6,
                     help="fan-out: alternate without/with the dead subscriber this often")
     ba.add_argument("--runs", type=int, default=20, help="end to end: VM crashes")
     ba.set_defaults(func=_cmd_bench_alarms)
