@@ -271,6 +271,27 @@ def _cmd_bench_alarms(args: argparse.Namespace) -> int:
     return run_alarms_bench(args)
 
 
+def _cmd_availability(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    _run_id, api = _api(args.run)
+    vnfs = _get(f"{api}/v1/availability")
+    if args.json:
+        print(json.dumps(vnfs, indent=1))
+        return 0
+    t = Table(title="availability (service instances)")
+    for c in ("VNF", "model", "SI", "epoch", "active", "standby", "service units"):
+        t.add_column(c)
+    for v in vnfs:
+        units = ", ".join(f"{u['name']} {u['readiness']}" for u in v["service_units"])
+        for si in v["service_instances"]:
+            t.add_row(v["vnf"], v["redundancy"], si["si"], str(si["epoch"]),
+                      ", ".join(si["active"]) or "-", ", ".join(si["standby"]) or "-", units)
+    Console().print(t)
+    return 0
+
+
 def _cmd_scenario_run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -401,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a topology file")
     val.add_argument("file", type=Path)
     val.set_defaults(func=_cmd_validate)
+
+    av = sub.add_parser("availability", help="who is active/standby per service instance")
+    av.add_argument("--run")
+    av.add_argument("--json", action="store_true")
+    av.set_defaults(func=_cmd_availability)
 
     sc = sub.add_parser("scenario", help="fault scenarios (the use cases), measured")
     scsub = sc.add_subparsers(dest="scenario", required=True)
