@@ -127,3 +127,24 @@ async def test_controller_restart_loses_no_event(bed: Bed) -> None:
     for host in ("h1", "h2"):
         seqs = sorted(s for h, s in seen if h == host)
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (host, seqs)
+
+
+@pytest.mark.req("VNFHA-5")
+@pytest.mark.req("VNFHA-13")
+async def test_vnf_initiated_vm_repair_replaces_the_vm_in_its_initial_state(bed: Bed) -> None:
+    addr = bed.tb.vm_address("vm-a")
+    await wait_serving(addr)
+    assert udp_request(addr, "INC r1") == "OK r1 1 gw-a"
+    before = (await bed.vm("vm-a"))["pid"]
+    await bed.events.sync()
+    r = await bed.client.post("/v1/vms/vm-a/repair")
+    assert r.status_code == 200, r.text
+    await bed.events.wait("vm.stopped", "vm/vm-a")
+    await bed.events.wait("vm.started", "vm/vm-a")
+    await wait_serving(addr)
+    after = await bed.vm("vm-a")
+    assert after["state"] == "running" and after["pid"] != before
+    # A new VM in the same initial state: the VNFC's in-memory state is gone.
+    assert udp_request(addr, "GET r1") == "VAL r1 0 gw-a"
+    bad = await bed.client.post("/v1/vms/vm-a/reboot-harder")
+    assert bad.status_code == 400  # ProblemDetails: not one of start, stop, repair

@@ -151,9 +151,18 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
         return ev.details
 
     @app.post("/v1/vms/{name}/{action}")
-    async def vm_action(name: str, action: Literal["start", "stop"]) -> OperationResult:
+    async def vm_action(name: str, action: Literal["start", "stop", "repair"]
+                        ) -> OperationResult:
+        """``repair`` (VNFHA-5, for a VNF or its VNFM): the VM is replaced by a new one
+        in its initial state - stopped (killed if hung), then started again."""
+        host = host_of_vm(name)
+        if action == "repair":
+            stopped = await operate(host, "vm.stop", name)
+            started = await operate(host, "vm.start", name)
+            return OperationResult(ok=True, host=host, result={
+                "stopped": stopped.result, "started": started.result})
         op: CommandOp = "vm.start" if action == "start" else "vm.stop"
-        return await operate(host_of_vm(name), op, name)
+        return await operate(host, op, name)
 
     @app.get("/v1/vnfcs")
     async def vnfcs() -> list[VnfcView]:
