@@ -65,6 +65,16 @@ class VmRuntime:
     lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+async def release_vm_service_addresses(netns: str) -> None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "-n", netns, "-4", "addr", "flush", "dev", "eth0", "secondary",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await proc.wait()
+    except OSError as e:
+        log.warning("could not release service addresses in %s: %s", netns, e)
+
+
 class VmManager:
     def __init__(
         self,
@@ -184,6 +194,7 @@ class VmManager:
             "vm": name,
             "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
             "memory_hog_chunk_mb": 16,
+            "release_service_addresses": spec.netns is not None,
         }
         atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
         with contextlib.suppress(FileNotFoundError):
@@ -287,6 +298,10 @@ class VmManager:
         status = zombie_status(pid, ticks) if pid is not None and ticks is not None else None
         desc = describe_wait_status(status) if status is not None else None
         self._report_exit(rt, detected_mono_ns, late, status, desc)
+        if rt.spec.netns is not None:
+            # First clean-up step: its namespace outlives it, and a service address
+            # (VIP) left on eth0 would go on answering ARP for a VM that is gone.
+            await release_vm_service_addresses(rt.spec.netns)
         rt.exited.set()
         # Then clean up under the lifecycle lock, so a restart waits for it.
         async with rt.lifecycle:

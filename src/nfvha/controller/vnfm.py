@@ -197,7 +197,9 @@ class Vnfm:
         name = ev.entity.partition("/")[2]
         if ev.kind == Kind.VNFC_CRASHED and name in self._group_of:
             self._out_of_service(name, f"VNFC exited ({ev.description})")
-            self._component_failed(name)
+            if not ev.details.get("cause_entity"):
+                # Its own failure; one caused by its VM's is the VM's to count/repair.
+                self._component_failed(name)
         elif ev.kind == Kind.VM_CRASHED:
             for su in self._sus_on_vm(name):
                 self._out_of_service(su, f"VM {name} crashed")

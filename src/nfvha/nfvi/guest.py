@@ -128,6 +128,9 @@ class GuestConfig:
     vm: str
     vnfcs: tuple[VnfcSpec, ...]
     memory_hog_chunk_mb: int = 16
+    # In its own network namespace, a VNFC that dies may leave a service address
+    # (VIP) on eth0, and the kernel would go on answering ARP for it.
+    release_service_addresses: bool = False
 
     @classmethod
     def from_json(cls, obj: Any) -> GuestConfig:
@@ -146,12 +149,28 @@ class GuestConfig:
         names = [v.name for v in vnfcs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate VNFC names in {names}")
-        return cls(vm=vm, vnfcs=vnfcs, memory_hog_chunk_mb=chunk_mb)
+        release = obj.get("release_service_addresses", False)
+        if not isinstance(release, bool):
+            raise ValueError("'release_service_addresses' must be true or false")
+        return cls(vm=vm, vnfcs=vnfcs, memory_hog_chunk_mb=chunk_mb,
+                   release_service_addresses=release)
 
     @classmethod
     def load(cls, path: Path) -> GuestConfig:
         with open(path, "rb") as f:
             return cls.from_json(json.loads(f.read()))
+
+
+async def release_service_addresses(ifname: str = "eth0") -> None:
+    """Delete the secondary IPv4 addresses of ``ifname``: service addresses (VIPs)
+    claimed in the VM's subnet; the VM's own address is the primary one."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "-4", "addr", "flush", "dev", ifname, "secondary",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await proc.wait()
+    except OSError:
+        pass  # no ip command: nothing held can be released here either
 
 
 def _vnfc_spec(raw: Any) -> VnfcSpec:
@@ -248,6 +267,7 @@ class Guest:
         self.config = config
         self.console = console
         self.vnfcs = {spec.name: Vnfc(spec) for spec in config.vnfcs}
+        self._release_task: asyncio.Future[None] | None = None  # kept: not garbage-collected
         self._seq = 0
         self._unacked: deque[Message] = deque(maxlen=MAX_UNACKED_EVENTS)
         self._overflow_logged = False
@@ -402,6 +422,12 @@ class Guest:
             expected=expected,
             mono_ns=mono_ns,
         )
+        # Clean-up (AMF's CLEANUP), after the report so detection does not wait:
+        # the service addresses a dead VNFC held go, unless another VNFC of this VM
+        # still runs (it may hold one of them).
+        if self.config.release_service_addresses and not any(
+                v.running for v in self.vnfcs.values()):
+            self._release_task = asyncio.ensure_future(release_service_addresses())
 
     def _signal(self, vnfc: Vnfc, sig: signal.Signals) -> None:
         """Send ``sig`` to a running VNFC; its exit will be reported as expected."""

@@ -96,17 +96,30 @@ class ServiceProbe:
         return Sample(sent, None)  # "ERR not-active ...": not service
 
 
-def outage_after(samples: list[Sample], fault_ns: int) -> Outage | None:
-    """The service interruption caused by a fault at ``fault_ns``: from the first
-    failed request sent after it to the first answer after the last failed one."""
+def outages_after(samples: list[Sample], fault_ns: int) -> list[Outage]:
+    """Every interruption after ``fault_ns``: a run of consecutive failed requests,
+    from the first one's send time to the next answer (or the last request sent,
+    if the service never came back)."""
     after = [s for s in samples if s.sent_ns >= fault_ns]
-    failed = [i for i, s in enumerate(after) if s.reply_ns is None]
-    if not failed:
-        return None
-    recovered = next((s for s in after[failed[-1] + 1:] if s.reply_ns is not None), None)
-    if recovered is None or recovered.reply_ns is None:
-        return Outage(after[failed[0]].sent_ns, after[-1].sent_ns)  # never came back
-    return Outage(after[failed[0]].sent_ns, recovered.reply_ns)
+    out: list[Outage] = []
+    start: int | None = None
+    for s in after:
+        if s.reply_ns is None:
+            if start is None:
+                start = s.sent_ns
+        elif start is not None:
+            out.append(Outage(start, s.reply_ns))
+            start = None
+    if start is not None:
+        out.append(Outage(start, after[-1].sent_ns))
+    return out
+
+
+def outage_after(samples: list[Sample], fault_ns: int) -> Outage | None:
+    """The service outage a fault caused: the longest interruption after it (a
+    failover, and later a short one while a repaired standby takes its first state
+    sync, are two interruptions, not one long one)."""
+    return max(outages_after(samples, fault_ns), key=lambda o: o.ms, default=None)
 
 
 def lost_increments(samples: list[Sample]) -> int:
