@@ -1,0 +1,1 @@
+"""Revisions of the "amf" schema (``<run>/controller/amf.db``)."""
