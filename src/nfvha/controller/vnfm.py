@@ -204,7 +204,7 @@ class Vnfm:
             for su in self._sus_on_vm(name):
                 self._out_of_service(su, f"VM {name} crashed")
             if self._sus_on_vm(name):
-                self._repair_vm(name)
+                self._repair_vm(name, stop_first=False)
         elif ev.kind == Kind.VM_HUNG:
             for su in self._sus_on_vm(name):
                 self._suspect(su, f"VM {name} hung")
@@ -347,13 +347,15 @@ class Vnfm:
                       " implemented, repairing the VM", su, ep.vm, ep.host)
             self._repair_vm(ep.vm)
 
-    def _repair_vm(self, vm: str, *, isolate: bool = False) -> None:
+    def _repair_vm(self, vm: str, *, stop_first: bool = True, isolate: bool = False) -> None:
         """Replace the VM by a new one in its initial state (VNFHA-13): stop what is
-        left of it, then start it again."""
+        left of it (not for a VM that crashed: someone may have started it again
+        meanwhile, and that one must not be stopped), then start it."""
         host = next(ep.host for ep in self._endpoint.values() if ep.vm == vm)
 
         async def repair() -> None:
-            await self._repair.stop_vm(vm, host)
+            if stop_first:
+                await self._repair.stop_vm(vm, host)
             if isolate:
                 for su in self._sus_on_vm(vm):
                     self._out_of_service(su, f"VM {vm} stopped")

@@ -156,6 +156,12 @@ class Topology(Strict):
     def components_on(self, vm: str) -> list[tuple[VnfSpec, ComponentSpec]]:
         return [(v, c) for v, c in self.components() if c.vm == vm]
 
+    def without_vnfm(self) -> Topology:
+        """The same deployment with no VNF under the generic VNFM: for measuring the
+        VIM level alone (nothing fails over or repairs by itself)."""
+        return self.model_copy(update={
+            "vnfs": [v.model_copy(update={"vnfm": "none"}) for v in self.vnfs]})
+
 
 class TopologyError(Exception):
     """A topology file that cannot be used; ``problems`` has one line per problem."""
