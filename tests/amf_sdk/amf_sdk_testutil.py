@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from nfvha.nfvi.spawn import NETNS_DIR, setns_net
+
+T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 Message = dict[str, Any]
@@ -283,3 +290,33 @@ def counter_argv(name: str, port: int, am: str, *, state: str = "none",
 
 def peer(component: str, port: int, address: str = LOOPBACK) -> Message:
     return {"component": component, "address": address, "port": port}
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True,
+                          timeout=10).stdout
+
+
+def in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a fresh thread inside ``netns`` (setns acts on one thread only,
+    and the thread dies with the namespace it entered)."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            setns_net(os.path.join(NETNS_DIR, netns))
+            result.append(fn())
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+# What the ``start_counter`` fixture returns.
+StartCounter = Callable[[list[str]], Awaitable["CounterProc"]]

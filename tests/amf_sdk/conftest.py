@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
-from amf_sdk_testutil import CounterProc, FakeAM
+from amf_sdk_testutil import CounterProc, FakeAM, StartCounter
 
 
 @pytest.fixture
@@ -19,7 +19,6 @@ async def am() -> AsyncIterator[FakeAM]:
         await fake.stop()
 
 
-StartCounter = Callable[[list[str]], Awaitable[CounterProc]]
 
 
 @pytest.fixture

@@ -9,8 +9,15 @@ import sys
 import time
 
 import pytest
-from amf_sdk_testutil import LOOPBACK, FakeAM, counter_argv, free_port, peer, udp_ask
-from conftest import StartCounter
+from amf_sdk_testutil import (
+    LOOPBACK,
+    FakeAM,
+    StartCounter,
+    counter_argv,
+    free_port,
+    peer,
+    udp_ask,
+)
 
 
 async def test_only_the_active_serves(am: FakeAM, start_counter: StartCounter) -> None:

@@ -10,52 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pytest
-from amf_sdk_testutil import CounterProc, FakeAM, UdpClient, counter_argv, peer
+from amf_sdk_testutil import (
+    CounterProc,
+    FakeAM,
+    UdpClient,
+    counter_argv,
+    in_netns,
+    ip,
+    peer,
+)
 
-from nfvha.nfvi.spawn import NETNS_DIR, setns_net
 from nfvha.testbed.deploy import namespaces_available
 
 pytestmark = pytest.mark.testbed
-T = TypeVar("T")
 PORT, SYNC_PORT = 7000, 7001
-
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True,
-                          timeout=10).stdout
-
-
-def in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a fresh thread inside ``netns`` (the thread dies with its netns)."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            setns_net(os.path.join(NETNS_DIR, netns))
-            result.append(fn())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 @dataclass

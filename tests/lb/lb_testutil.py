@@ -26,6 +26,8 @@ from amf_sdk_testutil import (
     UdpClient,
     counter_argv,
     free_port,
+    in_netns,
+    ip,
     udp_ask,
 )
 
@@ -41,6 +43,8 @@ __all__ = [
     "UdpClient",
     "counter_argv",
     "free_port",
+    "in_netns",
+    "ip",
     "lb_argv",
     "member_argv",
     "run_load",

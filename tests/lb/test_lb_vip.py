@@ -5,49 +5,19 @@ promoted one serves the VIP. Namespace ``nfvha-<run>-lb``, a veth pair in
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
-from lb_testutil import FakeAM, Start, UdpClient, lb_argv
+from lb_testutil import FakeAM, Start, UdpClient, in_netns, ip, lb_argv
 
-from nfvha.nfvi.spawn import NETNS_DIR, setns_net
 from nfvha.testbed.deploy import namespaces_available
 
 pytestmark = pytest.mark.testbed
-T = TypeVar("T")
 PORT = 7000
-
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True,
-                          timeout=10).stdout
-
-
-def in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a fresh thread inside ``netns`` (setns acts on one thread only)."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            setns_net(os.path.join(NETNS_DIR, netns))
-            result.append(fn())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 @pytest.fixture

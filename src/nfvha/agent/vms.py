@@ -298,13 +298,14 @@ class VmManager:
         status = zombie_status(pid, ticks) if pid is not None and ticks is not None else None
         desc = describe_wait_status(status) if status is not None else None
         self._report_exit(rt, detected_mono_ns, late, status, desc)
-        if rt.spec.netns is not None:
-            # First clean-up step: its namespace outlives it, and a service address
-            # (VIP) left on eth0 would go on answering ARP for a VM that is gone.
-            await release_vm_service_addresses(rt.spec.netns)
         rt.exited.set()
-        # Then clean up under the lifecycle lock, so a restart waits for it.
+        # Then clean up under the lifecycle lock, so a restart waits for it (no await
+        # before taking it: a restart requested on the report must not slip in).
         async with rt.lifecycle:
+            if rt.spec.netns is not None:
+                # First: its namespace outlives it, and a service address (VIP) left
+                # on eth0 would go on answering ARP for a VM that is gone.
+                await release_vm_service_addresses(rt.spec.netns)
             if rt.link is not None:
                 await rt.link.stop()
                 rt.link = None
