@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import sys
@@ -242,6 +243,8 @@ async def fan_out(topology: Topology, subscribers: int, rate_per_s: float, durat
         await p.bus.publish([p.event(Kind.SENSOR, f"host/{warm_host}", warm_host)])
         await rx.wait_until(lambda: len({r.port for r in rx.got}) >= len(ports), 30)
         rx.got.clear()
+        # The previous run's garbage is collected now, not as a pause inside this one.
+        gc.collect()
         n = int(rate_per_s * duration_s)
         start = time.monotonic()
         for i in range(n):
