@@ -152,9 +152,16 @@ class ScenarioRunner:
         comp = self._vnf(vnf).components[0]
         return self.tb.vm_address(comp.vm)
 
-    async def active_su(self, vnf: str) -> str:
-        a = await self.availability(vnf)
-        return str(a["service_instances"][0]["active"][0])
+    async def active_su(self, vnf: str, timeout_s: float = 20.0) -> str:
+        """The SU active for the VNF's (first) SI, once there is one."""
+        end = time.monotonic() + timeout_s
+        while True:
+            active = (await self.availability(vnf))["service_instances"][0]["active"]
+            if active:
+                return str(active[0])
+            if time.monotonic() > end:
+                raise TimeoutError(f"{vnf} has no active within {timeout_s} s")
+            await asyncio.sleep(0.02)
 
     def _target(self, scenario: Scenario, su: str) -> str:
         comp = next(c for c in self._vnf(scenario.vnf).components if c.name == su)
