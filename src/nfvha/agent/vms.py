@@ -25,6 +25,7 @@ from nfvha.agent.guestlink import GuestEvent, GuestLink, GuestVnfc
 from nfvha.model.events import EventType, Kind, Severity
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths
 from nfvha.nfvi.fabric import FabricPlan, create_vm_network
+from nfvha.nfvi.guest import release_service_addresses
 from nfvha.nfvi.spawn import spawn_detached
 from nfvha.util.clock import Clock
 from nfvha.util.files import atomic_write_json, tail_lines
@@ -63,16 +64,6 @@ class VmRuntime:
     # Held while a VM is being started or its previous life cleaned up, so a restart
     # never lands in a cgroup that the clean-up of the crash is still emptying.
     lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-async def release_vm_service_addresses(netns: str) -> None:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "ip", "-n", netns, "-4", "addr", "flush", "dev", "eth0", "secondary",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        await proc.wait()
-    except OSError as e:
-        log.warning("could not release service addresses in %s: %s", netns, e)
 
 
 class VmManager:
@@ -302,10 +293,11 @@ class VmManager:
         # Then clean up under the lifecycle lock, so a restart waits for it (no await
         # before taking it: a restart requested on the report must not slip in).
         async with rt.lifecycle:
-            if rt.spec.netns is not None:
-                # First: its namespace outlives it, and a service address (VIP) left
-                # on eth0 would go on answering ARP for a VM that is gone.
-                await release_vm_service_addresses(rt.spec.netns)
+            # First: its namespace outlives it, and a service address (VIP) left on
+            # eth0 would go on answering ARP for a VM that is gone.
+            if rt.spec.netns is not None and not await release_service_addresses(
+                    netns=rt.spec.netns):
+                log.warning("could not release service addresses in %s", rt.spec.netns)
             if rt.link is not None:
                 await rt.link.stop()
                 rt.link = None

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -52,13 +52,10 @@ from nfvha.util.tasks import background
 from nfvha.wire.amf import (
     COMPONENT_MESSAGE,
     MAX_LINE_BYTES,
-    Assigned,
     CheckpointRead,
     CheckpointWrite,
-    Pong,
     Refused,
     Register,
-    Removed,
     Report,
 )
 from nfvha.wire.frames import CommandOp, Reply
@@ -108,7 +105,6 @@ class _Session:
     su: str
     incarnation: str
     writer: asyncio.StreamWriter
-    held: dict[str, tuple[str, int]] = field(default_factory=dict)  # si -> (state, epoch)
 
 
 @dataclass
@@ -419,7 +415,7 @@ class Vnfm:
         if named and not adopt:
             self._restarted.add(su)  # its roles died with its previous life
         self._incarnation[su] = msg.incarnation
-        session = _Session(su, msg.incarnation, writer, held)
+        session = _Session(su, msg.incarnation, writer)
         self._sessions[su] = session
         self._readiness[su] = Readiness.IN_SERVICE
         self._answered(su)
@@ -444,19 +440,14 @@ class Vnfm:
             log.warning("SU %s sent an unreadable message: %s", s.su, e)
             return
         self._answered(s.su)
-        if isinstance(msg, Assigned):
-            s.held[msg.si] = (msg.ha_state, msg.epoch)
-        elif isinstance(msg, Removed):
-            s.held.pop(msg.si, None)
-        elif isinstance(msg, Refused):
+        if isinstance(msg, Refused):
             log.warning("SU %s refused epoch %d of %s: %s", s.su, msg.epoch, msg.si, msg.reason)
         elif isinstance(msg, Report) and not msg.healthy:
             log.warning("SU %s reports itself unhealthy: %s", s.su, msg.reason)
             self._component_failed(s.su)
         elif isinstance(msg, CheckpointWrite | CheckpointRead):
             self._checkpoint(s, msg)
-        elif isinstance(msg, Pong | Report):
-            pass
+        # assigned / removed / pong: answers; _answered above is all they change
 
     def _checkpoint(self, s: _Session, msg: CheckpointWrite | CheckpointRead) -> None:
         # Kept per VNF: the component that restarts, or replaces this one, reads it.
@@ -495,16 +486,15 @@ class AgentRepair:
         self._timeout_s = timeout_s
 
     async def restart_component(self, host: str, vnfc: str) -> None:
-        reply = await self._agents.command(host, "vnfc.start", vnfc, timeout_s=self._timeout_s)
-        if not reply.ok:
-            raise RuntimeError(f"vnfc.start {vnfc} on {host}: {reply.error}")
+        await self._command(host, "vnfc.start", vnfc)
 
     async def stop_vm(self, vm: str, host: str) -> None:
-        reply = await self._agents.command(host, "vm.stop", vm, timeout_s=self._timeout_s)
-        if not reply.ok:
-            raise RuntimeError(f"vm.stop {vm} on {host}: {reply.error}")
+        await self._command(host, "vm.stop", vm)
 
     async def start_vm(self, vm: str, host: str) -> None:
-        reply = await self._agents.command(host, "vm.start", vm, timeout_s=self._timeout_s)
+        await self._command(host, "vm.start", vm)
+
+    async def _command(self, host: str, op: CommandOp, target: str) -> None:
+        reply = await self._agents.command(host, op, target, timeout_s=self._timeout_s)
         if not reply.ok:
-            raise RuntimeError(f"vm.start {vm} on {host}: {reply.error}")
+            raise RuntimeError(f"{op} {target} on {host}: {reply.error}")

@@ -161,16 +161,18 @@ class GuestConfig:
             return cls.from_json(json.loads(f.read()))
 
 
-async def release_service_addresses(ifname: str = "eth0") -> None:
-    """Delete the secondary IPv4 addresses of ``ifname``: service addresses (VIPs)
-    claimed in the VM's subnet; the VM's own address is the primary one."""
+async def release_service_addresses(ifname: str = "eth0", netns: str | None = None) -> bool:
+    """Delete the secondary IPv4 addresses of ``ifname`` (in ``netns``, or here):
+    service addresses (VIPs) claimed in the VM's subnet; the VM's own address is the
+    primary one. False if it could not be done."""
+    where = ["-n", netns] if netns is not None else []
     try:
         proc = await asyncio.create_subprocess_exec(
-            "ip", "-4", "addr", "flush", "dev", ifname, "secondary",
+            "ip", *where, "-4", "addr", "flush", "dev", ifname, "secondary",
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await proc.wait()
+        return await proc.wait() == 0
     except OSError:
-        pass  # no ip command: nothing held can be released here either
+        return False
 
 
 def _vnfc_spec(raw: Any) -> VnfcSpec:
@@ -267,7 +269,7 @@ class Guest:
         self.config = config
         self.console = console
         self.vnfcs = {spec.name: Vnfc(spec) for spec in config.vnfcs}
-        self._release_task: asyncio.Future[None] | None = None  # kept: not garbage-collected
+        self._release_task: asyncio.Future[bool] | None = None  # kept: not garbage-collected
         self._seq = 0
         self._unacked: deque[Message] = deque(maxlen=MAX_UNACKED_EVENTS)
         self._overflow_logged = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,16 @@ class ScenarioReport:
         }
 
 
+async def _poll(cond: Callable[[], Awaitable[bool]], timeout_s: float, what: str,
+                interval_s: float = 0.02) -> None:
+    """Until ``cond`` holds; ``TimeoutError(what)`` after ``timeout_s``."""
+    end = time.monotonic() + timeout_s
+    while not await cond():
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what} within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
 class ScenarioRunner:
     def __init__(self, tb: Testbed, client: httpx.AsyncClient, rx: ReceiverProcess) -> None:
         self.tb = tb
@@ -138,12 +148,9 @@ class ScenarioRunner:
 
     async def wait_restored(self, vnf: str, timeout_s: float = RESTORE_TIMEOUT_S) -> int:
         """Poll until the VNF is fully assigned again; return when (mono ns)."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if await self.fully_assigned(vnf):
-                return time.monotonic_ns()
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"{vnf} not fully assigned again within {timeout_s} s")
+        await _poll(lambda: self.fully_assigned(vnf), timeout_s,
+                    f"{vnf} not fully assigned again")
+        return time.monotonic_ns()
 
     def service_address(self, vnf: str) -> tuple[str, int]:
         vip = self.tb.vip(vnf)
@@ -154,14 +161,14 @@ class ScenarioRunner:
 
     async def active_su(self, vnf: str, timeout_s: float = 20.0) -> str:
         """The SU active for the VNF's (first) SI, once there is one."""
-        end = time.monotonic() + timeout_s
-        while True:
-            active = (await self.availability(vnf))["service_instances"][0]["active"]
-            if active:
-                return str(active[0])
-            if time.monotonic() > end:
-                raise TimeoutError(f"{vnf} has no active within {timeout_s} s")
-            await asyncio.sleep(0.02)
+        active: list[str] = []
+
+        async def found() -> bool:
+            active[:] = (await self.availability(vnf))["service_instances"][0]["active"]
+            return bool(active)
+
+        await _poll(found, timeout_s, f"{vnf} has no active")
+        return str(active[0])
 
     def _target(self, scenario: Scenario, su: str) -> str:
         comp = next(c for c in self._vnf(scenario.vnf).components if c.name == su)
@@ -241,12 +248,10 @@ class ScenarioRunner:
             double_active=double)
 
     async def _wait_active_moved(self, vnf: str, old: str, timeout_s: float = 10.0) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if await self.active_su(vnf) != old:
-                return
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"the active of {vnf} stayed on {old}")
+        async def moved() -> bool:
+            return await self.active_su(vnf) != old
+
+        await _poll(moved, timeout_s, f"the active of {vnf} stayed on {old}")
 
     async def _after_fault(self, scenario: Scenario, target: str, su: str) -> None:
         """What an operator (or the VIM's host repair, not built yet) does to bring the
@@ -272,24 +277,20 @@ class ScenarioRunner:
                 await asyncio.sleep(0.2)  # the host's agent is still booting
 
     async def _wait_component_back(self, vnf: str, su: str) -> None:
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
+        async def back() -> bool:
             a = await self.availability(vnf)
-            if any(u["name"] == su and u["readiness"] == "in-service"
-                   for u in a["service_units"]):
-                return
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"{su} did not come back")
+            return any(u["name"] == su and u["readiness"] == "in-service"
+                       for u in a["service_units"])
+
+        await _poll(back, 20, f"{su} did not come back")
 
     async def _wait_probe_serving(self, probe: ServiceProbe, since_ns: int = 0,
                                   timeout_s: float = 20.0) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if any(s.reply_ns is not None and s.sent_ns >= since_ns
-                   for s in probe.snapshot()[-20:]):
-                return
-            await asyncio.sleep(0.01)
-        raise TimeoutError("the service did not answer the probe")
+        async def answered() -> bool:
+            return any(s.reply_ns is not None and s.sent_ns >= since_ns
+                       for s in probe.snapshot()[-20:])
+
+        await _poll(answered, timeout_s, "the service did not answer the probe", 0.01)
 
     async def _notification_ms(self, fault_ns: int, su: str, target: str,
                                scenario: Scenario) -> float | None:
