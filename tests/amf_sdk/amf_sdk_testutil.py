@@ -34,13 +34,38 @@ class AmConn:
         self.writer = writer
         self.register = register
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.pongs = 0
+        self.leases = 0  # lease requests received
+        self.grants = 0  # grants sent
+        self.deny = False  # answer lease requests with granted: false
+        self.silent = False  # answer lease requests not at all
         self.closed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def send(self, message: Message) -> None:
+    @property
+    def assignments(self) -> dict[str, Message]:
+        """si -> the latest order to this component (any connection), as grants state it."""
+        return self.am.assignments.setdefault(str(self.register.get("component")), {})
+
+    async def send(self, message: Message, *, track: bool = True) -> None:
+        """``track=False``: an order the AM's records do not state (a late one)."""
+        op, si, epoch = message.get("op"), message.get("si"), message.get("epoch")
+        if (track and op in ("assign", "remove") and isinstance(si, str) and isinstance(epoch, int)
+                and epoch >= self.assignments.get(si, {}).get("epoch", 0)):
+            self.assignments[si] = {
+                "si": si, "epoch": epoch,
+                "ha_state": message.get("ha_state") if op == "assign" else None,
+                "vip": message.get("vip"), "peer": message.get("peer")}
         self.writer.write(json.dumps(message).encode() + b"\n")
         await self.writer.drain()
+
+    async def grant(self, n: int) -> None:
+        """Answer lease request ``n`` as the AM does (ADR 0008)."""
+        if self.deny:
+            await self.send({"op": "grant", "n": n, "granted": False})
+        else:
+            await self.send({"op": "grant", "n": n, "granted": True,
+                             "assignments": list(self.assignments.values())})
+        self.grants += 1
 
     async def recv(self, within_s: float = 5.0) -> Message:
         return await asyncio.wait_for(self.inbox.get(), within_s)
@@ -62,11 +87,12 @@ class AmConn:
             lambda m: m.get("op") in ("assigned", "refused") and m.get("si") == si
             and m.get("epoch") == epoch, within_s)
 
-    async def wait_pongs(self, n: int, within_s: float = 5.0) -> None:
+    async def wait_leases(self, n: int, within_s: float = 5.0) -> None:
+        """Until ``n`` lease requests have arrived (and been answered, unless silent)."""
         deadline = time.monotonic() + within_s
-        while self.pongs < n:
+        while self.leases < n:
             if time.monotonic() >= deadline:
-                raise AssertionError(f"{self.pongs} pongs, not {n}, in {within_s}s")
+                raise AssertionError(f"{self.leases} lease requests, not {n}, in {within_s}s")
             await asyncio.sleep(0.005)
 
     def close(self) -> None:
@@ -77,16 +103,19 @@ class AmConn:
 
 @dataclass
 class FakeAM:
-    """An AM that registers components and answers checkpoints; the test gives orders."""
+    """An AM that registers components, grants leases (stating the orders the test
+    gave) and answers checkpoints; the test gives orders."""
 
     lease_ms: int = 5000
-    ping_interval_ms: int | None = None
+    ping_interval_ms: int | None = None  # how often components ask for their lease
+    grant_leases: bool = True  # False: the AM is silent (the leases run out)
     answer_checkpoints: bool = True
     checkpoint_error: str | None = None
     checkpoints: dict[str, Any] = field(default_factory=dict)
     host: str = LOOPBACK
     port: int = 0
     conns: list[AmConn] = field(default_factory=list)
+    assignments: dict[str, dict[str, Message]] = field(default_factory=dict)  # per component
     _registered: asyncio.Queue[AmConn] = field(default_factory=asyncio.Queue)
     _server: asyncio.Server | None = None
 
@@ -124,8 +153,6 @@ class FakeAM:
         self.conns.append(conn)
         await conn.send({"op": "welcome", "lease_ms": self.lease_ms,
                          "ping_interval_ms": self.ping_interval_ms})
-        if self.ping_interval_ms:
-            conn._tasks.append(asyncio.get_running_loop().create_task(self._ping(conn)))
         self._registered.put_nowait(conn)
         try:
             while line := await reader.readline():
@@ -138,8 +165,10 @@ class FakeAM:
 
     async def _handle(self, conn: AmConn, message: Message) -> None:
         op = message.get("op")
-        if op == "pong":
-            conn.pongs += 1
+        if op == "lease":
+            conn.leases += 1
+            if self.grant_leases and not conn.silent:
+                await conn.grant(int(message["n"]))
             return
         if op in ("checkpoint_write", "checkpoint_read") and self.answer_checkpoints:
             reply: Message = {"op": "checkpoint", "id": message["id"], "ok": True,
@@ -152,15 +181,6 @@ class FakeAM:
                 reply["value"] = self.checkpoints.get(message["key"])
             await conn.send(reply)
         conn.inbox.put_nowait(message)
-
-    async def _ping(self, conn: AmConn) -> None:
-        assert self.ping_interval_ms is not None
-        n = 0
-        with contextlib.suppress(ConnectionError):
-            while True:
-                await asyncio.sleep(self.ping_interval_ms / 1e3)
-                n += 1
-                await conn.send({"op": "ping", "n": n})
 
 
 def free_port(host: str = LOOPBACK) -> int:

@@ -7,7 +7,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -64,6 +64,13 @@ class Roles:
         await asyncio.wait_for(seen(), within_s)
 
 
+async def _until(cond: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
 def make_client(am: FakeAM, roles: Roles, **kwargs: object) -> ComponentClient:
     return ComponentClient("gw-a", am.endpoint, on_active=roles.on_active,
                            on_standby=roles.on_standby, on_quiesced=roles.on_quiesced,
@@ -111,10 +118,8 @@ async def test_assigned_is_sent_only_after_the_callback_returned(
                      "vip": "198.18.1.200/24",
                      "peer": {"component": "gw-b", "address": "198.18.1.61", "port": 7001}})
     await asyncio.wait_for(roles.entered.wait(), 5)
-    # While the callback runs, pings are still answered and nothing else is sent.
-    await conn.send({"op": "ping", "n": 1})
-    await conn.send({"op": "ping", "n": 2})
-    await conn.wait_pongs(2)
+    # While the callback runs, leases are still asked for and nothing else is sent.
+    await conn.wait_leases(conn.leases + 2)
     assert conn.inbox.empty()
     assert client.ha_state("gw") is None
     roles.gate.set()
@@ -176,8 +181,8 @@ async def test_a_failing_callback_is_reported_and_not_assigned(
     assert report["op"] == "report" and report["healthy"] is False
     assert "cannot claim the VIP" in report["reason"]
     assert client.ha_state("gw") is None
-    await conn.send({"op": "ping", "n": 5})
-    await conn.wait_pongs(1)
+    # Grants keep stating the order; it is not tried again (the AM has the report).
+    await conn.wait_leases(conn.leases + 2)
     assert conn.inbox.empty()  # no "assigned" after the report
 
 
@@ -189,16 +194,17 @@ async def test_health_report(am: FakeAM, client: ComponentClient) -> None:
 
 
 async def test_lease_expiry_quiesces_an_active_by_itself(roles: Roles) -> None:
-    am = await FakeAM(lease_ms=150).start()  # and no pings
+    am = await FakeAM(lease_ms=150, ping_interval_ms=30).start()
     client = make_client(am, roles)
     try:
         await client.start()
         conn = await am.accept()
-        sent = time.monotonic()
         assert (await conn.order("gw", "active", 5))["op"] == "assigned"
+        conn.silent = True  # the AM stops granting
+        last_ask = time.monotonic()
         await roles.wait_for(("quiesced", "gw", 5), within_s=2.0)
-        elapsed = time.monotonic() - sent
-        assert 0.150 <= elapsed < 2.0, elapsed
+        elapsed = time.monotonic() - last_ask
+        assert elapsed < 2.0, elapsed  # runs from the last granted request, sent before
         assert client.ha_state("gw") == "quiesced"
         assert client.assignments["gw"].epoch == 5
     finally:
@@ -206,14 +212,14 @@ async def test_lease_expiry_quiesces_an_active_by_itself(roles: Roles) -> None:
         await am.stop()
 
 
-async def test_pings_keep_the_lease(roles: Roles) -> None:
+async def test_grants_keep_the_lease(roles: Roles) -> None:
     am = await FakeAM(lease_ms=400, ping_interval_ms=20).start()
     client = make_client(am, roles)
     try:
         await client.start()
         conn = await am.accept()
         assert (await conn.order("gw", "active", 5))["op"] == "assigned"
-        await conn.wait_pongs(60)  # 1.2 s: three leases
+        await conn.wait_leases(conn.leases + 60)  # 1.2 s: three leases
         assert client.ha_state("gw") == "active"
         assert [c[0] for c in roles.calls] == ["active"]
     finally:
@@ -232,8 +238,9 @@ async def test_lease_with_a_manual_clock(roles: Roles) -> None:
         clock.advance(0.9)
         client.check_lease()
         assert not client.lease_expired()
-        await conn.send({"op": "ping", "n": 1})  # renews: the lease runs from here
-        await conn.wait_pongs(1)
+        grants = client.grants
+        client._request_lease()  # sent now: its grant runs from here
+        await _until(lambda: client.grants > grants)
         clock.advance(0.9)
         client.check_lease()
         assert not client.lease_expired()
@@ -363,3 +370,109 @@ def test_endpoint_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NFVHA_AM")
     with pytest.raises(ValueError, match="NFVHA_AM"):
         ComponentClient()
+
+
+# -- the lease rules of ADR 0008 (component-requested, runs from the request's send) --
+
+
+@pytest.mark.req("UC-1")
+async def test_no_active_without_a_lease_and_the_next_grant_brings_the_role(
+        roles: Roles) -> None:
+    am = await FakeAM(lease_ms=200, ping_interval_ms=20, grant_leases=False).start()
+    client = make_client(am, roles)
+    try:
+        await client.start()
+        conn = await am.accept()
+        refused = await conn.order("gw", "active", 1)
+        assert refused["op"] == "refused" and refused["reason"] == "no valid active lease"
+        assert roles.calls == []
+        am.grant_leases = True  # the AM answers again; its grants state active@1
+        await roles.wait_for(("active", "gw", 1, None, None))
+        assert client.ha_state("gw") == "active" and client.lease_valid()
+    finally:
+        await client.close()
+        await am.stop()
+
+
+async def test_a_late_active_order_is_overruled_by_the_grant(roles: Roles) -> None:
+    """The case the property test found: the order to be active arrives after the AM
+    moved the SI on (epoch 2). The component, without a lease, asks for one; the grant
+    states epoch 2, so the late order is refused and the component never serves."""
+    am = await FakeAM(lease_ms=200, ping_interval_ms=20, grant_leases=False).start()
+    client = make_client(am, roles)
+    try:
+        await client.start()
+        conn = await am.accept()
+        conn.assignments["gw"] = {"si": "gw", "ha_state": "standby", "epoch": 2,
+                                  "vip": None, "peer": None}
+        am.grant_leases = True
+        await conn.send({"op": "assign", "si": "gw", "ha_state": "active", "epoch": 1,
+                         "vip": None, "peer": None}, track=False)
+        refused = await conn.recv_until(lambda m: m.get("epoch") == 1)
+        assert refused["op"] == "refused" and "epoch 2" in refused["reason"]
+        await roles.wait_for(("standby", "gw", 2, None))
+        assert [c[0] for c in roles.calls] == ["standby"]
+    finally:
+        await client.close()
+        await am.stop()
+
+
+async def test_a_denied_lease_quiesces_the_active_at_once(roles: Roles) -> None:
+    am = await FakeAM(lease_ms=5000, ping_interval_ms=20).start()
+    client = make_client(am, roles)
+    try:
+        await client.start()
+        conn = await am.accept()
+        assert (await conn.order("gw", "active", 3))["op"] == "assigned"
+        conn.deny = True  # the AM has counted it out of service
+        started = time.monotonic()
+        await roles.wait_for(("quiesced", "gw", 3), within_s=2.0)
+        assert time.monotonic() - started < 2.0  # not the 5 s lease
+        assert not client.lease_valid()
+    finally:
+        await client.close()
+        await am.stop()
+
+
+async def test_a_self_quiesced_active_the_am_still_counts_on_is_active_again(
+        roles: Roles) -> None:
+    am = await FakeAM(lease_ms=150, ping_interval_ms=20).start()
+    client = make_client(am, roles)
+    try:
+        await client.start()
+        conn = await am.accept()
+        assert (await conn.order("gw", "active", 5))["op"] == "assigned"
+        conn.silent = True
+        await roles.wait_for(("quiesced", "gw", 5))
+        conn.silent = False  # back within the AM's margin: its record still says active
+        await _until(lambda: client.ha_state("gw") == "active")
+        assert [c[0] for c in roles.calls] == ["active", "quiesced", "active"]
+    finally:
+        await client.close()
+        await am.stop()
+
+
+async def test_a_grant_runs_from_when_its_request_was_sent() -> None:
+    """A grant delayed in transit does not extend the lease past request + lease."""
+    clock = ManualClock()
+    roles = Roles()
+    am = await FakeAM(lease_ms=1000, ping_interval_ms=10_000).start()
+    client = make_client(am, roles, clock=clock)
+    try:
+        await client.start()
+        conn = await am.accept()
+        assert (await conn.order("gw", "active", 2))["op"] == "assigned"
+        conn.silent = True
+        n = client._request_lease()  # sent at t
+        clock.advance(0.9)  # ...and its grant is 0.9 s on the way
+        grants = client.grants
+        await conn.grant(n)
+        await _until(lambda: client.grants > grants)
+        assert client.lease_valid()
+        clock.advance(0.1)  # t + lease: over, although the grant arrived 0.1 s ago
+        assert client.lease_expired()
+        client.check_lease()
+        await roles.wait_for(("quiesced", "gw", 2))
+    finally:
+        await client.close()
+        await am.stop()

@@ -82,13 +82,14 @@ async def test_only_the_active_lb_forwards_and_reports_failed_members(
 
         # A member crashes: both exclude it (the standby stays warm), only the active
         # asks for recovery.
-        pongs_b = conns["lb-b"].pongs
+        leases_b = conns["lb-b"].leases
         await members.procs["w2"].kill()
         report = await conns["lb-a"].recv_until(lambda m: m.get("op") == "member_failed")
         assert report["member"] == "w2" and "health checks missed" in str(report["reason"])
         await stats_b.member_state("w2", "excluded")
-        # A pong sent after lb-b's exclusion follows any report on the same connection.
-        await conns["lb-b"].wait_pongs(pongs_b + 2)
+        # A lease request sent after lb-b's exclusion follows any report on the same
+        # connection.
+        await conns["lb-b"].wait_leases(leases_b + 2)
         assert [m for m in drained(conns["lb-b"]) if m.get("op") == "member_failed"] == []
         assert (await answer(pa, "INC w")).split()[3] in ("w1", "w3")
     finally:

@@ -26,7 +26,7 @@ Contract for the caller: a component that restarted has lost its roles, so
 until ``decide`` has removed it from every record the caller reports it
 ``out-of-service`` (even if it registered again), then ``in-service``. An
 active's ``suspect`` becomes ``out-of-service`` only when its active lease plus
-a margin has run out since the last message it answered (ADR 0008).
+a margin has run out since the AM's last grant to it (ADR 0008).
 """
 
 from __future__ import annotations

@@ -6,11 +6,18 @@ callbacks; the client calls them in order-arrival order, one at a time, and answ
 ``assigned`` only after the callback returned, so "assigned active" means serving.
 
 Fencing: the highest epoch seen per SI is kept and any order with a lower one is
-``refused``.  Active lease: every line from the AM renews it; when it runs out while
-the component holds ``active`` anywhere, the client calls ``on_quiesced`` itself.  When
-the connection drops it reconnects with jittered exponential back-off and registers
-again with the same incarnation and the assignments it holds, so a restarted AM can
-adopt them.
+``refused``.
+
+Active lease (ADR 0008): the component asks for it (``lease`` every ping interval) and
+a ``grant`` for request ``n`` runs from the moment request ``n`` was *sent*, so however
+late a grant arrives it never reaches past what the AM counted on.  Nothing else renews
+it: a late order cannot.  A grant carries the component's assignments at their epochs,
+so an order delayed or lost is overruled by the next grant.  The component takes the
+active role only while it holds a valid lease (an order to become active without one
+first asks for a fresh grant), and when the lease runs out while it holds ``active``
+anywhere, it calls ``on_quiesced`` itself.  When the connection drops it reconnects
+with jittered exponential back-off and registers again with the same incarnation and
+the assignments it holds, so a restarted AM can adopt them.
 
 Standard library and ``nfvha.util`` only: this runs inside every VNFC process.
 """
@@ -138,9 +145,18 @@ class ComponentClient:
         self._epochs: dict[str, int] = {}
         self.lease_ms: int | None = None
         self.ping_interval_ms: int | None = None
-        self._lease_deadline_ns: int | None = None
+        self._lease_deadline_ns: int | None = None  # None: no lease granted (yet)
         self._lease_timer: asyncio.TimerHandle | None = None
         self._lease_expiry_queued = False
+        self._lease_n = 0
+        self._lease_asked: dict[int, int] = {}  # request n -> when it was sent (mono ns)
+        self._grant_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._granted_epochs: dict[str, int] = {}  # si -> epoch in the latest grant
+        # si -> (ha_state, epoch) of the latest order queued or carried out: a grant
+        # that says the same is not queued again.
+        self._ordered: dict[str, tuple[str | None, int]] = {}
+        self.grants = 0
+        """Grants received so far (all sessions)."""
         self._orders: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -281,41 +297,50 @@ class ComponentClient:
         await self._send({"op": "register", "component": self.component, "pid": os.getpid(),
                           "incarnation": self.incarnation, "assignments": held})
         welcomed = False
-        while True:
-            try:
-                line = await asyncio.wait_for(reader.readline(), self._silence_limit_s())
-            except TimeoutError:
-                log.warning("AM silent for %.3fs: reconnecting", self._silence_limit_s())
-                return welcomed
-            except (ConnectionError, ValueError) as exc:
-                log.warning("AM connection failed: %s", exc)
-                return welcomed
-            if not line:
-                return welcomed
-            try:
-                message = json.loads(line)
-                op = message["op"]
-            except (ValueError, KeyError, TypeError):
-                log.warning("bad line from the AM: %r", line[:200])
-                continue
-            self._renew_lease()
-            if op == "welcome":
-                self.lease_ms = _int_or_none(message.get("lease_ms"))
-                self.ping_interval_ms = _int_or_none(message.get("ping_interval_ms"))
-                self._renew_lease()
-                welcomed = True
-                self.sessions += 1
-                self.connected.set()
-            elif op == "ping":
-                await self._send({"op": "pong", "n": message.get("n")})
-            elif op in ("assign", "remove"):
-                self._orders.put_nowait(message)
-            elif op == "checkpoint":
-                future = self._pending.get(_int_or_none(message.get("id")) or -1)
-                if future is not None and not future.done():
-                    future.set_result(message)
-            else:
-                log.warning("unknown op from the AM: %r", op)
+        asking: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                    # cancellation that meets a line arriving, and close() then hangs.
+                    async with asyncio.timeout(self._silence_limit_s()):
+                        line = await reader.readline()
+                except TimeoutError:
+                    log.warning("AM silent for %.3fs: reconnecting", self._silence_limit_s())
+                    return welcomed
+                except (ConnectionError, ValueError) as exc:
+                    log.warning("AM connection failed: %s", exc)
+                    return welcomed
+                if not line:
+                    return welcomed
+                try:
+                    message = json.loads(line)
+                    op = message["op"]
+                except (ValueError, KeyError, TypeError):
+                    log.warning("bad line from the AM: %r", line[:200])
+                    continue
+                if op == "welcome":
+                    self.lease_ms = _int_or_none(message.get("lease_ms"))
+                    self.ping_interval_ms = _int_or_none(message.get("ping_interval_ms"))
+                    welcomed = True
+                    self.sessions += 1
+                    self.connected.set()
+                    if asking is None and self.lease_ms is not None:
+                        asking = asyncio.get_running_loop().create_task(
+                            self._ask_for_leases(), name=f"am-lease-{self.component}")
+                elif op == "grant":
+                    self._on_grant(message)
+                elif op in ("assign", "remove"):
+                    self._queue_order(message)
+                elif op == "checkpoint":
+                    future = self._pending.get(_int_or_none(message.get("id")) or -1)
+                    if future is not None and not future.done():
+                        future.set_result(message)
+                else:
+                    log.warning("unknown op from the AM: %r", op)
+        finally:
+            if asking is not None:
+                asking.cancel()
 
     def _silence_limit_s(self) -> float | None:
         if self._silence_timeout_s is not None:
@@ -332,6 +357,107 @@ class ComponentClient:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(NotConnected("the session with the AM was lost"))
+        self._wake_grant_waiters(None)  # no grant comes on a dead session
+
+    # -- the active lease: requests and grants --------------------------------------------
+
+    def _lease_interval_s(self) -> float:
+        if self.ping_interval_ms:
+            return self.ping_interval_ms / 1e3
+        return (self.lease_ms or 1000) / 4e3
+
+    async def _ask_for_leases(self) -> None:
+        while True:
+            self._request_lease()
+            await asyncio.sleep(self._lease_interval_s())
+
+    def _request_lease(self) -> int:
+        """Send lease request ``n``; its grant (if any) will run from now."""
+        now = self._clock.mono_ns()
+        horizon = now - (self.lease_ms or 0) * 1_000_000
+        for k in [k for k, sent in self._lease_asked.items() if sent < horizon]:
+            del self._lease_asked[k]  # its grant could no longer extend anything
+        self._lease_n += 1
+        self._lease_asked[self._lease_n] = now
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(b'{"op":"lease","n":%d}\n' % self._lease_n)
+        return self._lease_n
+
+    def _on_grant(self, message: dict[str, Any]) -> None:
+        n = _int_or_none(message.get("n"))
+        if n is None:
+            log.warning("grant without a request number: %r", message)
+            return
+        sent = self._lease_asked.pop(n, None)
+        for k in [k for k in self._lease_asked if k < n]:
+            del self._lease_asked[k]  # superseded: this grant runs from a later send
+        if message.get("granted") is False:
+            # The AM counts this component out of service: whatever it holds, it must
+            # not act as active (it is given its roles again once out of every record).
+            log.warning("the AM refused the lease (counted out of service)")
+            self._lease_deadline_ns = None
+            self.check_lease()
+        else:
+            self.grants += 1
+            if sent is not None and self.lease_ms is not None:
+                deadline = sent + self.lease_ms * 1_000_000
+                if self._lease_deadline_ns is None or deadline > self._lease_deadline_ns:
+                    self._lease_deadline_ns = deadline
+            entries = message.get("assignments")
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict):
+                    self._consider_granted(entry)
+        self._wake_grant_waiters(n)
+
+    def _consider_granted(self, entry: dict[str, Any]) -> None:
+        """Queue an order for an assignment the grant states and the component has
+        neither carried out nor queued (a lost or late order, or a self-quiesced active
+        the AM still counts on)."""
+        si, epoch, state = entry.get("si"), entry.get("epoch"), entry.get("ha_state")
+        if not isinstance(si, str) or not isinstance(epoch, int):
+            return
+        self._granted_epochs[si] = max(epoch, self._granted_epochs.get(si, 0))
+        if epoch < self._epochs.get(si, 0) or self._ordered.get(si) == (state, epoch):
+            return
+        held = self._assignments.get(si)
+        if held is not None and (held.ha_state, held.epoch) == (state, epoch):
+            return
+        if state is None:
+            if held is not None:
+                self._queue_order({"op": "remove", "si": si, "epoch": epoch})
+        else:
+            self._queue_order({**entry, "op": "assign"})
+
+    def _queue_order(self, order: dict[str, Any]) -> None:
+        si, epoch = order.get("si"), order.get("epoch")
+        if isinstance(si, str) and isinstance(epoch, int):
+            state = order.get("ha_state") if order.get("op") == "assign" else None
+            self._ordered[si] = (state if isinstance(state, str) else None, epoch)
+        self._orders.put_nowait(order)
+
+    def _wake_grant_waiters(self, n: int | None) -> None:
+        waiting = []
+        for k, future in self._grant_waiters:
+            if n is None or k <= n:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((k, future))
+        self._grant_waiters = waiting
+
+    async def _fresh_grant(self) -> bool:
+        """Ask for a lease now and wait for its answer (three request intervals at most:
+        an AM that grants nothing that long is not granting). True if the component then
+        holds a valid lease."""
+        if self._writer is None or self.lease_ms is None:
+            return self.lease_valid()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._grant_waiters.append((self._request_lease(), future))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(self.lease_ms / 1e3, 3 * self._lease_interval_s())):
+                await future
+        return self.lease_valid()
 
     # -- orders --------------------------------------------------------------------------
 
@@ -370,6 +496,17 @@ class ComponentClient:
             await self._send({"op": "refused", "si": si, "epoch": epoch,
                               "reason": f"unknown ha_state {state!r}"})
             return
+        if state == "active" and not self.lease_valid() and not await self._fresh_grant():
+            # No active without a lease: the order may be older than the AM's view of
+            # this component. The next grant brings the assignment if it still stands.
+            self._ordered.pop(si, None)
+            await self._send({"op": "refused", "si": si, "epoch": epoch,
+                              "reason": "no valid active lease"})
+            return
+        if self._granted_epochs.get(si, 0) > epoch:
+            await self._send({"op": "refused", "si": si, "epoch": epoch,
+                              "reason": f"a grant stated epoch {self._granted_epochs[si]}"})
+            return
         self._epochs[si] = epoch
         vip = order.get("vip")
         new = Assignment(si, str(state), epoch, vip if isinstance(vip, str) else None,
@@ -402,10 +539,6 @@ class ComponentClient:
 
     # -- the active lease ----------------------------------------------------------------
 
-    def _renew_lease(self) -> None:
-        if self.lease_ms is not None:
-            self._lease_deadline_ns = self._clock.mono_ns() + self.lease_ms * 1_000_000
-
     def _holds_active(self) -> bool:
         return any(a.ha_state == "active" for a in self._assignments.values())
 
@@ -424,9 +557,16 @@ class ComponentClient:
         else:
             self._arm_lease_timer()  # renewed meanwhile: sleep until the new deadline
 
-    def lease_expired(self) -> bool:
+    def lease_valid(self) -> bool:
+        """Whether the component may act as active now. Without a lease configured by
+        the AM (``lease_ms`` absent from the welcome) there is nothing to hold."""
+        if self.lease_ms is None:
+            return True
         return (self._lease_deadline_ns is not None
-                and self._clock.mono_ns() >= self._lease_deadline_ns)
+                and self._clock.mono_ns() < self._lease_deadline_ns)
+
+    def lease_expired(self) -> bool:
+        return not self.lease_valid()
 
     def check_lease(self) -> None:
         """Quiesce every active assignment if the lease has run out. The timer calls it;
@@ -445,6 +585,9 @@ class ComponentClient:
                 await self._call(f"lease expiry {si}@{a.epoch}", self._on_quiesced(si, a.epoch))
                 # Even if the callback failed: the AM must not count on this active.
                 self._assignments[si] = dataclasses.replace(a, ha_state="quiesced")
+                # A grant that still names it active (the AM had not counted it out)
+                # hands the role back.
+                self._ordered.pop(si, None)
 
 
 def _int_or_none(value: object) -> int | None:

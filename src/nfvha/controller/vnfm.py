@@ -12,7 +12,9 @@ Readiness rules (why two actives cannot happen):
   suspect may still be serving;
 - ``out-of-service`` needs a confirmation: the host agent saw the process or VM
   die, the host is down (fenced), or the active lease plus a margin has passed
-  since the SU last answered (a live component has quiesced itself by then).
+  since the AM last granted the SU its lease (a live component has quiesced
+  itself by then: a grant runs from the request's send time);
+- an SU counted out gets no lease and no role until it is out of every record.
 
 Repair runs in the background after the failover (UC-1, UC-5): the escalation
 tracker turns repeated failures into the next level's recommendation.
@@ -54,6 +56,7 @@ from nfvha.wire.amf import (
     MAX_LINE_BYTES,
     CheckpointRead,
     CheckpointWrite,
+    LeaseRequest,
     Refused,
     Register,
     Report,
@@ -133,7 +136,10 @@ class Vnfm:
         self._readiness: dict[str, Readiness] = {su: Readiness.UNKNOWN for su in self._group_of}
         self._last_answer_ns: dict[str, int] = {}
         self._incarnation: dict[str, str] = {}
-        self._restarted: set[str] = set()  # back, but still named in a record: not yet
+        # Counted out of service (or restarted): out of service, and granted no lease,
+        # until out of every record - its old roles go before it gets new ones.
+        self._latched: set[str] = set()
+        self._last_grant_ns: dict[str, int] = {}
         self._sessions: dict[str, _Session] = {}
         self._escalation = {g.name: EscalationTracker(g.escalation, clock)
                             for g in self.groups.values()}
@@ -141,8 +147,7 @@ class Vnfm:
         self._repairing: set[str] = set()  # VMs and VNFCs with a repair under way
         self._retry: set[str] = set()  # groups whose decision met an unavailable store
         self._server: asyncio.Server | None = None
-        self._ping_task: asyncio.Task[None] | None = None
-        self._ping_n = 0
+        self._watch_task: asyncio.Task[None] | None = None
         self.decisions: list[Decision] = []
 
     # -- lifecycle -------------------------------------------------------------------
@@ -150,13 +155,16 @@ class Vnfm:
         self._server = await asyncio.start_server(
             self._serve, self._cfg.listen_ip, self._cfg.port, limit=MAX_LINE_BYTES,
             reuse_address=True)
-        self._ping_task = asyncio.create_task(self._ping_loop(), name="vnfm-ping")
+        # Any lease a component holds was granted before this AM started (ADR 0008).
+        started = self._clock.mono_ns()
+        self._last_grant_ns = dict.fromkeys(self._group_of, started)
+        self._watch_task = asyncio.create_task(self._watch_loop(), name="vnfm-watch")
         for vnf in self.groups:
             self._kick(vnf, "start")
 
     async def close(self) -> None:
-        if self._ping_task is not None:
-            self._ping_task.cancel()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         if self._server is not None:
             self._server.close()
         for s in list(self._sessions.values()):
@@ -222,6 +230,7 @@ class Vnfm:
         if self._readiness[su] is not Readiness.OUT_OF_SERVICE:
             log.info("SU %s out of service: %s", su, why)
         self._readiness[su] = Readiness.OUT_OF_SERVICE
+        self._latched.add(su)
         s = self._sessions.pop(su, None)
         if s is not None:
             s.writer.close()  # whatever it still says is from a life we have written off
@@ -238,20 +247,29 @@ class Vnfm:
             self._readiness[su] = Readiness.IN_SERVICE
 
     def _check_leases(self) -> None:
+        """Suspect after three missed lease requests; out of service once the lease of
+        the last grant, plus the margin, is over: a grant runs from its request's send,
+        before the grant, so the component has quiesced itself by then (ADR 0008)."""
         now = self._clock.mono_ns()
         ping_ns = self._settings.amf_ping_interval_ms * 1_000_000
         gone_ns = (self._settings.amf_active_lease_ms
                    + self._settings.amf_lease_margin_ms) * 1_000_000
         for su, r in self._readiness.items():
-            last = self._last_answer_ns.get(su)
-            if last is None or r is Readiness.OUT_OF_SERVICE:
+            if r is Readiness.OUT_OF_SERVICE:
                 continue
-            silent = now - last
-            if r is Readiness.IN_SERVICE and silent > 3 * ping_ns:
-                self._suspect(su, f"no answer for {silent / 1e6:.0f} ms")
-            elif r is Readiness.SUSPECT and silent > gone_ns:
-                self._out_of_service(su, f"silent {silent / 1e6:.0f} ms: its active lease"
-                                         " has expired")
+            last = self._last_answer_ns.get(su)
+            if r is Readiness.IN_SERVICE and last is not None and now - last > 3 * ping_ns:
+                self._suspect(su, f"no lease request for {(now - last) / 1e6:.0f} ms")
+            ungranted = now - self._last_grant_ns.get(su, now)
+            if ungranted > gone_ns and (r is not Readiness.UNKNOWN or self._named(su)):
+                # An SU never heard of since the AM started matters only if a record
+                # names it (the AM restarted while it was cut off).
+                self._out_of_service(su, f"no lease granted for {ungranted / 1e6:.0f} ms:"
+                                         " any lease it held has expired")
+
+    def _named(self, su: str) -> bool:
+        return any(r is not None and su in r.members
+                   for r in self.records(self._group_of[su]).values())
 
     # -- decisions ---------------------------------------------------------------------
     def _kick(self, vnf: str, why: str) -> None:
@@ -269,10 +287,10 @@ class Vnfm:
                 self._retry.add(vnf)
 
     def _effective(self, su: str, records: dict[str, AssignmentRecord | None]) -> Readiness:
-        if su in self._restarted:
+        if su in self._latched:
             if any(r is not None and su in r.members for r in records.values()):
                 return Readiness.OUT_OF_SERVICE  # its old life's roles go first
-            self._restarted.discard(su)
+            self._latched.discard(su)
         return self._readiness[su]
 
     def _decide(self, vnf: str, why: str) -> None:
@@ -303,17 +321,39 @@ class Vnfm:
         s = self._sessions.get(order.su)
         if s is None:
             return  # it learns its role when it registers
+        entry = self._assignment(group, rec, order.ha_state)
         if order.ha_state is None:
-            msg: dict[str, Any] = {"op": "remove", "si": order.si, "epoch": order.epoch}
+            self._write(s, {"op": "remove", "si": order.si, "epoch": order.epoch})
         else:
-            msg = {"op": "assign", "si": order.si, "ha_state": order.ha_state.value,
-                   "epoch": order.epoch, "vip": None, "peer": None}
-            if order.ha_state is HaState.ACTIVE:
-                msg["vip"] = self._cfg.vips.get(group.name)
-                msg["peer"] = self._peer(rec.standby)
-            elif order.ha_state is HaState.STANDBY:
-                msg["peer"] = self._peer(rec.active)
-        self._write(s, msg)
+            self._write(s, {"op": "assign", **entry})
+
+    def _assignment(self, group: ServiceGroup, rec: AssignmentRecord,
+                    state: HaState | None) -> dict[str, Any]:
+        """One SI's assignment to one SU at the record's epoch, as orders and grants
+        state it (``ha_state`` None: not assigned there)."""
+        entry: dict[str, Any] = {"si": rec.si, "ha_state": state.value if state else None,
+                                 "epoch": rec.epoch, "vip": None, "peer": None}
+        if state is HaState.ACTIVE:
+            entry["vip"] = self._cfg.vips.get(group.name)
+            entry["peer"] = self._peer(rec.standby)
+        elif state is HaState.STANDBY:
+            entry["peer"] = self._peer(rec.active)
+        return entry
+
+    def _grant(self, s: _Session, n: int) -> None:
+        """Answer lease request ``n``. None for an SU counted out of service until it is
+        out of every record; a grant states every record's assignment to the SU, so an
+        order lost or overtaken is corrected by the next grant."""
+        vnf = self._group_of[s.su]
+        records = self.records(vnf)
+        if self._effective(s.su, records) is Readiness.OUT_OF_SERVICE:
+            self._write(s, {"op": "grant", "n": n, "granted": False})
+            return
+        self._last_grant_ns[s.su] = self._clock.mono_ns()
+        group = self.groups[vnf]
+        self._write(s, {"op": "grant", "n": n, "granted": True, "assignments": [
+            self._assignment(group, r, r.ha_state_of(s.su))
+            for r in records.values() if r is not None]})
 
     def _peer(self, sus: tuple[str, ...]) -> dict[str, Any] | None:
         if not sus:
@@ -410,10 +450,12 @@ class Vnfm:
         held: dict[str, tuple[str, int]] = {
             h.si: (h.ha_state, h.epoch) for h in msg.assignments}
         known = self._incarnation.get(su)
-        adopt = known == msg.incarnation or (known is None and all(
-            held.get(si, ("", 0))[0] == (r.ha_state_of(su) or "") for si, r in named.items()))
+        # Counted out (latched), it gets no role back until out of every record, even
+        # on the same incarnation: a partitioned active's record moved on without it.
+        adopt = su not in self._latched and (known == msg.incarnation or (known is None and all(
+            held.get(si, ("", 0))[0] == (r.ha_state_of(su) or "") for si, r in named.items())))
         if named and not adopt:
-            self._restarted.add(su)  # its roles died with its previous life
+            self._latched.add(su)  # its roles died with its previous life
         self._incarnation[su] = msg.incarnation
         session = _Session(su, msg.incarnation, writer)
         self._sessions[su] = session
@@ -445,9 +487,11 @@ class Vnfm:
         elif isinstance(msg, Report) and not msg.healthy:
             log.warning("SU %s reports itself unhealthy: %s", s.su, msg.reason)
             self._component_failed(s.su)
+        elif isinstance(msg, LeaseRequest):
+            self._grant(s, msg.n)
         elif isinstance(msg, CheckpointWrite | CheckpointRead):
             self._checkpoint(s, msg)
-        # assigned / removed / pong: answers; _answered above is all they change
+        # assigned / removed: answers; _answered above is all they change
 
     def _checkpoint(self, s: _Session, msg: CheckpointWrite | CheckpointRead) -> None:
         # Kept per VNF: the component that restarts, or replaces this one, reads it.
@@ -463,13 +507,10 @@ class Vnfm:
             reply = {"ok": False, "value": None, "error": str(e)}
         self._write(s, {"op": "checkpoint", "id": msg.id, **reply})
 
-    async def _ping_loop(self) -> None:
+    async def _watch_loop(self) -> None:
         interval = self._settings.amf_ping_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            self._ping_n += 1
-            for s in list(self._sessions.values()):
-                self._write(s, {"op": "ping", "n": self._ping_n})
             self._check_leases()
             retry, self._retry = self._retry, set()
             for vnf in retry:

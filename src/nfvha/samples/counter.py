@@ -338,13 +338,18 @@ class HaCounter:
 
     @property
     def serving(self) -> bool:
-        return "active" in self.roles.values()
+        # The lease check covers the moment between a lease running out (a VM frozen
+        # and thawed, say) and the client's quiesce callback having run.
+        return "active" in self.roles.values() and (
+            self.client is None or self.client.lease_valid())
 
     def role_text(self) -> str:
-        for state in ("active", "standby", "quiesced"):
+        if self.serving:
+            return "active"
+        for state in ("standby", "quiesced"):
             if state in self.roles.values():
                 return state
-        return "unassigned"
+        return "quiesced" if "active" in self.roles.values() else "unassigned"
 
     async def handle(self, request: str) -> str:
         words = request.split()

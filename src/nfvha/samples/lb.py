@@ -227,7 +227,11 @@ class LoadBalancer:
 
     @property
     def serving(self) -> bool:
-        return self.opts.am is None or "active" in self.roles.values()
+        if self.opts.am is None:
+            return True
+        # The lease check: as in the counter, for the moment before the quiesce callback.
+        return "active" in self.roles.values() and (
+            self.client is None or self.client.lease_valid())
 
     def role_text(self) -> str:
         if self.opts.am is None:

@@ -53,14 +53,24 @@ class Refused(_In):
     reason: str = ""
 
 
-class Pong(_In):
-    op: Literal["pong"]
-    n: int | None = None
+class LeaseRequest(_In):
+    """The component asks for its active lease; the grant runs from when it sent this."""
+
+    op: Literal["lease"]
+    n: int
 
 
 class Report(_In):
     op: Literal["report"]
     healthy: bool
+    reason: str = ""
+
+
+class MemberFailed(_In):
+    """IF-2: the active load balancer excluded one of its members (by component name)."""
+
+    op: Literal["member_failed"]
+    member: str = Field(min_length=1)
     reason: str = ""
 
 
@@ -78,11 +88,13 @@ class CheckpointRead(_In):
 
 
 ComponentMessage = Annotated[
-    Register | Assigned | Removed | Refused | Pong | Report | CheckpointWrite | CheckpointRead,
+    Register | Assigned | Removed | Refused | LeaseRequest | Report | MemberFailed
+    | CheckpointWrite | CheckpointRead,
     Field(discriminator="op"),
 ]
 COMPONENT_MESSAGE: TypeAdapter[
-    Register | Assigned | Removed | Refused | Pong | Report | CheckpointWrite | CheckpointRead
+    Register | Assigned | Removed | Refused | LeaseRequest | Report | MemberFailed
+    | CheckpointWrite | CheckpointRead
 ] = TypeAdapter(ComponentMessage)
 
 
