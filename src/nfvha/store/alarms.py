@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from nfvha.store.base import StoreUnavailable
 from nfvha.store.schema import open_store
@@ -27,6 +28,25 @@ class AlarmRow:
     raised_time: float
     changed_time: float
     body: str  # the ETSI Alarm as JSON
+
+
+class AlarmStore(Protocol):
+    """What ``SqliteAlarmStore`` does, for other engines (``store.pg_stores.PgAlarmStore``)."""
+
+    def put(self, rows: list[AlarmRow], processed_event_id: int | None = None) -> None: ...
+
+    def processed_event_id(self) -> int: ...
+
+    def get(self, alarm_id: str) -> AlarmRow | None: ...
+
+    def active(self) -> list[AlarmRow]: ...
+
+    def all(self) -> list[AlarmRow]: ...
+
+    def age(self, now: float, cleared_retention_s: Mapping[str, float],
+            event_retention_s: float) -> tuple[int, int]: ...
+
+    def close(self) -> None: ...
 
 
 class SqliteAlarmStore:
