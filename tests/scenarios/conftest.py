@@ -30,6 +30,13 @@ MANAGED: dict[str, Any] = {
         {"name": "gw-vm1", "host": "h1", "memory_mb": 128},
         {"name": "gw-vm2", "host": "h2", "memory_mb": 128},
         {"name": "db-vm1", "host": "h2", "memory_mb": 96},
+        # UC-5/6 (web behind its LB pair, IF-2) and UC-7/8 (dns): small VMs, one VNFC each.
+        {"name": "web-vm1", "host": "h1", "cpu": 0.25, "memory_mb": 96},
+        {"name": "web-vm2", "host": "h2", "cpu": 0.25, "memory_mb": 96},
+        {"name": "web-vm3", "host": "h1", "cpu": 0.25, "memory_mb": 96},
+        {"name": "lb-vm1", "host": "h1", "cpu": 0.25, "memory_mb": 96},
+        {"name": "lb-vm2", "host": "h2", "cpu": 0.25, "memory_mb": 96},
+        {"name": "dns-vm1", "host": "h2", "cpu": 0.25, "memory_mb": 96},
     ],
     "vnfs": [
         {"name": "gw", "redundancy": "2n", "stateful": True, "state": "sync", "sal": 1,
@@ -41,6 +48,18 @@ MANAGED: dict[str, Any] = {
         {"name": "db", "redundancy": "none", "stateful": True, "state": "checkpoint",
          "sal": 3, "repair_action": "restart-snapshot",
          "components": [{"name": "db-1", "vm": "db-vm1", "port": 7200}]},
+        # Two hosts only: the spare shares h1 with web-1 (no anti-affinity).
+        {"name": "web", "redundancy": "n+m", "active": 2, "spare": 1, "stateful": False,
+         "sal": 2, "service_address": {"kind": "lb", "port": 7100}, "anti_affinity": "none",
+         "components": [{"name": "web-1", "vm": "web-vm1", "port": 7100},
+                        {"name": "web-2", "vm": "web-vm2", "port": 7100},
+                        {"name": "web-3", "vm": "web-vm3", "port": 7100}]},
+        {"name": "web-lb", "redundancy": "2n", "stateful": False, "balances": "web",
+         "sal": 2, "service_address": {"kind": "vip", "port": 7100},
+         "components": [{"name": "web-lb-a", "vm": "lb-vm1", "program": "lb", "port": 7100},
+                        {"name": "web-lb-b", "vm": "lb-vm2", "program": "lb", "port": 7100}]},
+        {"name": "dns", "redundancy": "none", "stateful": False, "sal": 2,
+         "components": [{"name": "dns-1", "vm": "dns-vm1", "port": 7300}]},
     ],
 }
 

@@ -42,12 +42,16 @@ def test_descendants_of_a_host_are_its_vms_and_their_vnfcs(graph: ContainmentGra
         ref("vnfc/gw-a"),
         ref("vm/web-vm1"),
         ref("vnfc/web-1"),
+        ref("vm/lb-vm1"),
+        ref("vnfc/web-lb-a"),
     }
     assert set(graph.descendants(ref("host/host2"))) == {
         ref("vm/web-vm2"),
         ref("vnfc/web-2"),
         ref("vm/db-vm1"),
         ref("vnfc/db-1"),
+        ref("vm/dns-vm1"),
+        ref("vnfc/dns-1"),
     }
 
 
@@ -63,8 +67,8 @@ def test_descendants_of_the_site_cover_everything(graph: ContainmentGraph) -> No
     kinds = sorted(r.kind for r in below)
     assert kinds.count("rack") == 2
     assert kinds.count("host") == 3
-    assert kinds.count("vm") == 6
-    assert kinds.count("vnfc") == 6
+    assert kinds.count("vm") == 9
+    assert kinds.count("vnfc") == 9
 
 
 def test_a_vnfc_has_no_descendants(graph: ContainmentGraph) -> None:

@@ -105,7 +105,7 @@ def test_default_has_three_hosts_in_two_racks(default: Topology) -> None:
 
 
 def test_default_has_stateful_2n_vnf_with_vip(default: Topology) -> None:
-    vnfs = [v for v in default.vnfs if v.redundancy == "2n"]
+    vnfs = [v for v in default.vnfs if v.redundancy == "2n" and v.stateful]
     assert len(vnfs) == 1
     gw = vnfs[0]
     assert gw.stateful
@@ -125,7 +125,7 @@ def test_default_has_stateless_n_plus_m_vnf_with_lb(default: Topology) -> None:
 
 
 def test_default_has_stateful_unredundant_vnf_with_checkpoint(default: Topology) -> None:
-    vnfs = [v for v in default.vnfs if v.redundancy == "none"]
+    vnfs = [v for v in default.vnfs if v.redundancy == "none" and v.stateful]
     assert len(vnfs) == 1
     db = vnfs[0]
     assert db.stateful
@@ -139,7 +139,7 @@ def test_default_views_are_consistent(default: Topology) -> None:
         assert default.vm(vm.name) is vm
     for _, comp in default.components():
         assert comp.vm in {v.name for v in default.vms}
-    assert {v.name for v in default.vms_on("host1")} == {"gw-vm1", "web-vm1"}
+    assert {v.name for v in default.vms_on("host1")} == {"gw-vm1", "web-vm1", "lb-vm1"}
     assert [c.name for _, c in default.components_on("db-vm1")] == ["db-1"]
     with pytest.raises(KeyError):
         default.host("nope")

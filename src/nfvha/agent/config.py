@@ -25,6 +25,13 @@ class VmLaunch(Strict):
     vnfcs: list[VnfcLaunch] = Field(default_factory=list)
 
 
+def launch_spec(args: dict[str, Any]) -> VmLaunch | None:
+    """The ``spec`` argument of ``vm.start``: how to launch a VM this host may never
+    have had (the VIM re-creates an evacuated VM here, ADR 0011)."""
+    spec = args.get("spec")
+    return None if spec is None else VmLaunch.model_validate(spec)
+
+
 class ProcessLaunch(Strict):
     name: str
     argv: list[str]
@@ -36,12 +43,20 @@ class PeerAddress(Strict):
     port: int
 
 
+class ControllerAddress(Strict):
+    ip: str
+    port: int  # TCP for the event stream, UDP for heartbeats
+
+
 class AgentConfig(Strict):
     run_id: str
     host: str
     python: str
     controller_ip: str
     controller_port: int  # TCP for the event stream, UDP for heartbeats
+    # A cluster's controllers (ADR 0013): the agent streams to the one that leads, the
+    # host supervisor sends heartbeats to all. Empty: just controller_ip:controller_port.
+    controllers: list[ControllerAddress] = Field(default_factory=list)
     heartbeat_port: int  # UDP port every host supervisor listens on for peers
     mgmt_ip: str
     peers: list[PeerAddress] = Field(default_factory=list)
@@ -51,6 +66,10 @@ class AgentConfig(Strict):
     fabric: dict[str, Any] | None = None  # FabricPlan JSON; None on the loopback fallback
     links: list[str] = Field(default_factory=list)  # interfaces to watch
     cgroups: bool = True
+
+    def controller_addresses(self) -> list[tuple[str, int]]:
+        return [(c.ip, c.port) for c in self.controllers] or \
+            [(self.controller_ip, self.controller_port)]
 
     def vm(self, name: str) -> VmLaunch:
         for v in self.vms:

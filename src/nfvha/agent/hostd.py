@@ -123,7 +123,10 @@ class HostSupervisor:
         sock.setblocking(False)
         sock.bind((self.cfg["mgmt_ip"], int(self.cfg["heartbeat_port"])))
         loop.add_reader(sock.fileno(), self._receive, sock)
-        controller = (self.cfg["controller_ip"], int(self.cfg["controller_port"]))
+        # To every controller of a cluster (ADR 0013): whichever leads hears it, without
+        # this process having to know which one does.
+        controllers = [(c["ip"], int(c["port"])) for c in self.cfg.get("controllers") or []] \
+            or [(self.cfg["controller_ip"], int(self.cfg["controller_port"]))]
         n = 0
         while True:
             n += 1
@@ -132,7 +135,7 @@ class HostSupervisor:
                 "t": "hb", "host": self.host, "boot": self.boot, "n": n,
                 "peers_seen_ms": {h: int((now - t) * 1000) for h, t in self.peers_seen.items()},
             }).encode()
-            for addr in [controller, *self.peer_addrs]:
+            for addr in [*controllers, *self.peer_addrs]:
                 # A peer or controller that is down is normal here; UDP just drops.
                 with contextlib.suppress(OSError):
                     sock.sendto(msg, addr)

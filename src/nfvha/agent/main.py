@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from nfvha.agent.config import AgentConfig
+from nfvha.agent.config import AgentConfig, launch_spec
 from nfvha.agent.emit import Emitter
 from nfvha.agent.hostprocs import HostProcessSupervisor
 from nfvha.agent.netlink import LinkMonitor
@@ -28,7 +28,7 @@ from nfvha.agent.sensors import SensorEvaluator, SensorSource
 from nfvha.agent.sensors import Severity as SensorSeverity
 from nfvha.agent.spool import EventSpool
 from nfvha.agent.uplink import ControllerLink
-from nfvha.agent.vms import VmManager
+from nfvha.agent.vms import VmManager, disk_mode
 from nfvha.model.events import EventType, Kind, Severity
 from nfvha.nfvi.cgroups import CgroupDriver, detect_cgroups
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
@@ -91,9 +91,12 @@ class Agent:
         hello = Hello(host=cfg.host, agent_pid=os.getpid(), incarnation=uuid.uuid4().hex,
                       started_time=self.clock.wall(), restarted_after=restarted_after)
         self.link = ControllerLink(
-            cfg.host, (cfg.controller_ip, cfg.controller_port), self.spool, hello,
+            cfg.host, cfg.controller_addresses(), self.spool, hello,
             self._command, self.inventory, cfg.settings.reconnect_backoff_initial_s,
             cfg.settings.reconnect_backoff_max_s,
+            # The leader epoch seen last (ADR 0013) outlives the agent: kept with its state.
+            leader_epoch=int(saved.get("leader_epoch", 0)),
+            on_epoch=lambda _: self._state_dirty.set(),
         )
         self.emitter.link = self.link
         self.emitter.emit(
@@ -135,20 +138,24 @@ class Agent:
     async def _command(self, cmd: Command) -> Reply:
         try:
             if cmd.op == "vm.start":
-                result = await self.vms.start_vm(cmd.target)
+                result = await self.vms.start_vm(cmd.target, disk=disk_mode(cmd.args),
+                                                 spec=launch_spec(cmd.args))
             elif cmd.op == "vm.stop":
                 result = await self.vms.stop_vm(cmd.target)
+            elif cmd.op == "vm.snapshot":
+                result = await self.vms.snapshot_vm(cmd.target)
             elif cmd.op == "vnfc.start":
                 result = await self.vms.start_vnfc(cmd.target)
             else:
                 result = await self.vms.stop_vnfc(cmd.target, str(cmd.args.get("signal", "TERM")))
-        except (KeyError, RuntimeError, TimeoutError) as e:
+        except (KeyError, RuntimeError, TimeoutError, ValueError) as e:
             return Reply(id=cmd.id, ok=False, error=str(e).strip("'\"") or type(e).__name__)
         return Reply(id=cmd.id, ok=True, result=result)
 
     # -- state file ------------------------------------------------------------
     def _snapshot(self) -> dict[str, Any]:
-        return {"vms": self.vms.saved_state(), "processes": self.procs.saved_state()}
+        return {"vms": self.vms.saved_state(), "processes": self.procs.saved_state(),
+                "leader_epoch": self.link.leader_epoch if self.link is not None else 0}
 
     def _write_state(self, state: dict[str, Any]) -> None:
         # The loop (right after a spawn) and the saver thread both write: one at a time.

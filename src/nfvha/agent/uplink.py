@@ -4,6 +4,12 @@ Reconnects with backoff; on every (re)connect sends ``hello``, learns from
 ``welcome`` what the controller already has, and re-sends the rest of the
 spool. Events are sent the moment they are spooled; the stream is never
 blocked by a slow disk because the spool write goes to the page cache.
+
+With several controllers (ADR 0013) only the leader takes the stream: the link
+tries the addresses in turn (a follower refuses or closes), without pausing
+between them, and pauses only after a whole round failed. The leader's epoch
+(``welcome``, ``command``) fences: once an epoch was seen, a controller or a
+command of a lower one is refused.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -41,16 +48,32 @@ class ControllerLink:
     def __init__(
         self,
         host: str,
-        address: tuple[str, int],
+        address: tuple[str, int] | Sequence[tuple[str, int]],
         spool: EventSpool,
         hello: Hello,
         on_command: CommandHandler,
         inventory: Callable[[], Inventory],
         backoff_initial_s: float,
         backoff_max_s: float,
+        *,
+        connect_timeout_s: float = 0.5,
+        leader_epoch: int = 0,
+        on_epoch: Callable[[int], None] | None = None,
     ) -> None:
+        """``address``: the controller's, or every controller's of a cluster (tried in
+        turn). ``leader_epoch``: the highest leader epoch seen before (kept across
+        restarts through ``on_epoch``, called whenever it rises)."""
         self._host = host
-        self._address = address
+        self._addresses: list[tuple[str, int]] = (
+            [address] if isinstance(address, tuple) and isinstance(address[0], str)
+            else list(address))  # type: ignore[arg-type]
+        if not self._addresses:
+            raise ValueError("no controller address")
+        self._current = 0
+        self._round_start = 0
+        self._connect_timeout_s = connect_timeout_s
+        self.leader_epoch = leader_epoch
+        self._on_epoch = on_epoch
         self._spool = spool
         self._hello = hello
         self._on_command = on_command
@@ -77,47 +100,74 @@ class ControllerLink:
             return
         w.write(encode(frame))
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """The controller address tried now (or connected to)."""
+        return self._addresses[self._current]
+
+    def _next_address(self) -> bool:
+        """Move on to the next address; True when a whole round has been tried."""
+        self._current = (self._current + 1) % len(self._addresses)
+        return self._current == self._round_start
+
     async def run(self) -> None:
         backoff = self._backoff_initial
+        self._round_start = self._current
         while True:
+            address = self.address
             try:
-                reader, writer = await asyncio.open_connection(
-                    *self._address, limit=MAX_FRAME_BYTES
-                )
-            except OSError as e:
-                log.debug("controller %s unreachable: %s", self._address, e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._backoff_max)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                    *address, limit=MAX_FRAME_BYTES), self._connect_timeout_s)
+            except (OSError, TimeoutError) as e:
+                log.debug("controller %s unreachable: %s", address, e)
+                if self._next_address():
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._backoff_max)
                 continue
-            backoff = self._backoff_initial
+            welcomed = False
             try:
-                await self._session(reader, writer)
+                welcomed = await self._session(reader, writer)
             except (OSError, asyncio.IncompleteReadError, ValidationError) as e:
-                log.info("controller link lost: %s", e)
+                log.info("controller link to %s lost: %s", address, e)
             finally:
+                welcomed = welcomed or self._ready
                 self._ready = False
                 self._writer = None
                 self.connected.clear()
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-            await asyncio.sleep(self._backoff_initial)
+            if welcomed:
+                # It was the leader: it went away, and so may its address. Start a new
+                # round at the next one; the first pause comes after a failed round.
+                backoff = self._backoff_initial
+                self._next_address()
+                self._round_start = self._current
+                if len(self._addresses) == 1:
+                    await asyncio.sleep(self._backoff_initial)
+            elif self._next_address():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._backoff_max)
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                       ) -> bool:
+        """Serve one stream until it ends (an exception); False: it was refused."""
         self._writer = writer
         sock = writer.get_extra_info("socket")
         if sock is not None:
-            import socket
-
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._write(self._hello)
         await writer.drain()
         line = await reader.readline()
         if not line:
-            raise ConnectionResetError("controller closed before welcome")
+            return False  # not the leader (or going down): try the next address
         welcome = CONTROLLER_FRAME.validate_json(line)
         if not isinstance(welcome, Welcome):
             raise ConnectionResetError(f"expected welcome, got {welcome.t}")
+        if not self._fresh_epoch(welcome.leader_epoch):
+            log.warning("controller %s welcomed us at leader epoch %d, older than %d seen:"
+                        " refused", self.address, welcome.leader_epoch, self.leader_epoch)
+            return False
         self._spool.resync(welcome.last_seq)
         for ev in self._spool.pending():
             self._write(EventFrame(event=ev))
@@ -135,9 +185,24 @@ class ControllerLink:
                 if isinstance(frame, Ack):
                     self._spool.ack(frame.seq)
                 elif isinstance(frame, Command):
-                    background(self._run_command(frame))
+                    if self._fresh_epoch(frame.leader_epoch):
+                        background(self._run_command(frame))
+                    else:
+                        self._write(Reply(id=frame.id, ok=False, error=(
+                            f"stale leader epoch {frame.leader_epoch}:"
+                            f" {self.leader_epoch} seen")))
         finally:
             pusher.cancel()
+
+    def _fresh_epoch(self, epoch: int) -> bool:
+        """Not older than any leader epoch seen (and remember a newer one)."""
+        if epoch < self.leader_epoch:
+            return False
+        if epoch > self.leader_epoch:
+            self.leader_epoch = epoch
+            if self._on_epoch is not None:
+                self._on_epoch(epoch)
+        return True
 
     async def _run_command(self, cmd: Command) -> None:
         try:

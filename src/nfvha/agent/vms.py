@@ -24,7 +24,8 @@ from nfvha.agent.exits import wait_exit_status, zombie_status
 from nfvha.agent.guestlink import GuestEvent, GuestLink, GuestVnfc
 from nfvha.model.events import EventType, Kind, Severity
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths
-from nfvha.nfvi.fabric import FabricPlan, create_vm_network
+from nfvha.nfvi.disk import DISK_MODES, DiskError, DiskMode, VmDisk
+from nfvha.nfvi.fabric import FabricPlan, create_vm_network, vm_attached_host
 from nfvha.nfvi.guest import release_service_addresses
 from nfvha.nfvi.spawn import spawn_detached
 from nfvha.util.clock import Clock
@@ -35,6 +36,15 @@ from nfvha.util.tasks import background
 from nfvha.wire.frames import VmInfo, VnfcInfo
 
 log = logging.getLogger(__name__)
+
+
+def disk_mode(args: dict[str, Any]) -> DiskMode:
+    """The ``disk`` argument of ``vm.start`` (ADR 0010): what the VM boots from."""
+    mode = args.get("disk", "keep")
+    for m in DISK_MODES:
+        if mode == m:
+            return m
+    raise ValueError(f"disk must be one of {', '.join(DISK_MODES)}, not {mode!r}")
 
 
 @dataclass
@@ -56,6 +66,8 @@ class VmRuntime:
     pidfd: int | None = None
     link: GuestLink | None = None
     stopping: bool = False
+    # Re-created on another host (evacuated, ADR 0011): no longer this host's to run.
+    released: bool = False
     guest_seq: int = 0  # highest guest event seq handled: the guest re-sends until acked
     last_sample: dict[str, Any] | None = None
     vnfcs: dict[str, VnfcRuntime] = field(default_factory=dict)
@@ -89,10 +101,28 @@ class VmManager:
         self._actions = run.host_dir(cfg.host) / "vm-actions.log"
         self._vnfc_waiters: dict[str, asyncio.Future[GuestEvent]] = {}
         self.vms: dict[str, VmRuntime] = {}
+        self._configured = {spec.name for spec in cfg.vms}
         for spec in cfg.vms:
-            rt = VmRuntime(spec=spec, since=clock.wall())
+            self._add(spec)
+
+    def _add(self, spec: VmLaunch) -> VmRuntime:
+        rt = VmRuntime(spec=spec, since=self._clock.wall())
+        rt.vnfcs = {c.name: VnfcRuntime(name=c.name, vm=spec.name) for c in spec.vnfcs}
+        self.vms[spec.name] = rt
+        return rt
+
+    def place(self, spec: VmLaunch) -> VmRuntime:
+        """Make ``spec`` a VM of this host (the controller re-creates it here)."""
+        rt = self.vms.get(spec.name)
+        if rt is None:
+            rt = self._add(spec)
+        elif rt.spec != spec and rt.state in ("stopped", "crashed"):
+            rt.spec = spec
             rt.vnfcs = {c.name: VnfcRuntime(name=c.name, vm=spec.name) for c in spec.vnfcs}
-            self.vms[spec.name] = rt
+        if rt.released:
+            rt.released = False
+            self._log_action(spec.name, "placed", "re-created on this host")
+        return rt
 
     # -- helpers -----------------------------------------------------------
     def _cgroup_rel(self, vm: str) -> str:
@@ -108,29 +138,72 @@ class VmManager:
             f.write(line + "\n")
 
     def _rt(self, vm: str) -> VmRuntime:
-        try:
-            return self.vms[vm]
-        except KeyError:
-            raise KeyError(f"no VM '{vm}' on host {self._cfg.host}") from None
+        rt = self.vms.get(vm)
+        if rt is None:
+            raise KeyError(f"no VM '{vm}' on host {self._cfg.host}")
+        if rt.released:
+            raise KeyError(f"VM '{vm}' was re-created on another host; it is not on"
+                           f" {self._cfg.host} any more")
+        return rt
 
     def vm_of_vnfc(self, vnfc: str) -> VmRuntime:
         for rt in self.vms.values():
-            if vnfc in rt.vnfcs:
+            if vnfc in rt.vnfcs and not rt.released:
                 return rt
         raise KeyError(f"no VNFC '{vnfc}' on host {self._cfg.host}")
 
     # -- state file --------------------------------------------------------
     def saved_state(self) -> dict[str, Any]:
-        return {
-            name: {"pid": rt.pid, "start_ticks": rt.start_ticks, "state": rt.state,
-                   "since": rt.since, "guest_seq": rt.guest_seq}
-            for name, rt in self.vms.items()
-        }
+        out: dict[str, Any] = {}
+        for name, rt in self.vms.items():
+            rec: dict[str, Any] = {"pid": rt.pid, "start_ticks": rt.start_ticks,
+                                   "state": rt.state, "since": rt.since,
+                                   "guest_seq": rt.guest_seq, "released": rt.released}
+            if name not in self._configured:
+                rec["spec"] = rt.spec.model_dump(mode="json")  # placed here by the VIM
+            out[name] = rec
+        return out
+
+    def _moved_away(self, name: str) -> bool:
+        """Its network hangs on another host's bridge: the VIM re-created it there."""
+        if self._plan is None:
+            return False
+        attached = vm_attached_host(self._plan, name)
+        return attached is not None and attached != self._cfg.host
+
+    def _release(self, rt: VmRuntime, why: str) -> None:
+        rt.released, rt.state, rt.pid, rt.start_ticks = True, "stopped", None, None
+        rt.since = self._clock.wall()
+        self._log_action(rt.spec.name, "released", why)
+        self._emit.emit(
+            Kind.VM_STOPPED, f"vm/{rt.spec.name}", severity=Severity.INDETERMINATE,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-evacuated",
+            description=f"VM {rt.spec.name} left {self._cfg.host}: {why}",
+            informational=True, details={"released": True},
+        )
+
+    @staticmethod
+    def _alive(rec: dict[str, Any]) -> bool:
+        pid, ticks = rec.get("pid"), rec.get("start_ticks")
+        return (rec.get("state") in ("running", "hung", "starting") and pid is not None
+                and ticks is not None and is_same_process(int(pid), int(ticks)))
 
     async def adopt(self, saved: dict[str, Any]) -> None:
         """Re-attach to VMs that kept running while the agent was away."""
         for name, rec in saved.items():
             rt = self.vms.get(name)
+            if rt is None and isinstance(rec.get("spec"), dict):
+                rt = self._add(VmLaunch.model_validate(rec["spec"]))
+            if rt is not None and rec.get("released"):
+                rt.released = True
+                continue
+            if rt is not None and not self._alive(rec) and await asyncio.to_thread(
+                    self._moved_away, name):
+                # Its host was down while the VIM re-created it elsewhere (ADR 0011):
+                # neither a crash to report nor addresses to release - they are the
+                # new VM's now.
+                self._release(rt, "re-created on another host while this one was down")
+                continue
             if rt is None or rec.get("state") not in ("running", "hung", "starting"):
                 if rt is not None and rec.get("state") == "crashed":
                     rt.state = "crashed"
@@ -159,12 +232,23 @@ class VmManager:
         self._on_change()
 
     # -- VM lifecycle ------------------------------------------------------
-    async def start_vm(self, name: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    async def start_vm(self, name: str, timeout_s: float = 15.0,
+                       disk: DiskMode = "keep", spec: VmLaunch | None = None
+                       ) -> dict[str, Any]:
+        """``disk``: boot from the disk as it is (a reboot), from the initial (empty)
+        disk, or from the last snapshot (ADR 0010). A running VM is left alone.
+        With ``spec``, a VM this host may never have had: the VIM re-creates an
+        evacuated VM here (ADR 0011)."""
+        if spec is not None:
+            if spec.name != name:
+                raise KeyError(f"spec is for VM '{spec.name}', not '{name}'")
+            self.place(spec)
         rt = self._rt(name)
         async with rt.lifecycle:
-            return await self._start_vm(rt, timeout_s)
+            return await self._start_vm(rt, timeout_s, disk)
 
-    async def _start_vm(self, rt: VmRuntime, timeout_s: float) -> dict[str, Any]:
+    async def _start_vm(self, rt: VmRuntime, timeout_s: float,
+                        disk: DiskMode = "keep") -> dict[str, Any]:
         name = rt.spec.name
         if rt.state in ("running", "starting", "hung") and rt.pid is not None and rt.start_ticks \
                 is not None and is_same_process(rt.pid, rt.start_ticks):
@@ -172,6 +256,12 @@ class VmManager:
         spec = rt.spec
         vm_dir = self._vm_dir(name)
         vm_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            disk_done = await asyncio.to_thread(VmDisk(vm_dir).prepare, disk)
+        except OSError as e:
+            raise RuntimeError(f"VM {name}: cannot prepare its disk ({disk}): {e}") from None
+        if disk != "keep":
+            self._log_action(name, "disk", json.dumps(disk_done))
         cg_paths: list[str] = []
         if self._cgroups is not None:
             rel = self._cgroup_rel(name)
@@ -180,7 +270,8 @@ class VmManager:
             self._cgroups.create(rel, memory_bytes=spec.memory_mb << 20, cpu_cores=spec.cpu)
             cg_paths = cgroup_procs_paths(self._cgroups, rel)
         if self._plan is not None:
-            await asyncio.to_thread(create_vm_network, self._plan, name)
+            # Attached to this host's bridge, wherever it ran before.
+            await asyncio.to_thread(create_vm_network, self._plan, name, host=self._cfg.host)
         guest_cfg = {
             "vm": name,
             "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
@@ -218,7 +309,8 @@ class VmManager:
         if rt.exited.is_set():
             raise RuntimeError(f"VM {name} died while booting; see its last words")
         if not rt.ready.is_set():
-            return {"vm": name, "pid": rt.pid, "ready": False}
+            return {"vm": name, "pid": rt.pid, "ready": False, "disk": disk_done,
+                    "data_ip": spec.data_ip}
         rt.state = "running" if rt.state == "starting" else rt.state
         self._emit.emit(
             Kind.VM_STARTED, f"vm/{name}", severity=Severity.INDETERMINATE,
@@ -227,7 +319,36 @@ class VmManager:
             details={"pid": rt.pid},
         )
         self._on_change()
-        return {"vm": name, "pid": rt.pid, "ready": True}
+        return {"vm": name, "pid": rt.pid, "ready": True, "disk": disk_done,
+                "data_ip": spec.data_ip}
+
+    async def snapshot_vm(self, name: str) -> dict[str, Any]:
+        """Copy a running VM's disk as its last snapshot (ADR 0010). The VM is frozen
+        meanwhile, so the copy is crash-consistent (all files as of one instant); the
+        disk size limit keeps the freeze far below the hang detector's threshold."""
+        rt = self._rt(name)
+        async with rt.lifecycle:
+            if rt.state != "running":
+                raise RuntimeError(f"VM {name} is {rt.state}: only a running VM is"
+                                   " snapshotted")
+            disk = VmDisk(self._vm_dir(name))
+            rel = self._cgroup_rel(name)
+            freeze = self._cgroups is not None and not self._cgroups.is_frozen(rel)
+            try:
+                await asyncio.to_thread(disk.check_size)  # before freezing, not during
+                if freeze:
+                    assert self._cgroups is not None
+                    await asyncio.to_thread(self._cgroups.freeze, rel)
+                try:
+                    info = await asyncio.to_thread(disk.snapshot, self._clock.wall())
+                finally:
+                    if freeze:
+                        assert self._cgroups is not None
+                        await asyncio.to_thread(self._cgroups.thaw, rel)
+            except (DiskError, OSError) as e:
+                raise RuntimeError(str(e)) from None
+        self._log_action(name, "snapshot", json.dumps(info.to_json()))
+        return {"vm": name, "snapshot": info.to_json(), "frozen": freeze}
 
     async def stop_vm(self, name: str, timeout_s: float = 5.0) -> dict[str, Any]:
         rt = self._rt(name)
@@ -507,7 +628,7 @@ class VmManager:
         while True:
             await asyncio.sleep(self._cfg.settings.vm_record_interval_s)
             for rt in self.vms.values():
-                if rt.state not in ("running", "hung", "starting"):
+                if rt.state not in ("running", "hung", "starting") or rt.released:
                     continue
                 try:
                     s = await asyncio.to_thread(self._record, rt, keep)
@@ -521,6 +642,8 @@ class VmManager:
     def inventory(self) -> tuple[list[VmInfo], list[VnfcInfo]]:
         vms, vnfcs = [], []
         for name, rt in self.vms.items():
+            if rt.released:
+                continue
             s = rt.last_sample or {}
             vms.append(VmInfo(
                 name=name, state=rt.state, pid=rt.pid, since=rt.since,

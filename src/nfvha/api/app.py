@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Response
@@ -15,8 +16,16 @@ from nfvha.api.problems import install_problem_handlers
 from nfvha.api.vnffm import vnffm_router
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
+from nfvha.controller.correlator import Verdict
 from nfvha.controller.health import HealthPublisher
+from nfvha.controller.hostrepair import HostRepair
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
+from nfvha.controller.vmrepair import (
+    PerformedAction,
+    RepairRefused,
+    VmRepairPolicy,
+    VmRepairStatus,
+)
 from nfvha.controller.vnfm import VnfAvailability, Vnfm
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
@@ -39,7 +48,8 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
                stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
                clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None,
-               vnfm: Vnfm | None = None) -> FastAPI:
+               vnfm: Vnfm | None = None, host_repair: HostRepair | None = None, *,
+               vm_repair: VmRepairPolicy | None = None) -> FastAPI:
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.middleware("http")(Authenticator(auth).middleware)
@@ -65,7 +75,9 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
 
     def host_of_vm(vm: str) -> str:
         try:
-            return topology.vm(vm).host
+            static = topology.vm(vm).host
+            # Where it runs now: evacuation moves VMs (ADR 0011).
+            return host_repair.host_of(vm) if host_repair is not None else static
         except KeyError:
             valid = ", ".join(v.name for v in topology.vms)
             raise HTTPException(404, f"no VM named '{vm}'; valid: {valid}") from None
@@ -150,12 +162,80 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
             raise HTTPException(404, f"VM '{name}' has no recorded last words")
         return ev.details
 
+    @app.get("/v1/vm-repairs")
+    async def vm_repairs() -> list[VmRepairStatus]:
+        """Every VM's repair policy (its VNF's repair_action, ADR 0010), role in a
+        failover pair, pending failure, last snapshot and last repair."""
+        return vm_repair.status() if vm_repair is not None else []
+
+    @app.get("/v1/vms/{name}/repair")
+    async def vm_repair_status(name: str) -> VmRepairStatus:
+        host_of_vm(name)
+        if vm_repair is None:
+            raise HTTPException(404, "no VM repair policy in this controller")
+        return vm_repair.status_of(name)
+
+    async def repair_by_policy(policy: VmRepairPolicy, name: str, host: str,
+                               failure: int | None, how: PerformedAction | None
+                               ) -> OperationResult:
+        try:
+            ticket = policy.repair_vm(name, requested_by="api", failure=failure, action=how)
+        except RepairRefused as e:
+            raise HTTPException(409, str(e)) from None
+        if ticket.job is None:
+            last = ticket.last.model_dump(mode="json") if ticket.last else None
+            return OperationResult(ok=True, host=host, result={"how": ticket.how,
+                                                               "outcome": last})
+        outcome = await ticket.job.outcome()
+        if not outcome.ok:
+            raise HTTPException(409, f"repair of VM {name} ({outcome.action}) failed:"
+                                     f" {outcome.error}")
+        return OperationResult(ok=True, host=host, result={
+            "how": ticket.how, "outcome": outcome.model_dump(mode="json")})
+
     @app.post("/v1/vms/{name}/{action}")
-    async def vm_action(name: str, action: Literal["start", "stop", "repair"]
-                        ) -> OperationResult:
-        """``repair`` (VNFHA-5, for a VNF or its VNFM): the VM is replaced by a new one
-        in its initial state - stopped (killed if hung), then started again."""
+    async def vm_action(
+        name: str, action: Literal["start", "stop", "repair", "snapshot"],
+        failure: Annotated[int | None, Query(ge=1, description=(
+            "repair: the id of the failure event it is about; a repair already under way"
+            " is joined, one already done is not done again"))] = None,
+        repair_action: Annotated[PerformedAction | None, Query(description=(
+            "repair: how, instead of the VNF's configured repair_action"))] = None,
+    ) -> OperationResult:
+        """``repair`` (VNFHA-5, REC-2, for a VNF or its VNFM): by the VNF's repair
+        policy (ADR 0010) - replaced in its initial state (killed first if hung or
+        running), restarted from its last snapshot, or failed over to its standby VM;
+        the answer says whether this ask ``started`` the repair, ``joined`` one under
+        way or found its failure ``resolved``. ``snapshot``: copy its disk now. Repair
+        requests are counted per host (UC-9): when several of a host's VMs are
+        reported, the host is repaired instead (the answer carries the verdict)."""
         host = host_of_vm(name)
+        if action != "repair" and (failure is not None or repair_action is not None):
+            raise HTTPException(400, "'failure' and 'repair_action' are for 'repair' only")
+        if action == "repair" and host_repair is not None:
+            # UC-9: counted against its host; several of a host's VMs -> host repair.
+            c = host_repair.vm_repair_requested(name, "api")
+            if c.verdict is not Verdict.REPAIR_VM:
+                return OperationResult(ok=True, host=host, result={
+                    "verdict": c.verdict.value, "reason": c.reason, "vms": list(c.vms)})
+        if action == "repair" and vm_repair is not None:
+            return await repair_by_policy(vm_repair, name, host, failure, repair_action)
+        if action == "start" and vm_repair is not None \
+                and (st := vm_repair.status_of(name)).role == "standby":
+            # Its VNFCs run in the other VM: a second copy must not start (ADR 0010).
+            raise HTTPException(409, f"VM {name} is the cold standby of {st.standby}; it is"
+                                     " started by a failover only")
+        if action == "snapshot":
+            if vm_repair is None:
+                return await operate(host, "vm.snapshot", name)
+            try:
+                return OperationResult(ok=True, host=host, result=await vm_repair.snapshot(name))
+            except ConnectionError as e:
+                raise HTTPException(503, str(e)) from None
+            except TimeoutError:
+                raise HTTPException(504, f"agent on {host} did not snapshot in time") from None
+            except RuntimeError as e:
+                raise HTTPException(409, str(e)) from None
         if action == "repair":
             stopped = await operate(host, "vm.stop", name)
             started = await operate(host, "vm.start", name)
@@ -164,6 +244,18 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
         op: CommandOp = "vm.start" if action == "start" else "vm.stop"
         return await operate(host, op, name)
 
+    @app.get("/v1/placement")
+    async def placement() -> dict[str, str]:
+        """Where every VM runs now (VM -> host); evacuations change it (ADR 0011)."""
+        if host_repair is None:
+            return {v.name: v.host for v in topology.vms}
+        return host_repair.placement.as_dict()
+
+    @app.get("/v1/host-repairs")
+    async def host_repairs() -> list[dict[str, Any]]:
+        """Host repairs since the controller started: fenced, VMs moved or left."""
+        return [asdict(r) for r in host_repair.history] if host_repair is not None else []
+
     @app.get("/v1/vnfcs")
     async def vnfcs() -> list[VnfcView]:
         return view.vnfcs()
@@ -171,7 +263,10 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
     @app.post("/v1/vnfcs/{name}/{action}")
     async def vnfc_action(name: str, action: Literal["start", "stop"]) -> OperationResult:
         op: CommandOp = "vnfc.start" if action == "start" else "vnfc.stop"
-        return await operate(host_of_vm(vm_of_vnfc(name)), op, name)
+        vm = vm_of_vnfc(name)
+        # After a failover its VNFCs run in the standby VM (ADR 0010).
+        return await operate(host_of_vm(vm_repair.serving_vm(vm) if vm_repair else vm), op,
+                             name)
 
     @app.get("/v1/events")
     async def events(

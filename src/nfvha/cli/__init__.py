@@ -46,12 +46,29 @@ _HEADERS: dict[str, str] = {}  # the run's API token, set by _api()
 
 def _api(run_id: str | None) -> tuple[str, str]:
     from nfvha.testbed.deploy import RunInfo, find_active_run
+    from nfvha.util.files import read_json
 
     run = find_active_run(run_id)
     info = RunInfo.load(run)
     _HEADERS.clear()
     _HEADERS.update(info.headers)
-    return run.run_id, info.api_url
+    # A cluster run (ADR 0013): every controller's front answers; use one that does.
+    urls = read_json(run.run_file).get("api_urls") or [info.api_url]
+    return run.run_id, _answering(urls)
+
+
+def _answering(urls: list[str], timeout_s: float = 1.0) -> str:
+    import httpx
+
+    if len(urls) == 1:
+        return urls[0]
+    for url in urls:
+        try:
+            httpx.get(f"{url}/v1/cluster/self", timeout=timeout_s)
+            return url
+        except httpx.HTTPError:
+            continue
+    return urls[0]
 
 
 def _get(url: str, timeout_s: float = 5.0) -> Any:
@@ -243,6 +260,33 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    _run_id, api = _api(args.run)
+    st = _get(f"{api}/v1/cluster")
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    leader = st.get("leader") or {}
+    t = Table(title=f"controllers (leader: {leader.get('name', 'none')},"
+                    f" epoch {leader.get('epoch', '-')})")
+    for c in ("part", "state", "role / detail", "epoch"):
+        t.add_column(c)
+    for m in st["members"]:
+        t.add_row(f"controller {m['name']}", m.get("state", "?"), str(m.get("role", "")),
+                  str(m.get("epoch", "")))
+    etcd = st["etcd"]
+    t.add_row("etcd", etcd.get("state", "?"), etcd.get("reason", ""), "")
+    for m in etcd.get("members", []):
+        t.add_row(f"  etcd {m['name']}", "up" if m.get("reachable") else "unreachable",
+                  "leader" if m.get("is_leader") else "", "")
+    t.add_row("postgresql", st["postgres"].get("state", "?"), "", "")
+    Console().print(t)
+    return 0
+
+
 def _cmd_openapi(args: argparse.Namespace) -> int:
     from nfvha.api.openapi import main as print_openapi
 
@@ -263,6 +307,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from nfvha.bench.detect import run_detect_bench
 
     return run_detect_bench(args)
+
+
+def _cmd_bench_failover(args: argparse.Namespace) -> int:
+    from nfvha.bench.failover import run_failover_bench
+
+    return run_failover_bench(args)
 
 
 def _cmd_bench_alarms(args: argparse.Namespace) -> int:
@@ -311,22 +361,27 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     topology = load_topology(args.file)
     results = asyncio.run(run_scenarios(topology, names, args.repeat,
-                                        lambda line: err.print(line, markup=False)))
+                                        lambda line: err.print(line, markup=False),
+                                        seed=args.seed))
     if args.json:
         print(json.dumps(results, indent=1))
     else:
-        t = Table(title=f"nfvha scenario run ({args.repeat} run(s) each; times in ms)")
+        what = (f"{args.repeat} random faults, seed {args.seed}" if names == ["random"]
+                else f"{args.repeat} run(s) each")
+        t = Table(title=f"nfvha scenario run ({what}; times in ms)")
         cols = ("scenario", "runs", "detection_p99_ms", "notification_p99_ms",
                 "outage_p50_ms", "outage_p99_ms", "state_lost", "restored_p99_ms",
-                "sal_met", "double_active")
+                "sal_met", "double_active", "failed_pct")
         for c in cols:
             t.add_column(c.replace("_ms", "").replace("_", " "),
                          justify="left" if c == "scenario" else "right")
         for r in results:
-            t.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
+            t.add_row(*("-" if r.get(c) is None else str(r[c]) for c in cols))
         Console(width=max(Console().width, 140)).print(t)
         for r in results:
-            err.print(f"{r['scenario']}: {SCENARIOS[r['scenario']].what}"
+            what = (SCENARIOS[r["scenario"]].what if r["scenario"] in SCENARIOS
+                    else "all faults of the randomized run")
+            err.print(f"{r['scenario']}: {what}"
                       + (f"  ERRORS: {r['errors']}" if r["errors"] else ""), markup=False)
     return 0 if all(not r["errors"] for r in results) else 1
 
@@ -348,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start a whole local deployment (default topology)")
     up.add_argument("-f", "--file", type=Path, default=default_topology_path())
     up.add_argument("--no-live", action="store_true", help="print status once, no live table")
+    up.add_argument("--cluster", type=int, metavar="N",
+                    help="N controllers on a 3-member etcd cluster and PostgreSQL (ADR 0013)")
     up.set_defaults(func=_cmd_up)
 
     down = sub.add_parser("down", help="remove every namespace, bridge, cgroup and process"
@@ -416,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--resource", action="append", help="faulty resource, e.g. vm/gw-vm1")
     sb.set_defaults(func=_cmd_subscribe)
 
+    cl = sub.add_parser("cluster", help="controllers, etcd and PostgreSQL of a cluster run"
+                                        " (who leads, each one's state)")
+    cl.add_argument("--run")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=_cmd_cluster)
+
     oa = sub.add_parser("openapi", help="print the controller's OpenAPI document")
     oa.set_defaults(func=_cmd_openapi)
 
@@ -431,8 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scenario", help="fault scenarios (the use cases), measured")
     scsub = sc.add_subparsers(dest="scenario", required=True)
     sr = scsub.add_parser("run", help="run scenarios on a fresh test bed: UC-1 ... | all")
-    sr.add_argument("names", nargs="+", help="scenario names, or 'all'")
+    sr.add_argument("names", nargs="+",
+                    help="scenario names, 'all', or 'random' (--repeat random faults)")
     sr.add_argument("--repeat", type=int, default=1)
+    sr.add_argument("--seed", type=int, default=1, help="for 'random'")
     sr.add_argument("--json", action="store_true")
     sr.add_argument("-f", "--file", type=Path, default=default_topology_path())
     sr.set_defaults(func=_cmd_scenario_run)
@@ -459,6 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fan-out: alternate without/with the dead subscriber this often")
     ba.add_argument("--runs", type=int, default=20, help="end to end: VM crashes")
     ba.set_defaults(func=_cmd_bench_alarms)
+    bf = bsub.add_parser("controller-failover",
+                         help="leader controller killed -> another deciding, and -> first"
+                              " recovery of a VNF fault injected at the same moment")
+    bf.add_argument("--runs", type=int, default=20)
+    bf.add_argument("--json", action="store_true")
+    bf.add_argument("-f", "--file", type=Path, default=None,
+                    help="topology (default: 2 hosts, one 2N VNF 'gw')")
+    bf.add_argument("--vnf", default="gw", help="the VNF whose active dies with the leader")
+    bf.add_argument("--no-fault", action="store_true", help="kill only the leader")
+    bf.set_defaults(func=_cmd_bench_failover)
 
     for name, module in (("agent", "nfvha.agent.main"), ("hostd", "nfvha.agent.hostd"),
                          ("controller", "nfvha.controller.main")):

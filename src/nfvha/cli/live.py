@@ -13,11 +13,15 @@ from rich.live import Live
 
 from nfvha.cli.render import status_tables
 from nfvha.model.topology import load_topology
+from nfvha.testbed.apiclient import FailoverTransport
 from nfvha.testbed.deploy import Testbed
 
 
 async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0, headers=tb.headers) as client:
+    urls: list[str] = getattr(tb, "api_urls", None) or [tb.api_url]
+    transport = FailoverTransport(urls) if len(urls) > 1 else None  # any controller answers
+    async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0, headers=tb.headers,
+                                 transport=transport) as client:
         async def render() -> Group:
             status = (await client.get("/v1/status")).json()
             after = max(0, status["last_event_id"] - 40)
@@ -39,7 +43,13 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
 async def _main(args: argparse.Namespace) -> int:
     console = Console()
     topology = load_topology(args.file)
-    tb = Testbed(topology)
+    size = getattr(args, "cluster", None)
+    if size:
+        from nfvha.testbed.cluster import ClusterTestbed
+
+        tb: Testbed = ClusterTestbed(topology, size=size)
+    else:
+        tb = Testbed(topology)
     if not tb.namespaced:
         console.print(f"[yellow]nfvha: {tb.fallback_reason}; running everything on loopback"
                       " (127.0.0.1, distinct ports): no namespaces, cgroups or link faults[/]")
@@ -52,6 +62,10 @@ async def _main(args: argparse.Namespace) -> int:
         await tb.start()
         console.print(f"nfvha: run {tb.run.run_id} is up. API: {tb.api_url}  (files:"
                       f" {tb.run.root}). 'nfvha status' in another terminal; Ctrl-C stops.")
+        if size:
+            console.print(f"nfvha: {size} controllers on etcd and PostgreSQL; any of"
+                          f" {', '.join(getattr(tb, 'api_urls', []))} answers;"
+                          " 'nfvha cluster' shows who leads.")
         await _live(tb, console, args.no_live, stop)
     finally:
         console.print(f"nfvha: stopping run {tb.run.run_id} and cleaning up ...")

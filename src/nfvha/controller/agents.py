@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from nfvha.controller.bus import EventBus
+from nfvha.controller.leadership import LeaderGate, NotLeader
 from nfvha.controller.liveness import HostLiveness, HostState, Transition
 from nfvha.model.events import Event, EventType, Kind, Severity, StoredEvent
 from nfvha.store.base import StoreUnavailable
@@ -51,8 +52,11 @@ class AgentSession:
 
 class AgentServer:
     def __init__(self, listen: tuple[str, int], bus: EventBus, liveness: HostLiveness,
-                 clock: Clock, tick_s: float) -> None:
+                 clock: Clock, tick_s: float, *, gate: LeaderGate | None = None) -> None:
+        """``gate``: in a cluster, the leader's (ADR 0013): every command carries its
+        epoch and none goes out once the term is over; None: a single controller."""
         self._listen = listen
+        self._gate = gate
         self._bus = bus
         self._liveness = liveness
         self._clock = clock
@@ -183,13 +187,17 @@ class AgentServer:
         if not isinstance(hello, Hello) or hello.host not in self._liveness.hosts:
             writer.close()
             return
+        if self._gate is not None and not self._gate.is_leader():
+            writer.close()  # its agent tries the next controller address
+            return
         host = hello.host
         old = self.sessions.get(host)
         session = AgentSession(hello, writer, self._clock.wall())
         self.sessions[host] = session
         if old is not None:
             old.writer.close()
-        writer.write(encode(Welcome(last_seq=self._bus.store.last_seq(host))))
+        writer.write(encode(Welcome(last_seq=self._bus.store.last_seq(host),
+                                    leader_epoch=self._gate.epoch if self._gate else 0)))
         lost_at = self.agent_lost.pop(host, None)
         if lost_at is not None or hello.restarted_after:
             await self._publish([self._own_event(
@@ -273,7 +281,15 @@ class AgentServer:
         session = self.sessions.get(host)
         if session is None:
             raise ConnectionError(f"agent on {host} is not connected")
-        cmd = Command(id=next(self._cmd_ids), op=op, target=target, args=dict(args or {}))
+        # Checked as the command goes out: a term that ended stops every action here,
+        # whoever decided it (the VNFM, VM repair, host repair).
+        epoch = 0
+        if self._gate is not None:
+            epoch = self._gate.epoch
+            if not epoch or not self._gate.is_leader():
+                raise NotLeader(f"{op} {target}: this controller does not lead")
+        cmd = Command(id=next(self._cmd_ids), op=op, target=target, args=dict(args or {}),
+                      leader_epoch=epoch)
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         session.replies[cmd.id] = fut
         session.writer.write(encode(cmd))

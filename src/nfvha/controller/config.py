@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from nfvha.agent.config import VmLaunch
+from nfvha.controller.cluster_config import ClusterConfig, StoreConfig
 from nfvha.model.auth import AuthConfig
 from nfvha.model.settings import Settings, Strict
+from nfvha.model.topology import FenceSpec
 
 
 class HostEntry(Strict):
     name: str
-    fence: Literal["local", "none"] = "local"
+    fence: FenceSpec = Field(default_factory=FenceSpec)
+
+    @field_validator("fence", mode="before")
+    @classmethod
+    def _fence_by_type(cls, v: Any) -> Any:
+        # "local" / "none": the short form older controller.json files carry.
+        return {"type": v} if isinstance(v, str) else v
 
 
 class ComponentEndpoint(Strict):
@@ -35,6 +44,9 @@ class AmfConfig(Strict):
     port: int
     components: list[ComponentEndpoint] = Field(default_factory=list)
     vips: dict[str, str] = Field(default_factory=dict)  # VNF -> "address/prefixlen"
+    # IF-2: load-balancer VNF -> the VNF it balances, whose components are its members
+    # (from whose active SU a ``member_failed`` is taken).
+    balancers: dict[str, str] = Field(default_factory=dict)
 
 
 class ControllerConfig(Strict):
@@ -51,6 +63,19 @@ class ControllerConfig(Strict):
     topology_file: Path | None = None
     auth: AuthConfig = Field(default_factory=AuthConfig)
     amf: AmfConfig | None = None
+    # How each VM is launched: what a host that never had it is sent when the VM is
+    # re-created there (evacuation, ADR 0011).
+    vm_launch: list[VmLaunch] = Field(default_factory=list)
+    # Embedded SQLite (default) or etcd + PostgreSQL; ``cluster``: one of N controllers
+    # (ADR 0013), which needs the cluster store.
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    cluster: ClusterConfig | None = None
+
+    @model_validator(mode="after")
+    def _cluster_needs_cluster_store(self) -> ControllerConfig:
+        if self.cluster is not None and self.store.kind != "cluster":
+            raise ValueError("a cluster of controllers needs store kind 'cluster'")
+        return self
 
     @classmethod
     def load(cls, path: Path) -> ControllerConfig:

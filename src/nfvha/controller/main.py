@@ -8,34 +8,32 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 import uvicorn
 
 from nfvha.api.app import create_app
 from nfvha.controller.agents import AgentServer
-from nfvha.controller.bus import EventBus
+from nfvha.controller.bus import BatchListener, EventBus
+from nfvha.controller.cluster import ClusterController, TermContext, gate_fencing
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.faults import FaultManagement
+from nfvha.controller.fencing import build_fencing
 from nfvha.controller.health import HealthPublisher
-from nfvha.controller.liveness import HostLiveness, PowerStatus
+from nfvha.controller.hostrepair import HostRepair
+from nfvha.controller.liveness import HostLiveness, HostState
+from nfvha.controller.placement import PLACEMENT_FILE, Placement
+from nfvha.controller.stores import open_stores
 from nfvha.controller.view import InventoryView
+from nfvha.controller.vmrepair import VmRepairPolicy
 from nfvha.controller.vnfm import AgentRepair, Vnfm
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
-from nfvha.faults.outbox import Outbox
 from nfvha.faults.stream import AlarmStream
+from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
-from nfvha.nfvi.cgroups import detect_cgroups
-from nfvha.nfvi.fabric import FabricPlan
-from nfvha.nfvi.power import LocalPowerDevice
-from nfvha.store.alarms import SqliteAlarmStore
-from nfvha.store.assignments import SqliteAssignmentStore
-from nfvha.store.sqlite import SqliteEventStore
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
-from nfvha.util.runpaths import RunPaths
 
 log = logging.getLogger("nfvha.controller")
 # The API root subscribers are told about (links in notifications).
@@ -50,84 +48,142 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-def local_power_status(cfg: ControllerConfig) -> PowerStatus | None:
-    """The fence devices' power status, for hosts that have one."""
-    if cfg.fabric is None:
-        return None
-    plan = FabricPlan.from_json(cfg.fabric)
-    run = RunPaths(cfg.run_id)
-    cgroups = detect_cgroups()
-    devices = {h.name: LocalPowerDevice(run, plan, h.name, cgroups)
-               for h in cfg.hosts if h.fence == "local"}
+def up_hosts(liveness: HostLiveness, agents: AgentServer) -> Callable[[], list[str]]:
+    """Hosts a VM can be re-created on: up, with their agent connected."""
+    def hosts() -> list[str]:
+        return [h for h, r in liveness.hosts.items()
+                if r.state == HostState.UP and h in agents.sessions]
 
-    def status(host: str) -> Literal["on", "off"] | None:
-        dev = devices.get(host)
-        return None if dev is None else dev.status()
+    return hosts
 
-    return status
+
+def current_only(vnfm: Vnfm, placement: Placement) -> BatchListener:
+    """The VNFM's events: without stale ones from a host a VM has left (ADR 0011)."""
+    def listener(events: Sequence[StoredEvent]) -> None:
+        vnfm.on_events(ev for ev in events if placement.is_current(ev))
+
+    return listener
 
 
 async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM_CLOCK,
-                stop: asyncio.Event | None = None) -> None:
-    store = SqliteEventStore(cfg.db_path, fsync=cfg.db_fsync)
+                stop: asyncio.Event | None = None, term: TermContext | None = None) -> None:
+    """The controller's work. ``term``: one leader term of a cluster member (ADR 0013):
+    every action is gated on the term and carries its epoch; ``stop`` ends it.
+    Whatever was started is closed again, also when starting fails half-way (a member
+    runs this once per term: nothing may stay bound or open)."""
+    async with contextlib.AsyncExitStack() as done:
+        await _serve(cfg, topology, clock, stop, term, done)
+
+
+async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
+                 stop: asyncio.Event | None, term: TermContext | None,
+                 done: contextlib.AsyncExitStack) -> None:
+    # Closed in the reverse order of these registrations (the deciders first, then the
+    # API drains, then the stores).
+    # Embedded SQLite, or PostgreSQL and etcd (ADR 0012).
+    stores = open_stores(cfg, clock, fence=term.fence if term is not None else None)
+    done.callback(stores.close)
+    store, alarm_store, ager = stores.events, stores.alarms, stores.ager
     bus = EventBus(store, clock)
-    alarm_store = SqliteAlarmStore(cfg.db_path, fsync=cfg.db_fsync)
-    ager = SqliteAlarmStore(cfg.db_path, fsync=cfg.db_fsync)
     faults = FaultManagement(AlarmManager(topology, alarm_store, clock, cfg.settings),
                              ager, cfg.settings, clock)
     bus.subscribe(faults.on_events)
-    outbox = Outbox(cfg.db_path.with_name("notifications.db"), fsync=cfg.db_fsync)
-    notifier = Notifier(outbox, clock)
+    notifier = Notifier(stores.outbox, clock)
+    done.push_async_callback(notifier.close)
     await notifier.start()
+    done.callback(bus.close)
     stream = AlarmStream()
-    fm_root = FM_API_ROOT_URL.format(port=cfg.api_port)
+    # Subscribers are sent the address every member answers on (a cluster's front).
+    fm_root = FM_API_ROOT_URL.format(
+        port=cfg.cluster.front_port if cfg.cluster is not None else cfg.api_port)
     faults.notify_through(notifier, stream, fm_root)
     faults.replay(store)
+    fencing = build_fencing(cfg, clock)
+    done.push_async_callback(fencing.close)
+    if term is not None:
+        gate_fencing(fencing, term.gate)
+    api: list[tuple[_ApiServer, asyncio.Task[None]]] = []
+
+    async def stop_api() -> None:
+        for server, task in api:
+            server.should_exit = True
+            await task
+
+    done.push_async_callback(stop_api)
     liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
-                            local_power_status(cfg))
+                            fencing.power_status)
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
-                         tick_s=cfg.settings.host_heartbeat_interval_ms / 4000)
+                         tick_s=cfg.settings.host_heartbeat_interval_ms / 4000,
+                         gate=term.gate if term is not None else None)
+    done.push_async_callback(agents.close)
     await agents.start()
+    placement = Placement(topology, cfg.db_path.with_name(PLACEMENT_FILE))
+    host_repair = HostRepair(topology, cfg.settings, clock, fencing, placement, agents,
+                             up_hosts(liveness, agents), bus.publish,
+                             {v.name: v for v in cfg.vm_launch})
+    bus.subscribe(host_repair.on_events)
+    hosts_up = up_hosts(liveness, agents)
+    vm_repair = VmRepairPolicy(topology, agents, bus.publish, clock, host_of=placement.host_of,
+                               host_up=lambda h: h in hosts_up(),
+                               snapshot_interval_s=cfg.settings.vm_snapshot_interval_s)
+
+    host_repair.use_cold_standby_check(lambda vm: vm_repair.status_of(vm).role == "standby")
+
+    def vm_failures(evs: Sequence[StoredEvent]) -> None:
+        vm_repair.on_events([e for e in evs if placement.is_current(e)])
+
+    # Subscribed before the VNFM: a VM's failure reaches the policy first (ADR 0010).
+    bus.subscribe(vm_failures)
     vnfm: Vnfm | None = None
-    amf_store: SqliteAssignmentStore | None = None
-    if cfg.amf is not None:
-        amf_store = SqliteAssignmentStore(cfg.db_path.with_name("amf.db"), fsync=cfg.db_fsync)
-        vnfm = Vnfm(topology, cfg.amf, amf_store, AgentRepair(agents), cfg.settings, clock)
-        bus.subscribe(vnfm.on_events)
+    if cfg.amf is not None and stores.assignments is not None:
+        vnfm = Vnfm(topology, cfg.amf, stores.assignments,
+                    AgentRepair(agents, vm_repair=vm_repair), cfg.settings, clock,
+                    decisions_allowed=term.gate.is_leader if term is not None else None)
+        # Stale reports (from a host a VM has left) are not the VNFM's to act on.
+        bus.subscribe(current_only(vnfm, placement))
+        vnfm.use_host_repair(host_repair.vnfm_hook)
+        host_repair.on_placed(vnfm.vm_placed)
+        done.push_async_callback(vnfm.close)
         await vnfm.start()
-    view = InventoryView(topology, agents, liveness, clock)
+    view = InventoryView(topology, agents, liveness, clock, placement.host_of)
     health = HealthPublisher(topology.host_names(), liveness, faults.alarms, notifier, stream,
                              fm_root, clock)
     faults.add_sink(health.on_changes)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
-                     fm_root, cfg.auth, clock, health, vnfm)
-    fm_task = asyncio.create_task(faults.run(), name="fault-management")
-    health_task = asyncio.create_task(health.run(), name="host-health")
+                     fm_root, cfg.auth, clock, health, vnfm, host_repair,
+                     vm_repair=vm_repair)
+    for task in (asyncio.create_task(faults.run(), name="fault-management"),
+                 asyncio.create_task(health.run(), name="host-health"),
+                 asyncio.create_task(vm_repair.run(), name="vm-repair")):
+        done.callback(task.cancel)
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
-                                           log_level="warning", lifespan="off"))
+                                           log_level="warning", lifespan="off",
+                                           timeout_graceful_shutdown=2))
+    stop = stop or asyncio.Event()
+    if term is None:  # a cluster member's process owns its signals (serve_cluster)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    api.append((server, asyncio.create_task(server.serve())))
+    log.info("controller %s: agents on %s:%d, API on http://%s:%d", cfg.run_id,
+             cfg.listen_ip, cfg.port, cfg.api_host, cfg.api_port)
+    if term is not None:
+        term.ready()
+    await stop.wait()
+
+
+async def serve_cluster(cfg: ControllerConfig, topology: Topology,
+                        clock: Clock = SYSTEM_CLOCK, stop: asyncio.Event | None = None) -> None:
+    """One of N controllers (ADR 0013): the front API always, ``serve``'s work while
+    this one leads, a term at a time."""
+    async def lead(term: TermContext, term_stop: asyncio.Event) -> None:
+        await serve(cfg, topology, clock, stop=term_stop, term=term)
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    api = asyncio.create_task(server.serve())
-    log.info("controller %s: agents on %s:%d, API on http://%s:%d", cfg.run_id,
-             cfg.listen_ip, cfg.port, cfg.api_host, cfg.api_port)
-    await stop.wait()
-    server.should_exit = True
-    await api
-    if vnfm is not None:
-        await vnfm.close()
-    await agents.close()
-    bus.close()
-    fm_task.cancel()
-    health_task.cancel()
-    await notifier.close()
-    outbox.close()
-    alarm_store.close()
-    ager.close()
-    store.close()
-    if amf_store is not None:
-        amf_store.close()
+    await ClusterController(cfg, lead, clock).run(stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     topology = load_topology(cfg.topology_file) if cfg.topology_file else None
     if topology is None:
         raise SystemExit("controller: topology_file is required")
-    asyncio.run(serve(cfg, topology))
+    asyncio.run(serve_cluster(cfg, topology) if cfg.cluster is not None
+                else serve(cfg, topology))
     return 0
 
 

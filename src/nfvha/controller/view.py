@@ -3,6 +3,8 @@ what the agents report and what the controller knows about host liveness."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel
 
 from nfvha.controller.agents import AgentServer
@@ -61,8 +63,10 @@ class StatusView(BaseModel):
 
 class InventoryView:
     def __init__(self, topology: Topology, agents: AgentServer, liveness: HostLiveness,
-                 clock: Clock) -> None:
+                 clock: Clock, host_of: Callable[[str], str] | None = None) -> None:
         self._t = topology
+        # Where a VM runs now (it moves when its host is evacuated, ADR 0011).
+        self._host_of = host_of or (lambda vm: topology.vm(vm).host)
         self._agents = agents
         self._liveness = liveness
         self._clock = clock
@@ -102,20 +106,30 @@ class InventoryView:
     def vms(self) -> list[VmView]:
         out = []
         for vm in self._t.vms:
-            inv = self._agents.inventories.get(vm.host)
+            host = self._host_of(vm.name)
+            inv = self._agents.inventories.get(host)
             info = next((v for v in inv.vms if v.name == vm.name), None) if inv else None
             if info is None:
-                out.append(VmView(name=vm.name, host=vm.host, state=self._unreported(vm.host)))
+                out.append(VmView(name=vm.name, host=host, state=self._unreported(host)))
             else:
-                out.append(VmView(host=vm.host, **info.model_dump()))
+                out.append(VmView(host=host, **info.model_dump()))
         return out
 
     def vnfcs(self) -> list[VnfcView]:
         out = []
+        standby = {v.standby_for: v.name for v in self._t.vms if v.standby_for}
         for vnf, comp in self._t.components():
-            host = self._t.vm(comp.vm).host
+            host = self._host_of(comp.vm)
             inv = self._agents.inventories.get(host)
             info = next((c for c in inv.vnfcs if c.name == comp.name), None) if inv else None
+            sb = standby.get(comp.vm)
+            if sb is not None and (info is None or info.state != "running"):
+                # After a failover (ADR 0010) it runs in the standby VM of its VM.
+                sb_inv = self._agents.inventories.get(self._host_of(sb))
+                got = next((c for c in sb_inv.vnfcs if c.name == comp.name and c.vm == sb
+                            and c.state == "running"), None) if sb_inv else None
+                if got is not None:
+                    host, info = self._host_of(sb), got
             if info is None:
                 out.append(VnfcView(name=comp.name, vnf=vnf.name, vm=comp.vm, host=host,
                                     state=self._unreported(host)))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from nfvha.amf.model import (
     SuView,
 )
 from nfvha.controller.config import AmfConfig, ComponentEndpoint
+from nfvha.controller.vmrepair import RepairRefused, RepairTicket, VmRepairPolicy
 from nfvha.model.events import Kind, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.model.topology import Topology
@@ -57,6 +58,7 @@ from nfvha.wire.amf import (
     CheckpointRead,
     CheckpointWrite,
     LeaseRequest,
+    MemberFailed,
     Refused,
     Register,
     Report,
@@ -64,6 +66,12 @@ from nfvha.wire.amf import (
 from nfvha.wire.frames import CommandOp, Reply
 
 log = logging.getLogger(__name__)
+
+
+def _always() -> bool:
+    return True
+
+
 MAX_DECISION_ROUNDS = 4  # a restarted SU: removed in one round, reassigned in the next
 
 
@@ -78,9 +86,14 @@ class RepairPort(Protocol):
 
     async def restart_component(self, host: str, vnfc: str) -> None: ...
 
+    async def kill_and_restart_component(self, host: str, vnfc: str) -> None: ...
+
     async def stop_vm(self, vm: str, host: str) -> None: ...
 
     async def start_vm(self, vm: str, host: str) -> None: ...
+
+    def repair_vm(self, vm: str, *, requested_by: str, failure: int | None = None
+                  ) -> RepairTicket: ...
 
 
 class SuStatus(BaseModel):
@@ -111,6 +124,16 @@ class _Session:
 
 
 @dataclass
+class _MemberReport:
+    """The failure of one life (incarnation) of an LB member, and who recovers it: the
+    VIM's path once it confirmed it (``timer`` None), else the timer's own."""
+
+    life: str | None
+    timer: asyncio.TimerHandle | None
+    reported_ns: int = 0
+
+
+@dataclass
 class Decision:
     """One written record, for observers (the scenario runner, the API)."""
 
@@ -122,8 +145,13 @@ class Decision:
 
 class Vnfm:
     def __init__(self, topology: Topology, cfg: AmfConfig, store: AssignmentStore,
-                 repair: RepairPort, settings: Settings, clock: Clock) -> None:
+                 repair: RepairPort, settings: Settings, clock: Clock, *,
+                 member_confirm_s: float | None = None,
+                 decisions_allowed: Callable[[], bool] | None = None) -> None:
+        """``decisions_allowed``: in a cluster, whether this controller leads right now
+        (ADR 0013); asked before every decision and repair. None: always (one controller)."""
         self._cfg = cfg
+        self._decisions_allowed = decisions_allowed or _always
         self._store = store
         self._repair = repair
         self._settings = settings
@@ -149,6 +177,11 @@ class Vnfm:
         self._server: asyncio.Server | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.decisions: list[Decision] = []
+        # IF-2: how long a member_failed waits for the VIM's word (a crash, a hung VM)
+        # before the VNFM restarts the member itself: VM-hang detection + a heartbeat.
+        self._member_confirm_s = member_confirm_s if member_confirm_s is not None else (
+            settings.guest_hang_after_ms + settings.guest_heartbeat_interval_ms + 200) / 1000
+        self._member_reports: dict[str, _MemberReport] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,6 +232,7 @@ class Vnfm:
 
     def _on_event(self, ev: StoredEvent) -> None:
         name = ev.entity.partition("/")[2]
+        self._settle_member_reports(ev)
         if ev.kind == Kind.VNFC_CRASHED and name in self._group_of:
             self._out_of_service(name, f"VNFC exited ({ev.description})")
             if not ev.details.get("cause_entity"):
@@ -208,19 +242,21 @@ class Vnfm:
             for su in self._sus_on_vm(name):
                 self._out_of_service(su, f"VM {name} crashed")
             if self._sus_on_vm(name):
-                self._repair_vm(name, stop_first=False)
+                self._repair_vm(name, failure=ev.id)
         elif ev.kind == Kind.VM_HUNG:
             for su in self._sus_on_vm(name):
                 self._suspect(su, f"VM {name} hung")
             if self._sus_on_vm(name):
-                # Isolate first (REC-1): a hung VM that thaws must not act again, so it
-                # is stopped; stopped, its SUs are confirmed out of service.
-                self._repair_vm(name, isolate=True)
-        elif ev.kind == Kind.HOST_DOWN:
-            # Confirmed and fenced by the liveness logic before this event exists.
+                # Isolate first (REC-1): a hung VM that thaws must not act again, so the
+                # repair policy stops it; stopped, its SUs are confirmed out of service.
+                self._repair_vm(name, failure=ev.id)
+        elif ev.kind in (Kind.HOST_DOWN, Kind.HOST_FENCED):
+            # Down: confirmed by its fence device's power status or by its peers.
+            # Fenced: the VIM's host repair powered it off (ADR 0011), before it
+            # re-creates any of its VMs elsewhere (vm_placed comes after this).
             for su, ep in self._endpoint.items():
                 if ep.host == name and su in self._group_of:
-                    self._out_of_service(su, f"host {name} down")
+                    self._out_of_service(su, f"host {name} {ev.kind.value.partition('.')[2]}")
 
     def _sus_on_vm(self, vm: str) -> list[str]:
         return [su for su, ep in self._endpoint.items() if ep.vm == vm and su in self._group_of]
@@ -279,6 +315,9 @@ class Vnfm:
 
     def _decide_kicked(self) -> None:
         kicked, self._kicked = self._kicked, {}
+        if not self._decisions_allowed():  # leader gate (ADR 0013)
+            log.info("not the leader: no decision for %s", sorted(kicked))
+            return
         for vnf, why in kicked.items():
             try:
                 self._decide(vnf, why)
@@ -366,41 +405,70 @@ class Vnfm:
             s.writer.write(json.dumps(msg).encode() + b"\n")
 
     # -- repair (background) ------------------------------------------------------------
-    def _component_failed(self, su: str) -> None:
+    def _component_failed(self, su: str, *, alive: bool = False) -> None:
+        """``alive``: it may still run (hung), so a restart kills it first."""
+        if not self._decisions_allowed():  # leader gate (ADR 0013)
+            return
         vnf = self._group_of[su]
         ep = self._endpoint[su]
         rec = self._escalation[vnf].record_component_failure(
             su, ep.vm, has_standby=self.groups[vnf].standbys_per_si > 0)
         if rec in (Recommendation.COMPONENT_RESTART, Recommendation.COMPONENT_FAILOVER):
-            self._run_repair(su, self._repair.restart_component(ep.host, su))
+            restart = (self._repair.kill_and_restart_component if alive
+                       else self._repair.restart_component)
+            self._run_repair(su, restart(ep.host, su))
         elif rec is Recommendation.NODE_FAILOVER:
             log.warning("%s failed too often: escalating to a repair of VM %s", su, ep.vm)
+            if self._vim_repairs_host(su, failfast=False):
+                return  # UC-9: several of its host's VMs reported; the host is repaired
             self._repair_vm(ep.vm)
         elif rec is Recommendation.NODE_FAILFAST:
-            # Host repair needs fencing the host and evacuating it: not built yet, so
-            # the VM is repaired and the escalation is logged for the operator.
-            log.error("%s: VM %s failed too often on host %s; host repair is not"
-                      " implemented, repairing the VM", su, ep.vm, ep.host)
+            if self._vim_repairs_host(su, failfast=True):
+                log.warning("%s: VM %s failed too often on host %s: the VIM repairs the"
+                            " host", su, ep.vm, ep.host)
+                return
+            log.error("%s: VM %s failed too often on host %s; no host repair available"
+                      " (no fence device), repairing the VM", su, ep.vm, ep.host)
             self._repair_vm(ep.vm)
 
-    def _repair_vm(self, vm: str, *, stop_first: bool = True, isolate: bool = False) -> None:
-        """Replace the VM by a new one in its initial state (VNFHA-13): stop what is
-        left of it (not for a VM that crashed: someone may have started it again
-        meanwhile, and that one must not be stopped), then start it."""
-        host = next(ep.host for ep in self._endpoint.values() if ep.vm == vm)
+    def _repair_vm(self, vm: str, *, failure: int | None = None) -> None:
+        """Ask the VIM's repair policy (ADR 0010) to repair the VM (``failure``: the
+        event it failed with): it applies the VNF's repair_action and is the only one
+        that repairs VMs - asked about a failure it is already repairing, it joins that
+        repair (VNFHA-10). Once the VM is known not to run (a hung or running one is
+        stopped first), its SUs are confirmed out of service; after a failover to a
+        standby VM they live there."""
+        def stopped() -> None:
+            for su in self._sus_on_vm(vm):
+                self._out_of_service(su, f"VM {vm} stopped")
+
+        if not self._decisions_allowed():  # leader gate (ADR 0013)
+            return
+        try:
+            ticket = self._repair.repair_vm(vm, requested_by="vnfm", failure=failure)
+        except (RepairRefused, KeyError, RuntimeError) as e:
+            log.error("VM %s cannot be repaired: %s", vm, e)
+            return
+        job = ticket.job
+        if job is None:
+            return  # that failure is over already
+        job.when_stopped(stopped)
 
         async def repair() -> None:
-            if stop_first:
-                await self._repair.stop_vm(vm, host)
-            if isolate:
+            done = await job.outcome()
+            if not done.ok:
+                raise RuntimeError(done.error)
+            if done.replacement != vm:
                 for su in self._sus_on_vm(vm):
-                    self._out_of_service(su, f"VM {vm} stopped")
-            await self._repair.start_vm(vm, host)
+                    ep = self._endpoint[su]
+                    self._endpoint[su] = ep.model_copy(update={
+                        "vm": done.replacement, "host": done.replacement_host,
+                        "address": done.replacement_address or ep.address})
 
         self._run_repair(f"vm/{vm}", repair())
 
     def _run_repair(self, key: str, work: Coroutine[Any, Any, None]) -> None:
-        if key in self._repairing:
+        if key in self._repairing or not self._decisions_allowed():  # leader gate
             work.close()
             return
         self._repairing.add(key)
@@ -491,6 +559,8 @@ class Vnfm:
             self._grant(s, msg.n)
         elif isinstance(msg, CheckpointWrite | CheckpointRead):
             self._checkpoint(s, msg)
+        elif isinstance(msg, MemberFailed):
+            self._on_member_failed(s, msg)
         # assigned / removed: answers; _answered above is all they change
 
     def _checkpoint(self, s: _Session, msg: CheckpointWrite | CheckpointRead) -> None:
@@ -516,18 +586,138 @@ class Vnfm:
             for vnf in retry:
                 self._kick(vnf, "retry after store failure")
 
+    # -- IF-2: a load balancer's reports about its members ------------------------------
+    def _on_member_failed(self, s: _Session, msg: MemberFailed) -> None:
+        """The active LB of a VNF excluded one of its members: a failure report from an
+        outside observer. The member is suspect at once (it may still serve others);
+        its recovery waits up to ``member_confirm_s`` for the VIM's word: a crash or a
+        hung VM is recovered by that path and counted there, once (VNFHA-10). Without
+        it, a member that has not answered the VNFM either since the report is alive
+        but hung: it is killed and restarted, counted by the escalation tracker like
+        any component failure. One that answered was only stalled (a loaded CPU): the
+        LB re-includes it at its next health-check answer, and a restart would do harm."""
+        lb = self._group_of[s.su]
+        member = msg.member
+        if self._cfg.balancers.get(lb) is None or \
+                self._group_of.get(member) != self._cfg.balancers[lb]:
+            log.warning("SU %s reported member %r failed: not one of its members", s.su, member)
+            return
+        if not any(r is not None and s.su in r.active for r in self.records(lb).values()):
+            log.info("ignoring member_failed %s from %s: not the active load balancer",
+                     member, s.su)
+            return
+        life = self._incarnation.get(member)
+        seen = self._member_reports.get(member)
+        if life is None or (seen is not None and seen.life == life):
+            return  # never registered (still starting), or this life's failure is known
+        self._suspect(member, f"load balancer {s.su}: {msg.reason}")
+        timer = asyncio.get_running_loop().call_later(
+            self._member_confirm_s, self._member_unconfirmed, member, life)
+        self._member_reports[member] = _MemberReport(life, timer, self._clock.mono_ns())
+
+    def _member_unconfirmed(self, member: str, life: str) -> None:
+        report = self._member_reports.get(member)
+        if report is None or report.life != life or report.timer is None:
+            return
+        report.timer = None
+        vm = self._endpoint[member].vm
+        if self._incarnation.get(member) != life or member in self._repairing \
+                or f"vm/{vm}" in self._repairing:
+            return  # restarted meanwhile, or already being repaired
+        if self._last_answer_ns.get(member, 0) > report.reported_ns:
+            log.info("SU %s answered after its load balancer reported it failed: stalled,"
+                     " not hung; not restarted", member)
+            del self._member_reports[member]  # a later exclusion is a new report
+            return
+        log.warning("SU %s: its load balancer's failure report was not confirmed by the"
+                    " VIM within %.0f ms: restarting it", member, self._member_confirm_s * 1e3)
+        self._component_failed(member, alive=True)
+
+    def _settle_member_reports(self, ev: StoredEvent) -> None:
+        """The VIM confirmed a failure (its path recovers it): a load balancer's report
+        about the same life, before or after this, starts nothing more."""
+        kind, name = ev.kind, ev.entity.partition("/")[2]
+        if kind == Kind.VNFC_CRASHED:
+            sus = [name] if name in self._group_of else []
+        elif kind in (Kind.VM_CRASHED, Kind.VM_HUNG):
+            sus = self._sus_on_vm(name)
+        elif kind in (Kind.HOST_DOWN, Kind.HOST_FENCED):
+            sus = [su for su, ep in self._endpoint.items()
+                   if ep.host == name and su in self._group_of]
+        else:
+            return
+        for su in sus:
+            report = self._member_reports.get(su)
+            if report is not None and report.timer is not None:
+                report.timer.cancel()
+            self._member_reports[su] = _MemberReport(self._incarnation.get(su), None)
+
+    # -- the VIM's host repair (ADR 0011) -----------------------------------------------
+    _host_repair: VimRepairHook | None = None
+
+    def use_host_repair(self, hook: VimRepairHook) -> None:
+        """VM repair requests of the escalation go to the VIM first (UC-9)."""
+        self._host_repair = hook
+
+    def vm_placed(self, vm: str, host: str) -> None:
+        """The VIM re-created ``vm`` on ``host`` (evacuation): its components live there
+        now (same address; the fabric moves the VM's network with it)."""
+        for su, ep in list(self._endpoint.items()):
+            if ep.vm == vm and ep.host != host:
+                log.info("SU %s: VM %s now on host %s (was %s)", su, vm, host, ep.host)
+                self._endpoint[su] = ep.model_copy(update={"host": host})
+
+    def _vim_repairs_host(self, su: str, *, failfast: bool) -> bool:
+        if self._host_repair is None:
+            return False
+        return self._host_repair(self._endpoint[su].vm, f"vnfm escalation of {su}", failfast)
+
+
+class VimRepairHook(Protocol):
+    """``(vm, source, failfast) -> True`` when the VIM repairs the VM's host instead
+    of the VM (it has started, or is under way)."""
+
+    def __call__(self, vm: str, source: str, failfast: bool) -> bool: ...
+
 
 class AgentRepair:
     """Repairs through the host agents: restart a VNFC; restart a VM in its initial
     state (VNFHA-13) - stopped first, so a VM escalated to while still running is
     really replaced."""
 
-    def __init__(self, agents: AgentCommands, timeout_s: float = 20.0) -> None:
+    def __init__(self, agents: AgentCommands, timeout_s: float = 20.0, *,
+                 vm_repair: VmRepairPolicy | None = None) -> None:
         self._agents = agents
         self._timeout_s = timeout_s
+        self._vm_repair = vm_repair
+
+    def repair_vm(self, vm: str, *, requested_by: str, failure: int | None = None
+                  ) -> RepairTicket:
+        """VM repairs are the repair policy's (ADR 0010), whoever asks."""
+        if self._vm_repair is None:
+            raise RuntimeError("no VM repair policy")
+        return self._vm_repair.repair_vm(vm, requested_by=requested_by, failure=failure)
 
     async def restart_component(self, host: str, vnfc: str) -> None:
         await self._command(host, "vnfc.start", vnfc)
+
+    async def kill_and_restart_component(self, host: str, vnfc: str,
+                                         poll_s: float = 0.02) -> None:
+        """Restart a VNFC that may still run (hung): ``vnfc.start`` leaves a live process
+        alone, so SIGKILL it first, then start it once the agent has seen it exit."""
+        reply = await self._agents.command(host, "vnfc.stop", vnfc, {"signal": "KILL"},
+                                           timeout_s=self._timeout_s)
+        if not reply.ok:
+            raise RuntimeError(f"vnfc.stop {vnfc} on {host}: {reply.error}")
+        for _ in range(max(1, int(self._timeout_s / poll_s))):
+            reply = await self._agents.command(host, "vnfc.start", vnfc,
+                                               timeout_s=self._timeout_s)
+            if not reply.ok:
+                raise RuntimeError(f"vnfc.start {vnfc} on {host}: {reply.error}")
+            if not reply.result.get("already"):
+                return
+            await asyncio.sleep(poll_s)  # the agent has not seen the exit yet
+        raise RuntimeError(f"{vnfc} on {host} still runs {self._timeout_s:g} s after SIGKILL")
 
     async def stop_vm(self, vm: str, host: str) -> None:
         await self._command(host, "vm.stop", vm)

@@ -49,6 +49,8 @@ CLEARS: dict[Kind, tuple[AlarmType, ...]] = {
     Kind.VNFC_STARTED: (VNFC_FAILURE,),
     # A VM that starts again is neither failed nor hung any more.
     Kind.VM_STARTED: (VM_FAILURE, VM_HANG),
+    # Also for a failover: the standby VM took the failed one's place (ADR 0010).
+    Kind.VM_REPAIRED: (VM_FAILURE, VM_HANG),
     Kind.VM_RESPONSIVE: (VM_HANG,),
     Kind.AGENT_CONNECTED: (HYPERVISOR_FAILURE,),
     Kind.HOST_UP: (HOST_FAILURE,),

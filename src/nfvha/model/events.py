@@ -50,6 +50,8 @@ class Kind(StrEnum):
     VM_STOPPED = "vm.stopped"
     VM_LAST_WORDS = "vm.last_words"
     VM_ADOPTED = "vm.adopted"
+    # The VIM repaired a failed VM by its repair policy (REC-2, ADR 0010).
+    VM_REPAIRED = "vm.repaired"
     HOST_PROCESS_FAILED = "host.process.failed"
     HOST_PROCESS_RESTARTED = "host.process.restarted"
     AGENT_STARTED = "agent.started"
@@ -62,6 +64,11 @@ class Kind(StrEnum):
     LINK_UP = "link.up"
     SENSOR = "host.sensor"
     HOST_CONDITION = "host.condition"
+    # Host repair by the VIM (REC-1, UC-9, ADR 0011).
+    HOST_REPAIR_STARTED = "host.repair_started"
+    HOST_FENCED = "host.fenced"
+    HOST_FENCE_FAILED = "host.fence_failed"
+    VM_EVACUATED = "vm.evacuated"
 
 
 class Event(BaseModel):

@@ -39,6 +39,8 @@ class Settings(Strict):
     # VM records (NFVI-5, HV-6).
     vm_record_interval_s: float = Field(2.0, gt=0, le=600)
     vm_records_kept: int = Field(100, ge=1, le=100_000)
+    # Disk snapshots of the VMs of restart-snapshot VNFs (REC-2, ADR 0010).
+    vm_snapshot_interval_s: float = Field(60.0, gt=0, le=86_400)
     last_words_console_lines: int = Field(20, ge=1, le=1000)
     # Local restart of the agent by the host supervisor (MW-1) and of host processes (FM-3).
     agent_restart_backoff_initial_s: float = Field(0.05, gt=0, le=60)
@@ -65,6 +67,21 @@ class Settings(Strict):
     amf_ping_interval_ms: int = Field(50, ge=5, le=10_000)
     amf_active_lease_ms: int = Field(300, ge=20, le=600_000)
     amf_lease_margin_ms: int = Field(100, ge=0, le=600_000)
+    # Host repair (ADR 0011). A fence "off" counts only once the device reports the
+    # power off, within this time (REC-1: nothing of the host restarts elsewhere before).
+    fence_verify_timeout_s: float = Field(10.0, gt=0, le=600)
+    fence_verify_interval_ms: int = Field(100, ge=10, le=60_000)
+    # Power status of a fence agent (a process per query) for the liveness check is
+    # cached this long; the local device is read directly.
+    fence_status_cache_ms: int = Field(300, ge=10, le=600_000)
+    # UC-9: repair requests for this many distinct VMs of one host within the window
+    # make the VIM repair the host (fence, evacuate, power-cycle) instead of each VM.
+    host_repair_window_s: float = Field(60.0, gt=0, le=86_400)
+    host_repair_min_vms: int = Field(2, ge=2, le=1000)
+    # After a host repair has evacuated the host, power it on again (empty, in service).
+    host_repair_power_on: bool = True
+    # Time limit for starting one evacuated VM on its new host.
+    evacuate_vm_timeout_s: float = Field(30.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -8,14 +8,15 @@ Every problem is reported with its path in the file, e.g.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from nfvha.model.settings import Settings, Strict
 
@@ -41,9 +42,41 @@ def _default_host_processes() -> list[HostProcessSpec]:
     return [HostProcessSpec(name="vswitch")]
 
 
+FENCE_AGENT_PATTERN = re.compile(r"^(/[^\s]+/)?fence_[A-Za-z0-9_]+$")
+FENCE_OPTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+# Set by the driver itself (ADR 0011): an option naming them would be ignored or
+# would fence the wrong node.
+FENCE_RESERVED_OPTIONS = frozenset({"action", "option", "nodename"})
+
+
 class FenceSpec(Strict):
-    # "local" is the test bed's power device; real fence agents come later.
-    type: Literal["local"] = "local"
+    """How the VIM isolates a host (REC-1): ``local`` is the test bed's power device,
+    ``agent`` a standard fence agent (``fence_*``, options on its stdin), ``none`` no
+    fence device (a host then is never evacuated: it cannot be isolated)."""
+
+    type: Literal["local", "agent", "none"] = "local"
+    agent: str | None = Field(None, description="a fence_* name on PATH, or an absolute path")
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    timeout_s: float = Field(20.0, gt=0, le=600, description="time limit of one agent run")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.type == "agent":
+            if self.agent is None:
+                raise ValueError("fence type 'agent' needs 'agent' (e.g. fence_ipmilan)")
+            if not FENCE_AGENT_PATTERN.match(self.agent):
+                raise ValueError(f"fence agent {self.agent!r}: not a fence_* executable name"
+                                 " or an absolute path to one")
+            for key, value in self.options.items():
+                if not FENCE_OPTION_PATTERN.match(key):
+                    raise ValueError(f"fence option {key!r}: lowercase letters, digits and _")
+                if key in FENCE_RESERVED_OPTIONS:
+                    raise ValueError(f"fence option {key!r} is set by nfvha itself")
+                if isinstance(value, str) and ("\n" in value or "\r" in value):
+                    raise ValueError(f"fence option {key!r}: no line breaks in a value")
+        elif self.agent is not None or self.options:
+            raise ValueError(f"fence type {self.type!r} takes no 'agent' or 'options'")
+        return self
 
 
 class HostSpec(Strict):
@@ -67,14 +100,19 @@ class VmSpec(Strict):
     host: Name
     cpu: float = Field(0.5, gt=0, le=64, description="CPU limit in cores")
     memory_mb: int = Field(256, ge=32, le=1_048_576)
+    # A pre-provisioned standby (REC-2, ADR 0010): kept stopped, started with the VNFCs
+    # of the VM named here when that one fails (its VNF's repair_action is
+    # failover-standby-vm); the failed one becomes the standby.
+    standby_for: Name | None = None
 
 
 class ComponentSpec(Strict):
-    """A VNFC: one service process in a VM."""
+    """A VNFC: one service process in a VM. ``lb``: a load balancer (IF-2), only in a
+    VNF that ``balances`` another."""
 
     name: Name = Field(pattern=NAME_PATTERN)
     vm: Name
-    program: Literal["counter"] = "counter"
+    program: Literal["counter", "lb"] = "counter"
     port: int = Field(7000, ge=1024, le=65535)
 
 
@@ -113,6 +151,10 @@ class VnfSpec(Strict):
     vnfm: Literal["generic", "none"] = "generic"
     priority: int = Field(0, ge=0, le=1000)
     anti_affinity: AffinityLevel = "host"
+    # IF-2: this VNF is the load balancer (program "lb", a 2N pair behind a VIP) of the
+    # VNF named here, whose service address is of kind "lb"; its members are that
+    # VNF's components.
+    balances: Name | None = None
     components: list[ComponentSpec] = Field(min_length=1)
 
 
@@ -155,6 +197,16 @@ class Topology(Strict):
 
     def components_on(self, vm: str) -> list[tuple[VnfSpec, ComponentSpec]]:
         return [(v, c) for v, c in self.components() if c.vm == vm]
+
+    def vnf(self, name: str) -> VnfSpec:
+        for v in self.vnfs:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def balancer_of(self, vnf: str) -> VnfSpec | None:
+        """The load-balancer VNF in front of ``vnf`` (IF-2), if there is one."""
+        return next((v for v in self.vnfs if v.balances == vnf), None)
 
     def without_vnfm(self) -> Topology:
         """The same deployment with no VNF under the generic VNFM: for measuring the
@@ -242,6 +294,8 @@ def semantic_problems(t: Topology) -> list[str]:
         problems.extend(_redundancy_problems(where, vnf))
         problems.extend(_state_problems(where, vnf))
         problems.extend(_affinity_problems(where, vnf, vm_host, host_rack))
+        problems.extend(_balancer_problems(where, vnf, t))
+    problems.extend(_standby_problems(t, vm_host, host_rack))
     return problems
 
 
@@ -285,6 +339,116 @@ def _state_problems(where: str, vnf: VnfSpec) -> list[str]:
         )
     if addr is not None and addr.address is not None and addr.address not in _FABRIC:
         out.append(f"{where}.service_address.address: {addr.address} is outside 198.18.0.0/15")
+    return out
+
+
+def _balancer_problems(where: str, vnf: VnfSpec, t: Topology) -> list[str]:
+    """IF-2: a load-balancer VNF runs only ``lb`` components, fronts one VNF of service
+    address kind ``lb`` on that VNF's service port (its VIP's), and nothing else does."""
+    out: list[str] = []
+    programs = {c.program for c in vnf.components}
+    if vnf.balances is None:
+        if "lb" in programs:
+            out.append(f"{where}.components: program 'lb' runs only in a VNF that 'balances'"
+                       " another")
+        return out
+    if programs != {"lb"}:
+        out.append(f"{where}.components: a load balancer's components have program 'lb'")
+    if vnf.stateful or vnf.redundancy not in ("2n", "none"):
+        out.append(f"{where}.redundancy: a load balancer is a stateless 2n pair (or none)")
+    target = next((v for v in t.vnfs if v.name == vnf.balances), None)
+    addr = vnf.service_address
+    if target is None:
+        return [*out, f"{where}.balances: no VNF named '{vnf.balances}'"]
+    if target.balances is not None or target is vnf:
+        out.append(f"{where}.balances: '{target.name}' is a load balancer itself")
+    if target.service_address is None or target.service_address.kind != "lb":
+        out.append(f"{where}.balances: '{target.name}' needs service_address kind 'lb'")
+    elif addr is None or addr.kind != "vip" or addr.port != target.service_address.port:
+        out.append(f"{where}.service_address: a load balancer of '{target.name}' has a VIP"
+                   f" on its service port {target.service_address.port}")
+    if addr is not None:
+        out.extend(f"{where}.components[{ci}].port: an lb serves on its VIP's port {addr.port}"
+                   for ci, c in enumerate(vnf.components) if c.port != addr.port)
+    others = [v.name for v in t.vnfs if v.balances == vnf.balances and v is not vnf]
+    if others:
+        out.append(f"{where}.balances: '{vnf.balances}' already has a load balancer"
+                   f" ('{others[0]}')")
+    return out
+
+
+def _standby_problems(t: Topology, vm_host: dict[str, str],
+                      host_rack: dict[str, tuple[str, str]]) -> list[str]:
+    """Standby VMs (ADR 0010): one per VM of a failover-standby-vm VNF, on another
+    host, not a VM of its own, and placed so that a failover keeps anti-affinity."""
+    out: list[str] = []
+    standby_of = {v.standby_for: v.name for v in t.vms if v.standby_for is not None}
+    vnfs_on: dict[str, list[VnfSpec]] = {}
+    for vnf, comp in t.components():
+        if vnf not in vnfs_on.setdefault(comp.vm, []):
+            vnfs_on[comp.vm].append(vnf)
+
+    def zone(vnf: VnfSpec, host: str | None) -> str | None:
+        if host is None or host not in host_rack:
+            return None
+        site, rack = host_rack[host]
+        return {"host": host, "rack": f"{site}/{rack}", "site": site}.get(vnf.anti_affinity)
+
+    seen: dict[str, str] = {}
+    for vi, vm in enumerate(t.vms):
+        target = vm.standby_for
+        where = f"vms[{vi}]"
+        if target is None:
+            continue
+        if target == vm.name:
+            out.append(f"{where}.standby_for: a VM cannot stand by for itself")
+            continue
+        if target not in vm_host:
+            out.append(f"{where}.standby_for: no VM named '{target}'")
+            continue
+        of = t.vm(target).standby_for
+        if of is not None:
+            out.append(f"{where}.standby_for: '{target}' is a standby VM itself (for '{of}')")
+        if target in seen:
+            out.append(f"{where}.standby_for: '{target}' already has a standby VM"
+                       f" ('{seen[target]}')")
+        seen[target] = vm.name
+        if vm.host == vm_host[target]:
+            out.append(f"{where}.host: a standby VM must be on another host than '{target}'"
+                       f" ('{vm.host}'): it would fail with it")
+        if not vnfs_on.get(target):
+            out.append(f"{where}.standby_for: '{target}' runs no VNFC: nothing to stand by for")
+        for vnf in vnfs_on.get(target, []):
+            if vnf.repair_action != "failover-standby-vm":
+                out.append(f"{where}.standby_for: VNF '{vnf.name}' on '{target}' has"
+                           f" repair_action '{vnf.repair_action}'; a standby VM is used only"
+                           " by 'failover-standby-vm'")
+            if vnf.anti_affinity == "none" or vnf.redundancy == "none":
+                continue
+            mine = zone(vnf, vm.host)
+            for c in vnf.components:
+                if c.vm != target and mine is not None and zone(vnf, vm_host.get(c.vm)) == mine:
+                    out.append(f"{where}.host: anti-affinity '{vnf.anti_affinity}' of VNF"
+                               f" '{vnf.name}': after a failover of '{target}', its VNFCs"
+                               f" would share {vnf.anti_affinity} '{mine}' with '{c.name}'")
+    for ni, vnf in enumerate(t.vnfs):
+        for ci, comp in enumerate(vnf.components):
+            of = t.vm(comp.vm).standby_for if comp.vm in vm_host else None
+            if of is not None:
+                out.append(f"vnfs[{ni}].components[{ci}].vm: '{comp.vm}' is a standby VM (for"
+                           f" '{of}'); it runs the VNFCs of '{of}' after a failover")
+        vms = sorted({c.vm for c in vnf.components if c.vm in vm_host})
+        if vnf.repair_action == "failover-standby-vm":
+            out.extend(f"vnfs[{ni}].repair_action: failover-standby-vm needs a standby VM for"
+                       f" '{v}' (a VM with standby_for: {v})"
+                       for v in vms if v not in standby_of and t.vm(v).standby_for is None)
+        for v in vms:
+            other = next((o for o in vnfs_on.get(v, []) if o.repair_action != vnf.repair_action),
+                         None)
+            if other is not None:
+                out.append(f"vnfs[{ni}].repair_action: VM '{v}' also runs VNF '{other.name}'"
+                           f" with repair_action '{other.repair_action}'; VNFs sharing a VM"
+                           " need the same repair action")
     return out
 
 

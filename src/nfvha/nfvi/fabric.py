@@ -436,6 +436,8 @@ def create_vm_network(plan: FabricPlan, vm: str, *, host: str | None = None) -> 
             v.netns,
             netns=h.netns,
         )
+        # The same MAC on every host: peers' ARP caches stay right when the VM moves.
+        _ip("link", "set", "eth0", "address", vm_mac(v.data_ip), netns=v.netns)
     _ip_batch([f"link set {host_side} master br0", f"link set {host_side} up"], netns=h.netns)
     _ip_batch(
         [
@@ -445,6 +447,21 @@ def create_vm_network(plan: FabricPlan, vm: str, *, host: str | None = None) -> 
         ],
         netns=v.netns,
     )
+
+
+def vm_mac(data_ip: str) -> str:
+    """A locally administered unicast MAC derived from the VM's (run-unique) address."""
+    octets = ipaddress.IPv4Address(data_ip).packed
+    return "02:4e:" + ":".join(f"{b:02x}" for b in octets)
+
+
+def vm_attached_host(plan: FabricPlan, vm: str) -> str | None:
+    """The host whose ``br0`` the VM's network is attached to now, if any."""
+    host_side = f"v{plan.vm_index(vm)}"
+    for h in plan.hosts:
+        if _ip_ok("link", "show", host_side, netns=h.netns):
+            return h.name
+    return None
 
 
 def _delete_netns(netns: str) -> None:

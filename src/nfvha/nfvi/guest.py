@@ -16,6 +16,8 @@ the part of the VM's operating system:
   VM console, and with PR_SET_PDEATHSIG=SIGKILL: when the guest dies, everything in
   the VM dies with it, as in a real VM crash;
 - writes console lines ``[<UTC ISO time>] <text>`` to ``DIR/console.log``;
+- records every boot in its disk ``DIR/disk/boot.log`` (one JSON line) and gives its
+  VNFCs the disk's path in ``NFVHA_VM_DISK`` (``nfvha.nfvi.disk``, ADR 0010);
 - notices a VNFC exit the moment it happens (a pidfd per child, watched by the event
   loop: no polling, no thread per child) and keeps ``DIR/vnfcs.json``::
 
@@ -96,6 +98,10 @@ CONFIG_FILE = "guest.json"
 CONSOLE_FILE = "console.log"
 STATE_FILE = "vnfcs.json"
 SOCKET_FILE = "guest.sock"
+# The VM's disk (ADR 0010; nfvha.nfvi.disk snapshots and restores it).
+DISK_DIR = "disk"
+BOOT_LOG = "boot.log"
+DISK_ENV = "NFVHA_VM_DISK"
 
 MAX_UNACKED_EVENTS = 10_000
 MAX_MESSAGE_BYTES = 1 << 20
@@ -292,6 +298,7 @@ class Guest:
         self.console.log(
             f"guest {self.config.vm} booting (pid {os.getpid()}, {len(self.vnfcs)} vnfcs)"
         )
+        self._record_boot()
         self._write_state()
         await self._open_channel()
         for vnfc in self.vnfcs.values():
@@ -303,6 +310,19 @@ class Guest:
             # Stay deaf to repeats while the interpreter exits, so that exit is clean.
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
+
+    def _record_boot(self) -> None:
+        # The VM's own persistent state (ADR 0010): what a restart from the initial
+        # state loses and a restart from a snapshot keeps. VNFCs find the disk by env.
+        disk = self.vm_dir / DISK_DIR
+        os.environ[DISK_ENV] = str(disk)
+        line = json.dumps({"time": time.time(), "pid": os.getpid()}) + "\n"
+        try:
+            disk.mkdir(exist_ok=True)
+            with open(disk / BOOT_LOG, "a") as f:
+                f.write(line)
+        except OSError as e:  # a full or missing disk must not keep the VM from booting
+            self.console.log(f"guest {self.config.vm}: cannot record the boot: {e}")
 
     def _on_terminate_signal(self, sig: signal.Signals) -> None:
         self._terminate_reason = sig.name

@@ -3,16 +3,28 @@ measured on one clock (CLOCK_MONOTONIC).
 
 Per run: detection (fault -> the event at the controller), notification (fault ->
 a webhook subscriber received the alarm), service outage (a probe hitting the
-service every 5 ms), state lost (acknowledged counter increments the service
-forgot), restored (fault -> the VNF's service instances fully assigned again) and
-double-active observations (every 20 ms each SU of the VNF is asked whether it
-serves; two at once for a single-active SI is one observation).
+service every 5 ms), failed requests (the probe's requests without an answer, in %
+of those sent from the fault until the service answered after restoration), state
+lost (acknowledged counter increments the service forgot; not applicable, None, for
+a stateless VNF), restored (fault -> the VNF's service instances fully assigned
+again) and double-active observations (every 20 ms each SU of the VNF is asked
+whether it serves; more serving than the VNF has service instances, seen in two
+rounds in a row, is one observation: several actives of an active/active VNF are no
+violation, and neither are the N actives of N+M; a load balancer pair in front is
+watched too).
+
+A VNF whose service address is of kind ``lb`` is probed through its load balancer's
+VIP (IF-2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import random
+import selectors
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,13 +32,14 @@ from typing import Any
 
 import httpx
 
+from nfvha.amf.model import ServiceGroup
 from nfvha.bench.alarms import ReceiverProcess
 from nfvha.bench.stats import percentile
 from nfvha.model.topology import Topology, VnfSpec
 from nfvha.scenarios.probe import ServiceProbe, lost_increments, outage_after
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
-from nfvha.testbed.observe import EventWaiter, udp_request
+from nfvha.testbed.observe import EventWaiter
 
 # SAL-1: the recovery-time thresholds of service availability levels 1/2/3 (the lower
 # end of each range, so "met" is never generous).
@@ -57,6 +70,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "no redundancy, stateful (checkpoint), VNFC crash: restart from checkpoint"),
     Scenario("UC-4", "db", "vm-crash", "vm", "vm.crashed",
              "no redundancy, stateful, VM crash: VM repaired, VNFC from checkpoint"),
+    Scenario("UC-5", "web", "vnfc-crash", "vnfc", "vnfc.crashed",
+             "N+M stateless behind a load balancer, active VNFC crash: the LB excludes it,"
+             " the spare takes over"),
+    Scenario("UC-6", "web", "vm-crash", "vm", "vm.crashed",
+             "N+M stateless behind a load balancer, active VM crash: spare takes over,"
+             " VIM repair"),
+    Scenario("UC-7", "dns", "vnfc-crash", "vnfc", "vnfc.crashed",
+             "no redundancy, stateless, VNFC crash: restart"),
+    Scenario("UC-8", "dns", "vm-crash", "vm", "vm.crashed",
+             "no redundancy, stateless, VM crash: VM repaired, VNFC restarted"),
+    Scenario("lb-crash", "web-lb", "vnfc-crash", "vnfc", "vnfc.crashed",
+             "the active load balancer of web crashes: the standby LB takes the VIP"),
     Scenario("UC-9", "gw", "vnfc-crash", "vnfc", "vnfc.crashed",
              "repeated VNFC crash: escalation to a VM repair", repeat_fault=4,
              expect="vm.stopped:vm"),
@@ -68,15 +93,26 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "2N, data link of the active's host cut: lease expiry, failover"),
 )}
 
+# The randomized fault run (``random``): every scenario of one fault, so the VNF's
+# escalation does not turn a random sequence into host repairs; UC-9 is the
+# escalation's own scenario.
+RANDOM_POOL = tuple(n for n, s in SCENARIOS.items() if s.repeat_fault == 1)
+
 
 @dataclass
 class RunResult:
     detection_ms: float | None
     notification_ms: float | None
     outage_ms: float
-    state_lost: int
+    state_lost: int | None  # None: a stateless VNF has no state to lose
     restored_ms: float | None
     double_active: int
+    failed: int = 0  # probe requests without an answer, in the fault window
+    sent: int = 0  # probe requests sent in the fault window
+
+    @property
+    def failed_pct(self) -> float:
+        return round(100 * self.failed / self.sent, 2) if self.sent else 0.0
 
 
 @dataclass
@@ -95,17 +131,23 @@ class ScenarioReport:
         outages = [r.outage_ms for r in self.runs]
         outage_p99 = p(list(outages), 99)
         restored = [r.restored_ms for r in self.runs]
+        lost = [r.state_lost for r in self.runs if r.state_lost is not None]
+        sent = sum(r.sent for r in self.runs)
         return {
             "scenario": self.scenario, "runs": len(self.runs),
             "detection_p99_ms": p([r.detection_ms for r in self.runs], 99),
             "notification_p99_ms": p([r.notification_ms for r in self.runs], 99),
             "outage_p50_ms": p(list(outages), 50), "outage_p99_ms": outage_p99,
-            "state_lost": sum(r.state_lost for r in self.runs),
+            "state_lost": sum(lost) if lost or not self.runs else None,
             "restored_p99_ms": p(restored, 99) if all(x is not None for x in restored)
             else None,
             "sal_met": bool(self.runs) and not self.errors and outage_p99 is not None
             and outage_p99 < SAL_THRESHOLD_MS[self.sal],
             "double_active": sum(r.double_active for r in self.runs),
+            # All runs' fault windows pooled, and the worst run.
+            "failed_pct": round(100 * sum(r.failed for r in self.runs) / sent, 2)
+            if sent else None,
+            "failed_max_pct": max((r.failed_pct for r in self.runs), default=None),
             "errors": self.errors,
         }
 
@@ -153,11 +195,12 @@ class ScenarioRunner:
         return time.monotonic_ns()
 
     def service_address(self, vnf: str) -> tuple[str, int]:
-        vip = self.tb.vip(vnf)
+        """The VNF's VIP, its load balancer's VIP (kind ``lb``), or its first VNFC."""
+        lb = self.topology.balancer_of(vnf)
+        vip = self.tb.vip(lb.name if lb is not None else vnf)
         if vip is not None:
             return vip
-        comp = self._vnf(vnf).components[0]
-        return self.tb.vm_address(comp.vm)
+        return self.tb.component_address(self._vnf(vnf).components[0].name)
 
     async def active_su(self, vnf: str, timeout_s: float = 20.0) -> str:
         """The SU active for the VNF's (first) SI, once there is one."""
@@ -176,29 +219,52 @@ class ScenarioRunner:
             return su
         if scenario.target == "vm":
             return comp.vm
-        return self.topology.vm(comp.vm).host
+        return self.faults.host_of(comp.vm)  # evacuations move VMs (ADR 0011)
 
     def _component_addresses(self, vnf: str) -> list[tuple[str, int]]:
-        return [self.tb.vm_address(c.vm) for c in self._vnf(vnf).components]
+        return [self.tb.component_address(c.name) for c in self._vnf(vnf).components]
+
+    def _watched(self, vnf: str) -> list[tuple[str, int, list[tuple[str, int]]]]:
+        """(request, most SUs allowed to serve at once, SU addresses) per watched VNF:
+        an SU holds at most one active, so a single-active VNF never has more serving
+        SUs than service instances; ``n-way-active`` is not watched (all serve)."""
+        out = []
+        spec = self._vnf(vnf)
+        if spec.redundancy != "n-way-active":
+            n_sis = len(ServiceGroup.from_vnf(spec).sis)
+            request = "STATS" if spec.balances is not None else "GET dbl"
+            out.append((request, n_sis, self._component_addresses(vnf)))
+        lb = self.topology.balancer_of(vnf)
+        if lb is not None:  # the LB's own answer: its role (a standby forwards nothing)
+            out.append(("STATS", 1, self._component_addresses(lb.name)))
+        return out
 
     async def _watch_double_active(self, vnf: str, stop: asyncio.Event) -> int:
-        """Ask every SU whether it serves (GET answers only on an active)."""
-        if self._vnf(vnf).redundancy == "n-way-active":
+        """Ask every SU whether it serves (GET answers only on an active counter;
+        STATS says an LB's role). The answers of one round are some milliseconds apart,
+        so a handover between them (an N+M spare promoted 4 ms after a crash) looks
+        like one serving too many: an over-count is one observation only if a second
+        round, sent at once, sees it too."""
+        watched = self._watched(vnf)
+        if not watched:
             return 0
-        addrs = self._component_addresses(vnf)
         seen = 0
         while not stop.is_set():
-            answers = await asyncio.gather(*(asyncio.to_thread(udp_request, a, "GET dbl", 0.05)
-                                             for a in addrs))
-            if sum(1 for x in answers if x is not None and x.startswith("VAL")) > 1:
-                seen += 1
+            for request, allowed, addrs in watched:
+                for _ in range(2):
+                    if await asyncio.to_thread(_serving_round, addrs, request) <= allowed:
+                        break
+                else:
+                    seen += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.02)
         return seen
 
     async def run_once(self, scenario: Scenario) -> RunResult:
         vnf = scenario.vnf
-        await self.wait_restored(vnf)
+        lb = self.topology.balancer_of(vnf)
+        for v in (vnf, *([lb.name] if lb is not None else [])):
+            await self.wait_restored(v)
         spec = self._vnf(vnf)
         self._sessions += 1
         probe = ServiceProbe(self.service_address(vnf), f"{scenario.name}-{self._sessions}",
@@ -234,18 +300,22 @@ class ScenarioRunner:
             await self._after_fault(scenario, target, su)
             restored_ns = await self.wait_restored(vnf)
             await self._wait_probe_serving(probe, since_ns=restored_ns)
+            served_ns = time.monotonic_ns()
         finally:
             probe.stop()
             stop_watch.set()
             double = await watcher
-        outage = outage_after(probe.snapshot(), fault_ns)
+        samples = probe.snapshot()
+        outage = outage_after(samples, fault_ns)
+        window = [s for s in samples if fault_ns <= s.sent_ns <= served_ns]
         return RunResult(
             detection_ms=round(detection_ms, 2),
             notification_ms=notification_ms,
             outage_ms=round(outage.ms, 2) if outage else 0.0,
-            state_lost=lost_increments(probe.snapshot()) if spec.stateful else 0,
+            state_lost=lost_increments(samples) if spec.stateful else None,
             restored_ms=round((restored_ns - fault_ns) / 1e6, 1),
-            double_active=double)
+            double_active=double,
+            failed=sum(1 for s in window if s.reply_ns is None), sent=len(window))
 
     async def _wait_active_moved(self, vnf: str, old: str, timeout_s: float = 10.0) -> None:
         async def moved() -> bool:
@@ -257,6 +327,9 @@ class ScenarioRunner:
         """What an operator (or the VIM's host repair, not built yet) does to bring the
         infrastructure back; the VNF's own recovery is what is measured."""
         if scenario.fault == "host-down":
+            # The VIM fences a failed host before anything else (REC-1, ADR 0011); the
+            # operator's power-on comes after that, or the fence would cut it again.
+            await self.events.wait("host.fenced", f"host/{target}", timeout_s=20)
             self.faults.inject("host-up", target)
             await self._start_vms_of(target)
         elif scenario.fault == "link-down":
@@ -314,18 +387,101 @@ class ScenarioRunner:
                   progress: Callable[[str], None]) -> ScenarioReport:
         report = ScenarioReport(scenario.name, scenario.what, self._vnf(scenario.vnf).sal)
         for i in range(repeat):
-            try:
-                report.runs.append(await self.run_once(scenario))
-                progress(f"{scenario.name} run {i + 1}/{repeat}: {report.runs[-1]}")
-            except (TimeoutError, httpx.HTTPError, RuntimeError, FaultError) as e:
-                report.errors.append(f"run {i + 1}: {e}")
-                progress(f"{scenario.name} run {i + 1}/{repeat} failed: {e}")
+            if not await self._run_into(report, scenario, f"run {i + 1}/{repeat}", progress):
                 break
         return report
 
+    async def run_random(self, faults: int, seed: int, progress: Callable[[str], None],
+                         pool: tuple[str, ...] | None = None) -> list[ScenarioReport]:
+        """``faults`` faults drawn (seeded) from ``pool`` (by default RANDOM_POOL), one
+        after another, each once the previous one's VNF is restored; a failed run is
+        recorded and the next one goes on. One report per scenario drawn."""
+        rng = random.Random(seed)
+        names = [n for n in pool or RANDOM_POOL if self._vnf_known(SCENARIOS[n].vnf)]
+        if not names:
+            raise ValueError("no scenario of the random pool fits this topology")
+        reports: dict[str, ScenarioReport] = {}
+        for i in range(faults):
+            scenario = SCENARIOS[rng.choice(names)]
+            report = reports.get(scenario.name)
+            if report is None:
+                report = reports[scenario.name] = ScenarioReport(
+                    scenario.name, scenario.what, self._vnf(scenario.vnf).sal)
+            await self._run_into(report, scenario, f"fault {i + 1}/{faults}", progress)
+        return list(reports.values())
+
+    def _vnf_known(self, name: str) -> bool:
+        return any(v.name == name for v in self.topology.vnfs)
+
+    async def _run_into(self, report: ScenarioReport, scenario: Scenario, label: str,
+                        progress: Callable[[str], None]) -> bool:
+        try:
+            report.runs.append(await self.run_once(scenario))
+        except (TimeoutError, httpx.HTTPError, RuntimeError, FaultError) as e:
+            report.errors.append(f"{label}: {e}")
+            progress(f"{scenario.name} {label} failed: {e}")
+            return False
+        progress(f"{scenario.name} {label}: {report.runs[-1]}")
+        return True
+
+
+def _serving_round(addrs: list[tuple[str, int]], request: str, timeout_s: float = 0.05) -> int:
+    """How many of ``addrs`` answer ``request`` as serving: all sent back to back from
+    one thread, the answers awaited together (blocking: run it in a thread)."""
+    socks: list[socket.socket] = []
+    answers: dict[int, str] = {}
+    with selectors.DefaultSelector() as sel:
+        try:
+            for i, addr in enumerate(addrs):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.setblocking(False)
+                with contextlib.suppress(OSError):
+                    sock.connect(addr)
+                    sock.send(request.encode())
+                    sel.register(sock, selectors.EVENT_READ, i)
+            end = time.monotonic() + timeout_s
+            while sel.get_map() and (left := end - time.monotonic()) > 0:
+                for key, _ in sel.select(left):
+                    with contextlib.suppress(OSError):
+                        answers[key.data] = socks[key.data].recv(65535).decode(errors="replace")
+                    sel.unregister(key.fileobj)
+        finally:
+            for sock in socks:
+                sock.close()
+    return sum(1 for a in answers.values() if _serving(a))
+
+
+def _serving(answer: str | None) -> bool:
+    if answer is None:
+        return False
+    if answer.startswith("VAL"):
+        return True
+    if answer.startswith("{"):
+        with contextlib.suppress(ValueError, AttributeError):
+            return bool(json.loads(answer).get("role") == "active")
+    return False
+
+
+def random_total(reports: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """The randomized run as one row: its invariants summed over every fault."""
+    return {"scenario": "random", "runs": sum(r["runs"] for r in reports), "seed": seed,
+            "detection_p99_ms": None, "notification_p99_ms": None,
+            "outage_p50_ms": None,
+            "outage_p99_ms": max((r["outage_p99_ms"] for r in reports
+                                  if r["outage_p99_ms"] is not None), default=None),
+            "state_lost": sum(r["state_lost"] or 0 for r in reports),
+            "restored_p99_ms": None,
+            "sal_met": bool(reports) and all(r["sal_met"] for r in reports),
+            "double_active": sum(r["double_active"] for r in reports),
+            "errors": [f"{r['scenario']} {e}" for r in reports for e in r["errors"]]}
+
 
 async def run_scenarios(topology: Topology, names: list[str], repeat: int,
-                        progress: Callable[[str], None]) -> list[dict[str, Any]]:
+                        progress: Callable[[str], None], seed: int = 1
+                        ) -> list[dict[str, Any]]:
+    """``names == ["random"]``: ``repeat`` faults drawn from RANDOM_POOL with ``seed``;
+    the per-scenario rows, then a ``random`` row with the totals."""
     rx = ReceiverProcess()
     [port] = await rx.start(1)
     tb = Testbed(topology)
@@ -338,7 +494,11 @@ async def run_scenarios(topology: Topology, names: list[str], repeat: int,
                           json={"callbackUri": f"http://127.0.0.1:{port}/n"})
              ).raise_for_status()
             runner = ScenarioRunner(tb, c, rx)
-            for name in names:
+            if names == ["random"]:
+                reports = await runner.run_random(repeat, seed, progress)
+                out = [r.summary() for r in reports]
+                out.append(random_total(out, seed))
+            for name in names if names != ["random"] else []:
                 report = await runner.run(SCENARIOS[name], repeat, progress)
                 out.append(report.summary())
     finally:
@@ -349,7 +509,11 @@ async def run_scenarios(topology: Topology, names: list[str], repeat: int,
 
 def expand(names: list[str]) -> list[str]:
     """``all`` and scenario names, validated; unknown names are an error that lists
-    the valid ones."""
+    the valid ones. ``random`` stands alone."""
+    if "random" in names:
+        if names != ["random"]:
+            raise ValueError("'random' is a run of its own: no other names with it")
+        return ["random"]
     out: list[str] = []
     for n in names:
         if n == "all":
@@ -358,5 +522,6 @@ def expand(names: list[str]) -> list[str]:
             if n not in out:
                 out.append(n)
         else:
-            raise ValueError(f"unknown scenario '{n}'; valid: all, {', '.join(SCENARIOS)}")
+            raise ValueError(f"unknown scenario '{n}'; valid: all, random,"
+                             f" {', '.join(SCENARIOS)}")
     return out

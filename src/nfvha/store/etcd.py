@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 from typing import Any
 from urllib.parse import quote
@@ -55,10 +55,19 @@ def _seg(name: str) -> str:
     return quote(name, safe="")
 
 
+# The conditions a write must meet besides its own: the leader's term still holds
+# (``EtcdLeaderLease.fence``); None: this controller holds no term, write nothing.
+WriteFence = Callable[[], list[dict[str, Any]] | None]
+
+
 class EtcdAssignmentStore:
     def __init__(self, client: EtcdClient, *, prefix: str = DEFAULT_PREFIX,
-                 owns_client: bool = False) -> None:
+                 owns_client: bool = False, fence: WriteFence | None = None) -> None:
+        """``fence``: in a cluster, the leader lease's (ADR 0013): a record is written only
+        while the writer's term is the one in etcd, in the same transaction, so a leader
+        that lost its term cannot write one, however late its request arrives."""
         self.client = client
+        self._fence = fence
         self._records = f"{prefix}amf/assignments/"
         self._checkpoints = f"{prefix}amf/checkpoints/"
         self._owns_client = owns_client
@@ -87,8 +96,11 @@ class EtcdAssignmentStore:
     def compare_and_set(self, si: str, expected_epoch: int, record: AssignmentRecord) -> bool:
         check_cas(si, expected_epoch, record)
         key, body = self._key(si), record.model_dump_json().encode()
+        fence = self._fence() if self._fence is not None else []
+        if fence is None:
+            return False  # no term of ours: another leader's decision, or none
         return self.client.write_conditionally(
-            [cmp_version(key, expected_epoch)], [op_put(key, body)],
+            [cmp_version(key, expected_epoch), *fence], [op_put(key, body)],
             lambda kv: kv is not None and kv.value == body and kv.version == record.epoch,
             key).succeeded
 
@@ -221,6 +233,13 @@ class EtcdLeaderLease:
     def leader(self) -> LeaderTerm | None:
         kv = self.client.get(self._key)
         return LeaderTerm(kv.value.decode(), kv.create_revision) if kv else None
+
+    def fence(self) -> list[dict[str, Any]] | None:
+        """The comparison that holds while our term is etcd's (the leader key still has
+        our term's create revision), for writes that only the leader may make; None
+        when we hold no term."""
+        term = self._term
+        return None if term is None else [cmp_create_revision(self._key, term.epoch)]
 
     async def watch(self) -> AsyncIterator[LeaderTerm | None]:
         """The leader now, then every change: a term when one starts, None when the key

@@ -24,7 +24,7 @@ import yaml
 from nfvha.agent.config import AgentConfig, PeerAddress, ProcessLaunch, VmLaunch, VnfcLaunch
 from nfvha.controller.config import AmfConfig, ComponentEndpoint, ControllerConfig, HostEntry
 from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
-from nfvha.model.topology import Topology
+from nfvha.model.topology import ComponentSpec, FenceSpec, Topology, VnfSpec
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
 from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
@@ -36,6 +36,11 @@ from nfvha.util.runpaths import RunPaths, new_run_id, run_root
 CONTROLLER_PORT = 7700
 HEARTBEAT_PORT = 7701
 AMF_PORT = 7702  # the generic VNFM, for the components' SDK connections
+# IF-2: a load balancer's retry helps a client only before the client gives up (the
+# scenario probe: 20 ms), so it is shorter than the LB's default (its health-check
+# detection time, 30 ms). A member merely slow past it is excluded until its next
+# health-check answer; the VNFM restarts it only if it stopped answering the VNFM too.
+LB_REQUEST_TIMEOUT_MS = 15
 
 
 class TestbedError(RuntimeError):
@@ -185,8 +190,11 @@ class Testbed:
                     ip = v.service_address.address or self.plan.vips[k]
                     vips[v.name] = f"{ip}/{PREFIXLEN}"
         listen = self.plan.root_data_ip if self.plan is not None else "127.0.0.1"
+        # Reports about members go to the VNFM only if it manages both sides.
+        balancers = {v.name: v.balances for v in t.vnfs if v.balances is not None
+                     and v.vnfm == "generic" and t.vnf(v.balances).vnfm == "generic"}
         return AmfConfig(listen_ip=listen, port=self.amf_port, components=components,
-                         vips=vips)
+                         vips=vips, balancers=balancers)
 
     def _ha_args(self, amf: AmfConfig, state: str, component: str) -> list[str]:
         """The counter's availability-management flags: it registers with the VNFM."""
@@ -194,6 +202,38 @@ class Testbed:
         args = ["--am", f"{amf.listen_ip}:{amf.port}", "--component", component,
                 "--state", state]
         return [*args, "--sync-port", str(ep.sync_port)] if state == "sync" else args
+
+    def _vnfc_argv(self, vnf: VnfSpec, c: ComponentSpec, amf: AmfConfig,
+                   vm_ips: dict[str, str]) -> list[str]:
+        """How a VNFC is started: the counter, or (program ``lb``, IF-2) the load
+        balancer in front of the members of the VNF its VNF balances."""
+        t = self.topology
+        port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+        bind = "0.0.0.0" if self.plan is not None else "127.0.0.1"
+        managed = vnf.vnfm == "generic"
+        if c.program == "counter":
+            return [self.python, "-m", "nfvha.samples.counter", "--name", c.name,
+                    "--port", str(port), "--bind", bind,
+                    *(self._ha_args(amf, vnf.state, c.name) if managed else [])]
+        assert vnf.balances is not None  # the topology check: lb only in a balancer VNF
+        members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vms.index(t.vm(m.vm)), m.port)}"
+                   for m in t.vnf(vnf.balances).components]
+        # A member without the active role answers GET with "ERR not-active": not
+        # eligible (N+M spares), without counting as a failure. A request is retried on
+        # another member after LB_REQUEST_TIMEOUT_MS, within the probe's own timeout.
+        return [self.python, "-m", "nfvha.samples.lb", "--name", c.name, "--port", str(port),
+                "--bind", bind, *(f"--member={m}" for m in members),
+                "--check-request", "GET lb-check",
+                "--request-timeout-ms", str(LB_REQUEST_TIMEOUT_MS),
+                *(["--am", f"{amf.listen_ip}:{amf.port}", "--component", c.name]
+                  if managed else [])]
+
+    def component_address(self, component: str) -> tuple[str, int]:
+        """Where a VNFC serves, as seen from the root namespace."""
+        t = self.topology
+        c = next(c for _, c in t.components() if c.name == component)
+        ip = self.plan.vm(c.vm).data_ip if self.plan is not None else "127.0.0.1"
+        return ip, self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
 
     def vip(self, vnf: str) -> tuple[str, int] | None:
         """A VNF's service address (VIP and port), if it has one on this test bed."""
@@ -203,6 +243,13 @@ class Testbed:
         if cidr is None or spec.service_address is None:
             return None
         return cidr.split("/")[0], spec.service_address.port
+
+    def _fence(self, host: str) -> FenceSpec:
+        """The host's fence device as the topology says; none on the loopback fallback
+        (no power to cut). ``fence_nfvha`` drives this run's power devices."""
+        if self.plan is None:
+            return FenceSpec(type="none")
+        return self.topology.host(host).fence
 
     def write_configs(self) -> tuple[ControllerConfig, dict[str, AgentConfig]]:
         t, run = self.topology, self.run
@@ -215,16 +262,14 @@ class Testbed:
         for host in t.host_names():
             vms = []
             for vm in t.vms_on(host):
-                idx = t.vms.index(vm)
+                # A standby VM (ADR 0010) is launched with the VNFCs of the VM it stands
+                # by for, exactly as they run there.
+                runs = vm.standby_for or vm.name
+                idx = t.vms.index(t.vm(runs))
                 vnfcs = [
-                    VnfcLaunch(name=c.name, port=self._vnfc_port(idx, c.port), argv=[
-                        self.python, "-m", "nfvha.samples.counter", "--name", c.name,
-                        "--port", str(self._vnfc_port(idx, c.port)),
-                        "--bind", "0.0.0.0" if self.plan is not None else "127.0.0.1",
-                        *(self._ha_args(amf, vnf.state, c.name)
-                          if vnf.vnfm == "generic" else []),
-                    ])
-                    for vnf, c in t.components_on(vm.name)
+                    VnfcLaunch(name=c.name, port=self._vnfc_port(idx, c.port),
+                               argv=self._vnfc_argv(vnf, c, amf, vm_ips))
+                    for vnf, c in t.components_on(runs)
                 ]
                 vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
                                     netns=run.vm_netns(vm.name) if self.plan else None,
@@ -259,10 +304,9 @@ class Testbed:
             auth=auth,
             run_id=run.run_id, listen_ip=controller_ip, port=controller_port,
             api_port=self.api_port, db_path=run.controller_dir / "events.db",
-            hosts=[HostEntry(name=h, fence="local" if self.plan is not None else "none")
-                   for h in t.host_names()],
+            hosts=[HostEntry(name=h, fence=self._fence(h)) for h in t.host_names()],
             settings=settings, fabric=plan_json, topology_file=run.topology_file,
-            amf=amf,
+            amf=amf, vm_launch=[v for a in agents.values() for v in a.vms],
         )
         run.controller_dir.mkdir(parents=True, exist_ok=True)
         (run.controller_dir / "controller.json").write_text(ctl.model_dump_json(indent=1))
@@ -368,7 +412,9 @@ class Testbed:
                 if r.status_code != 200 or not r.json()["result"].get("ready", True):
                     raise TestbedError(f"VM {vm} did not start: {r.status_code} {r.text}")
 
-            await asyncio.gather(*(start(v.name) for v in self.topology.vms))
+            # A standby VM stays stopped until a failover starts it (ADR 0010).
+            await asyncio.gather(*(start(v.name) for v in self.topology.vms
+                                   if v.standby_for is None))
 
     async def start(self) -> None:
         try:
@@ -383,11 +429,13 @@ class Testbed:
         return teardown_run(self.run.run_id)
 
     def vm_address(self, vm: str) -> tuple[str, int]:
-        """Where the (first) VNFC of a VM serves, as seen from the root namespace."""
-        comps = self.topology.components_on(vm)
+        """Where the (first) VNFC of a VM serves, as seen from the root namespace (for
+        a standby VM: where the VNFCs it stands by for serve once it runs them)."""
+        runs = self.topology.vm(vm).standby_for or vm
+        comps = self.topology.components_on(runs)
         if not comps:
             raise KeyError(f"VM {vm} has no VNFC")
-        idx = self.topology.vms.index(self.topology.vm(vm))
+        idx = self.topology.vms.index(self.topology.vm(runs))
         ip = self.plan.vm(vm).data_ip if self.plan is not None else "127.0.0.1"
         return ip, self._vnfc_port(idx, comps[0][1].port)
 

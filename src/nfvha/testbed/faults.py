@@ -118,8 +118,18 @@ class FaultInjector:
         kill_pid(pid, signal.SIGKILL, ticks=ticks)
         return f"SIGKILL to VM {vm} pid {pid}"
 
+    def host_of(self, vm: str) -> str:
+        """Where the VM runs now: the controller's placement (a VM moves when its host
+        is evacuated, ADR 0011), else the topology's."""
+        try:
+            placed = read_json(self.run.controller_dir / "placement.json")
+        except (FileNotFoundError, ValueError):
+            placed = {}
+        host = placed.get(vm) if isinstance(placed, dict) else None
+        return str(host) if host else self.topology.vm(vm).host
+
     def _vm_cgroup(self, vm: str) -> str:
-        return vm_cgroup(self.run, self.topology.vm(vm).host, vm)
+        return vm_cgroup(self.run, self.host_of(vm), vm)
 
     def _vm_hang(self, vm: str) -> str:
         pid, ticks = self._vm_pid(vm)

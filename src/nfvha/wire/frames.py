@@ -82,6 +82,9 @@ class Reply(Frame):
 class Welcome(Frame):
     t: Literal["welcome"] = "welcome"
     last_seq: int
+    # The leader term of the controller that took the stream (ADR 0013); 0: a single
+    # controller, no election. The agent refuses commands of any lower epoch from now on.
+    leader_epoch: int = 0
 
 
 class Ack(Frame):
@@ -89,7 +92,10 @@ class Ack(Frame):
     seq: int
 
 
-CommandOp = Literal["vm.start", "vm.stop", "vnfc.start", "vnfc.stop"]
+# vm.start takes {"disk": "keep"|"initial"|"snapshot"} (ADR 0010; default "keep") and
+# {"spec": <VmLaunch>} for a VM re-created on a host that never had it (ADR 0011);
+# vm.snapshot copies a running VM's disk.
+CommandOp = Literal["vm.start", "vm.stop", "vm.snapshot", "vnfc.start", "vnfc.stop"]
 
 
 class Command(Frame):
@@ -98,6 +104,7 @@ class Command(Frame):
     op: CommandOp
     target: str
     args: dict[str, Any] = Field(default_factory=dict)
+    leader_epoch: int = 0  # the deciding leader's term (fencing token, ADR 0013)
 
 
 AgentFrame = Annotated[Hello | EventFrame | Inventory | Reply, Field(discriminator="t")]

@@ -1,0 +1,168 @@
+"""The controller's stores, embedded or cluster, opened from its configuration.
+
+Embedded (default): the SQLite files beside ``db_path``, as one controller always
+had them. Cluster (ADR 0012, 0013): events, alarms and the notification outbox in
+PostgreSQL (one connection per store object: the ager and the outbox run in worker
+threads), assignments and checkpoints in etcd, with writes fenced by the leader's
+term when a fence is given, and read through ``LeaderRecords``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from nfvha.amf.model import AssignmentRecord
+from nfvha.controller.config import ControllerConfig
+from nfvha.faults.outbox import Outbox
+from nfvha.faults.outbox_pg import PgOutbox
+from nfvha.store.alarms import SqliteAlarmStore
+from nfvha.store.assignments import AssignmentStore, SqliteAssignmentStore
+from nfvha.store.base import EventStore, StoreUnavailable
+from nfvha.store.etcd import EtcdAssignmentStore, WriteFence
+from nfvha.store.etcd_client import EtcdClient
+from nfvha.store.pg import PgDatabase
+from nfvha.store.pg_stores import PgAlarmStore, PgEventStore
+from nfvha.store.sqlite import SqliteEventStore
+from nfvha.util.clock import Clock
+
+
+class LeaderRecords:
+    """The assignment records as the leader of a term keeps them: read once from etcd,
+    then from memory, updated by its own compare-and-sets. Sound because nobody else
+    writes during the term (the writes are fenced by it). The VNFM reads the records
+    for every lease grant, on the event loop: from etcd, each read would hold the loop
+    for a round trip, and for the whole deadline while etcd cannot be reached.
+
+    A write that lost (another record is there) or got no answer (it may be there,
+    ADR 0012) makes the record uncertain: it is read again in the background, and
+    until then the old one is served. Serving it is safe: the record that may have
+    replaced it has the next epoch and none of its orders went out; a decision taken
+    from the old one fails its compare-and-set and is taken again."""
+
+    def __init__(self, store: AssignmentStore) -> None:
+        self._store = store
+        self._known: dict[str, AssignmentRecord | None] = {}
+        self._writes: dict[str, int] = {}  # si -> local writes, to drop stale refreshes
+        self._refreshing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def get(self, si: str) -> AssignmentRecord | None:
+        with self._lock:
+            if si in self._known:
+                return self._known[si]
+        rec = self._store.get(si)
+        with self._lock:
+            self._known.setdefault(si, rec)
+            return self._known[si]
+
+    def all(self) -> dict[str, AssignmentRecord]:
+        records = self._store.all()
+        with self._lock:
+            self._known.update(records)
+        return records
+
+    def compare_and_set(self, si: str, expected_epoch: int, record: AssignmentRecord) -> bool:
+        with self._lock:
+            self._writes[si] = self._writes.get(si, 0) + 1
+        try:
+            ok = self._store.compare_and_set(si, expected_epoch, record)
+        except BaseException:
+            self._refresh(si)
+            raise
+        if ok:
+            with self._lock:
+                self._known[si] = record
+        else:
+            self._refresh(si)
+        return ok
+
+    def checkpoint_write(self, owner: str, key: str, value: Any) -> int:
+        return self._store.checkpoint_write(owner, key, value)
+
+    def checkpoint_read(self, owner: str, key: str) -> tuple[int, Any] | None:
+        return self._store.checkpoint_read(owner, key)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def _refresh(self, si: str, pause_s: float = 0.1) -> None:
+        """Read ``si`` again in a thread of its own, until etcd answers."""
+        with self._lock:
+            if si in self._refreshing:
+                return
+            self._refreshing.add(si)
+            writes = self._writes.get(si, 0)
+
+        def read() -> None:
+            while True:
+                try:
+                    rec = self._store.get(si)
+                except StoreUnavailable:
+                    time.sleep(pause_s)
+                    continue
+                except Exception:  # closed with the term: nothing left to keep fresh
+                    break
+                with self._lock:
+                    if self._writes.get(si, 0) == writes:
+                        self._known[si] = rec
+                break
+            with self._lock:
+                self._refreshing.discard(si)
+
+        threading.Thread(target=read, name=f"refresh-{si}", daemon=True).start()
+
+
+@dataclass
+class Stores:
+    events: EventStore
+    # Typed as the SQLite classes the alarm manager and the notifier are written
+    # against; the PostgreSQL ones keep the same contracts (tests/cluster_store).
+    alarms: SqliteAlarmStore
+    ager: SqliteAlarmStore
+    outbox: Outbox
+    assignments: AssignmentStore | None
+    _closers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for c in self._closers:
+            with contextlib.suppress(Exception):  # closing: nothing left to tell
+                c.close()
+
+
+def open_stores(cfg: ControllerConfig, clock: Clock, *, fence: WriteFence | None = None,
+                etcd: EtcdClient | None = None) -> Stores:
+    """``fence``: the leader's, for assignment writes; ``etcd``: a client to share (else
+    one is opened and closed with the stores)."""
+    if cfg.store.kind == "embedded":
+        events = SqliteEventStore(cfg.db_path, fsync=cfg.db_fsync)
+        alarms = SqliteAlarmStore(cfg.db_path, fsync=cfg.db_fsync)
+        ager = SqliteAlarmStore(cfg.db_path, fsync=cfg.db_fsync)
+        outbox = Outbox(cfg.db_path.with_name("notifications.db"), fsync=cfg.db_fsync)
+        amf: AssignmentStore | None = None
+        if cfg.amf is not None:
+            amf = SqliteAssignmentStore(cfg.db_path.with_name("amf.db"), fsync=cfg.db_fsync)
+        return Stores(events, alarms, ager, outbox, amf,
+                      [s for s in (events, alarms, ager, outbox, amf) if s is not None])
+    s = cfg.store
+    assert s.pg_conninfo is not None  # the configuration's validator
+
+    def db() -> PgDatabase:
+        return PgDatabase(s.pg_conninfo or "", schema=s.pg_schema)
+
+    pg_events = PgEventStore(db(), owns_db=True)
+    pg_alarms = PgAlarmStore(db(), owns_db=True)
+    pg_ager = PgAlarmStore(db(), owns_db=True)
+    pg_outbox = PgOutbox(db(), clock=clock, owns_db=True)
+    closers: list[Any] = [pg_events, pg_alarms, pg_ager, pg_outbox]
+    records: LeaderRecords | None = None
+    if cfg.amf is not None:
+        client = etcd or EtcdClient(s.etcd_endpoints, op_timeout_s=s.etcd_op_timeout_s)
+        records = LeaderRecords(EtcdAssignmentStore(
+            client, prefix=s.etcd_prefix, owns_client=etcd is None, fence=fence))
+        closers.append(records)
+    return Stores(pg_events, cast(SqliteAlarmStore, pg_alarms), cast(SqliteAlarmStore, pg_ager),
+                  cast(Outbox, pg_outbox), records, closers)

@@ -1,0 +1,56 @@
+"""A controller cluster for the real-process tests: 3 controllers on a 3-member etcd
+cluster and PostgreSQL, in front of a 2-host test bed; each controller reaches etcd
+through its own cuttable proxies. One per module (it takes ~10 s to start); torn
+down at the end, and the tests that kill a controller start it again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+from cluster_ha_testutil import EtcdPaths, topology
+
+from nfvha.testbed.cluster import ClusterTestbed
+from nfvha.testbed.deploy import namespaces_available
+from nfvha.testbed.etcd import etcd_binary
+from nfvha.testbed.postgres import postgres_bin_dir
+from nfvha.testbed.services import ServiceError
+
+
+def _require() -> None:
+    ok, why = namespaces_available()
+    if not ok:
+        pytest.skip(why)
+    try:
+        etcd_binary()
+        postgres_bin_dir()
+    except ServiceError as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+
+
+class Cluster:
+    def __init__(self, tb: ClusterTestbed, paths: EtcdPaths) -> None:
+        self.tb = tb
+        self.paths = paths
+
+    @property
+    def fronts(self) -> dict[str, str]:
+        return {m.name: m.front_url for m in self.tb.members}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    _require()
+    tb = ClusterTestbed(topology(), size=3)
+    paths = EtcdPaths(tb.etcd.endpoints)
+    tb.etcd_endpoints_of = paths.endpoints_for
+    try:
+        asyncio.run(tb.start())
+        yield Cluster(tb, paths)
+    finally:
+        tb.down()
+        paths.close()
