@@ -6,8 +6,11 @@ down at the end, and the tests that kill a controller start it again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cluster_ha_testutil import EtcdPaths, topology
@@ -43,7 +46,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     _require()
     tb = ClusterTestbed(topology(), size=3)
     paths = EtcdPaths(tb.etcd.endpoints)
@@ -52,5 +55,13 @@ def cluster() -> Iterator[Cluster]:
         asyncio.run(tb.start())
         yield Cluster(tb, paths)
     finally:
+        _keep_logs(tb, tmp_path_factory.mktemp("cluster-logs"))
         tb.down()
         paths.close()
+
+
+def _keep_logs(tb: ClusterTestbed, into: Path) -> None:
+    """The members' and agents' logs outlive the run's directory (for a failure)."""
+    for log in [*tb.run.controller_dir.glob("*.log"), *tb.run.root.glob("hosts/*/*.log")]:
+        with contextlib.suppress(OSError):
+            shutil.copy(log, into / f"{log.parent.name}-{log.name}")

@@ -292,11 +292,17 @@ async def test_etcd_member_killed_the_cluster_keeps_deciding(cluster: Cluster) -
     etcd = cluster.tb.etcd
     raft_leader = await asyncio.to_thread(etcd.leader_index)
     assert raft_leader is not None
+    before, _ = await leader_now(cluster)
     etcd.kill_member(raft_leader)
     try:
-        await leader_now(cluster)
         await wait_until(lambda: etcd_state(cluster) == "degraded", 10.0,
                          "etcd reported degraded")
+        # etcd elected another raft leader; a controller decides (the same, or - when
+        # the election outlasted its term - another one)
+        await wait_until(lambda: etcd.leader_index() not in (None, raft_leader), 10.0,
+                         "a new etcd leader")
+        after, _ = await leader_now(cluster)
+        print(f"\netcd raft leader killed: controller leader {before} -> {after}")
         FaultInjector(cluster.tb.run, cluster.tb.topology).inject(
             "vnfc-crash", await active_of(cluster, "gw"))
         await wait_recovered(cluster, "gw", timeout_s=15.0)

@@ -261,8 +261,12 @@ async def test_leader_records_never_wait_for_etcd_on_a_read() -> None:
     assert cache.compare_and_set("gw", 0, record(1, "gw-a"))
     assert cache.get("gw") == record(1, "gw-a") and store.reads == 1
     store.cut.set()
+    t0 = time.monotonic()
     with pytest.raises(StoreUnavailable):
         cache.compare_and_set("gw", 1, record(2, "gw-b"))  # no answer: maybe written
+    assert time.monotonic() - t0 < 0.25  # the caller (the event loop) waited 0.1 s only
+    with pytest.raises(StoreUnavailable, match="no answer yet"):
+        cache.compare_and_set("gw", 1, record(2, "gw-b"))  # the first is still out
     t0 = time.monotonic()
     assert cache.get("gw") == record(1, "gw-a")  # the old one, at once
     assert time.monotonic() - t0 < 0.05

@@ -8,7 +8,7 @@ Layers, lowest first::
     2  nfvha.store, nfvha.nfvi, nfvha.samples, nfvha.amf
     3  nfvha.agent
     4  nfvha.controller
-    5  nfvha.api
+    5  nfvha.api, nfvha.vnfam
     6  nfvha.testbed, nfvha.bench, nfvha.scenarios
     7  nfvha.cli
 
@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "nfvha.faults": 3,
     "nfvha.controller": 4,
     "nfvha.api": 5,
+    "nfvha.vnfam": 5,
     "nfvha.testbed": 6,
     "nfvha.bench": 6,
     "nfvha.scenarios": 6,

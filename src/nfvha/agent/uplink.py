@@ -57,6 +57,7 @@ class ControllerLink:
         backoff_max_s: float,
         *,
         connect_timeout_s: float = 0.5,
+        cluster_backoff_max_s: float = 0.1,
         leader_epoch: int = 0,
         on_epoch: Callable[[int], None] | None = None,
     ) -> None:
@@ -79,7 +80,11 @@ class ControllerLink:
         self._on_command = on_command
         self._inventory = inventory
         self._backoff_initial = backoff_initial_s
-        self._backoff_max = backoff_max_s
+        # Between rounds over a cluster's addresses the pause stays short: a controller
+        # election takes about a second and the next leader is found by the first round
+        # after it; a refused connection costs nothing.
+        self._backoff_max = backoff_max_s if len(self._addresses) == 1 \
+            else min(backoff_max_s, cluster_backoff_max_s)
         self._writer: asyncio.StreamWriter | None = None
         self._ready = False  # welcome received, spool replayed
         self.connected = asyncio.Event()

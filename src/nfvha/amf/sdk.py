@@ -112,7 +112,7 @@ class ComponentClient:
         clock: Clock = SYSTEM_CLOCK,
         connect_timeout_s: float = 1.0,
         reconnect_min_s: float = 0.05,
-        reconnect_max_s: float = 2.0,
+        reconnect_max_s: float = 0.25,
         silence_timeout_s: float | None = None,
         max_line_bytes: int = 16 * 1024 * 1024,
     ) -> None:

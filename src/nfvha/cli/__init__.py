@@ -386,6 +386,12 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
     return 0 if all(not r["errors"] for r in results) else 1
 
 
+def _cmd_vnf_am(args: argparse.Namespace) -> int:
+    from nfvha.vnfam.main import run
+
+    return run(args)
+
+
 def _internal(module: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -534,6 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--vnf", default="gw", help="the VNF whose active dies with the leader")
     bf.add_argument("--no-fault", action="store_true", help="kill only the leader")
     bf.set_defaults(func=_cmd_bench_failover)
+
+    from nfvha.vnfam.options import add_options as vnf_am_options
+
+    va = sub.add_parser("vnf-am", help="run a VNF's own availability manager over the VIM's"
+                                       " API (vnfm: own; started by 'nfvha up')")
+    vnf_am_options(va)
+    va.set_defaults(func=_cmd_vnf_am)
 
     for name, module in (("agent", "nfvha.agent.main"), ("hostd", "nfvha.agent.hostd"),
                          ("controller", "nfvha.controller.main")):

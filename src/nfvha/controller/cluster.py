@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
+import importlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Iterator
@@ -31,6 +33,7 @@ from nfvha.controller.config import ControllerConfig
 from nfvha.controller.fencing import Fencing
 from nfvha.controller.front import FrontApp
 from nfvha.controller.leadership import LeaderElector, LeaderGate, LeaderTiming
+from nfvha.controller.stores import Stores, for_term, open_history, warm_up
 from nfvha.model.auth import token_hash
 from nfvha.nfvi.fence import FenceDriver, FenceError, PowerState
 from nfvha.store.etcd import EtcdLeaderLease, WriteFence
@@ -51,6 +54,9 @@ class TermContext:
     epoch: int
     fence: WriteFence | None  # for the assignment store's writes
     ready: Callable[[], None]  # the work calls it once it is up: deciding from then
+    # The term's stores: the member's PostgreSQL stores (kept open across terms) and
+    # the term's own assignment records, fenced by it.
+    open_stores: Callable[[], Stores]
 
 
 RunTerm = Callable[[TermContext, asyncio.Event], Coroutine[Any, Any, None]]
@@ -156,6 +162,9 @@ class ClusterController:
         self._term_tasks: set[asyncio.Task[None]] = set()
         self.front = FrontApp(self.leader_url, self.status, self.local_status,
                               reader=self._reader)
+        # Kept open across terms: a new leader's work starts on warm connections.
+        self._history = open_history(cfg, clock)
+        self._stores_etcd = EtcdClient(s.etcd_endpoints, op_timeout_s=s.etcd_op_timeout_s)
 
     def _reader(self, token: str | None) -> bool:
         """Any configured API token may read the cluster's state (none configured: open)."""
@@ -234,7 +243,9 @@ class ClusterController:
                 log.info("%s decides (epoch %d), %.0f ms after its election", self.c.name,
                          term.epoch, (info.deciding_ns - info.elected_ns) / 1e6)
 
-            ctx = TermContext(self.elector, term.epoch, self.lease.fence, ready)
+            ctx = TermContext(self.elector, term.epoch, self.lease.fence, ready,
+                              functools.partial(for_term, self._history, self.cfg,
+                                                self._stores_etcd, self.lease.fence))
             work = asyncio.create_task(self._start_term(ctx, stop), name=f"term-{term.epoch}")
             started = asyncio.create_task(up.wait())
             done, _ = await asyncio.wait({work, started}, timeout=self.c.start_timeout_s,
@@ -304,6 +315,12 @@ class ClusterController:
     # -- the process ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Serve the front, elect, lead or follow, until ``stop``; then hand over."""
+        # What a member's first term would otherwise pay for: connections, and the
+        # module FastAPI imports at its first route (~50 ms, measured).
+        with contextlib.suppress(ImportError):
+            importlib.import_module("pydantic.v1")
+        if not await asyncio.to_thread(warm_up, self._history):
+            log.warning("PostgreSQL does not answer yet; a term would start without it")
         server = _QuietServer(uvicorn.Config(
             self.front, host=self.c.front_host, port=self.c.front_port, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=1))
@@ -322,6 +339,8 @@ class ClusterController:
         await api
         await self.front.aclose()
         self._lease_client.close()
+        self._history.close()
+        self._stores_etcd.close()
 
 
 def _bindable(ip: str, port: int) -> bool:

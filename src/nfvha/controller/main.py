@@ -81,7 +81,7 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     # Closed in the reverse order of these registrations (the deciders first, then the
     # API drains, then the stores).
     # Embedded SQLite, or PostgreSQL and etcd (ADR 0012).
-    stores = open_stores(cfg, clock, fence=term.fence if term is not None else None)
+    stores = term.open_stores() if term is not None else open_stores(cfg, clock)
     done.callback(stores.close)
     store, alarm_store, ager = stores.events, stores.alarms, stores.ager
     bus = EventBus(store, clock)

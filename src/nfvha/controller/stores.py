@@ -10,8 +10,11 @@ term when a fence is given, and read through ``LeaderRecords``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -37,16 +40,28 @@ class LeaderRecords:
     for every lease grant, on the event loop: from etcd, each read would hold the loop
     for a round trip, and for the whole deadline while etcd cannot be reached.
 
-    A write that lost (another record is there) or got no answer (it may be there,
-    ADR 0012) makes the record uncertain: it is read again in the background, and
-    until then the old one is served. Serving it is safe: the record that may have
-    replaced it has the next epoch and none of its orders went out; a decision taken
-    from the old one fails its compare-and-set and is taken again."""
+    Writes (and checkpoints) run in worker threads; the caller waits ``block_s`` at
+    most. An answer later than that is "no answer" (``StoreUnavailable``: the write
+    may still land, ADR 0012): the loop is never held for etcd's deadline - which, in
+    an etcd leader election, outlasted the controller's own lease renewals and cost it
+    its term. Until such a write is settled, another write of the same record is
+    refused at once.
 
-    def __init__(self, store: AssignmentStore) -> None:
+    A write that lost (another record is there) or got no answer makes the record
+    uncertain: it is read again in the background, and until then the old one is
+    served. Serving it is safe: the record that may have replaced it has the next
+    epoch and none of its orders went out; a decision taken from the old one fails its
+    compare-and-set and is taken again, and the lease grants state whatever record
+    the cache holds once it is settled."""
+
+    def __init__(self, store: AssignmentStore, *, block_s: float = 0.1,
+                 workers: int = 4) -> None:
         self._store = store
+        self._block_s = block_s
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="records")
         self._known: dict[str, AssignmentRecord | None] = {}
         self._writes: dict[str, int] = {}  # si -> local writes, to drop stale refreshes
+        self._inflight: set[str] = set()
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
@@ -67,27 +82,58 @@ class LeaderRecords:
 
     def compare_and_set(self, si: str, expected_epoch: int, record: AssignmentRecord) -> bool:
         with self._lock:
+            if si in self._inflight:
+                raise StoreUnavailable(f"an earlier write of {si} has no answer yet")
+            self._inflight.add(si)
             self._writes[si] = self._writes.get(si, 0) + 1
         try:
-            ok = self._store.compare_and_set(si, expected_epoch, record)
-        except BaseException:
-            self._refresh(si)
+            fut = self._submit(self._store.compare_and_set, si, expected_epoch, record)
+        except StoreUnavailable:
+            with self._lock:
+                self._inflight.discard(si)
             raise
-        if ok:
+        fut.add_done_callback(functools.partial(self._settled, si, record))
+        ok = bool(self._wait(fut, f"compare-and-set of {si}"))
+        if ok:  # the done callback may not have run yet: the next read must see it
+            with self._lock:
+                self._known[si] = record
+        return ok
+
+    def checkpoint_write(self, owner: str, key: str, value: Any) -> int:
+        return int(self._wait(self._submit(self._store.checkpoint_write, owner, key, value),
+                              f"checkpoint {owner}/{key}"))
+
+    def checkpoint_read(self, owner: str, key: str) -> tuple[int, Any] | None:
+        got: tuple[int, Any] | None = self._wait(
+            self._submit(self._store.checkpoint_read, owner, key), f"checkpoint {owner}/{key}")
+        return got
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._store.close()
+
+    def _submit(self, fn: Any, *args: Any) -> Future[Any]:
+        try:
+            return self._pool.submit(fn, *args)
+        except RuntimeError as e:  # shut down with the term
+            raise StoreUnavailable(f"the store is closed: {e}") from None
+
+    def _wait(self, fut: Future[Any], what: str) -> Any:
+        try:
+            return fut.result(timeout=self._block_s)
+        except FutureTimeout:
+            raise StoreUnavailable(f"{what}: no answer within {self._block_s:g} s; it may"
+                                   " still be written") from None
+
+    def _settled(self, si: str, record: AssignmentRecord,
+                 fut: Future[bool]) -> None:
+        with self._lock:
+            self._inflight.discard(si)
+        if not fut.cancelled() and fut.exception() is None and fut.result():
             with self._lock:
                 self._known[si] = record
         else:
             self._refresh(si)
-        return ok
-
-    def checkpoint_write(self, owner: str, key: str, value: Any) -> int:
-        return self._store.checkpoint_write(owner, key, value)
-
-    def checkpoint_read(self, owner: str, key: str) -> tuple[int, Any] | None:
-        return self._store.checkpoint_read(owner, key)
-
-    def close(self) -> None:
-        self._store.close()
 
     def _refresh(self, si: str, pause_s: float = 0.1) -> None:
         """Read ``si`` again in a thread of its own, until etcd answers."""
@@ -147,8 +193,16 @@ def open_stores(cfg: ControllerConfig, clock: Clock, *, fence: WriteFence | None
             amf = SqliteAssignmentStore(cfg.db_path.with_name("amf.db"), fsync=cfg.db_fsync)
         return Stores(events, alarms, ager, outbox, amf,
                       [s for s in (events, alarms, ager, outbox, amf) if s is not None])
+    history = open_history(cfg, clock)
+    return for_term(history, cfg, etcd, fence, owns_history=True)
+
+
+def open_history(cfg: ControllerConfig, clock: Clock) -> Stores:
+    """The PostgreSQL stores of a cluster member (no assignments). A member keeps them
+    open across its terms, so that a new term does not wait for connections."""
     s = cfg.store
-    assert s.pg_conninfo is not None  # the configuration's validator
+    if s.pg_conninfo is None:
+        raise ValueError("no PostgreSQL conninfo: not a cluster store")
 
     def db() -> PgDatabase:
         return PgDatabase(s.pg_conninfo or "", schema=s.pg_schema)
@@ -157,12 +211,30 @@ def open_stores(cfg: ControllerConfig, clock: Clock, *, fence: WriteFence | None
     pg_alarms = PgAlarmStore(db(), owns_db=True)
     pg_ager = PgAlarmStore(db(), owns_db=True)
     pg_outbox = PgOutbox(db(), clock=clock, owns_db=True)
-    closers: list[Any] = [pg_events, pg_alarms, pg_ager, pg_outbox]
+    return Stores(pg_events, cast(SqliteAlarmStore, pg_alarms), cast(SqliteAlarmStore, pg_ager),
+                  cast(Outbox, pg_outbox), None, [pg_events, pg_alarms, pg_ager, pg_outbox])
+
+
+def warm_up(history: Stores) -> bool:
+    """Connect every store now (a follower, before it may have to lead)."""
+    ok = True
+    for store in (history.events, history.alarms, history.ager, history.outbox):
+        db = getattr(store, "db", None)
+        ok = (db.ping() if isinstance(db, PgDatabase) else True) and ok
+    return ok
+
+
+def for_term(history: Stores, cfg: ControllerConfig, etcd: EtcdClient | None,
+             fence: WriteFence | None, *, owns_history: bool = False) -> Stores:
+    """One term's stores: ``history``'s, and the term's own records (fenced by it).
+    Closing them closes the records only, unless ``owns_history``."""
+    s = cfg.store
     records: LeaderRecords | None = None
+    closers: list[Any] = list(history._closers) if owns_history else []
     if cfg.amf is not None:
         client = etcd or EtcdClient(s.etcd_endpoints, op_timeout_s=s.etcd_op_timeout_s)
         records = LeaderRecords(EtcdAssignmentStore(
             client, prefix=s.etcd_prefix, owns_client=etcd is None, fence=fence))
         closers.append(records)
-    return Stores(pg_events, cast(SqliteAlarmStore, pg_alarms), cast(SqliteAlarmStore, pg_ager),
-                  cast(Outbox, pg_outbox), records, closers)
+    return Stores(history.events, history.alarms, history.ager, history.outbox, records,
+                  closers)

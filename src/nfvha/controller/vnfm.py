@@ -188,8 +188,9 @@ class Vnfm:
         self._server = await asyncio.start_server(
             self._serve, self._cfg.listen_ip, self._cfg.port, limit=MAX_LINE_BYTES,
             reuse_address=True)
-        # Any lease a component holds was granted before this AM started (ADR 0008).
-        started = self._clock.mono_ns()
+        # Any lease a component holds was granted before this AM started (ADR 0008);
+        # the grace gives live components time to reconnect before they are counted out.
+        started = self._clock.mono_ns() + self._settings.amf_takeover_grace_ms * 1_000_000
         self._last_grant_ns = dict.fromkeys(self._group_of, started)
         self._watch_task = asyncio.create_task(self._watch_loop(), name="vnfm-watch")
         for vnf in self.groups:
@@ -302,6 +303,12 @@ class Vnfm:
                 # names it (the AM restarted while it was cut off).
                 self._out_of_service(su, f"no lease granted for {ungranted / 1e6:.0f} ms:"
                                          " any lease it held has expired")
+                if r is Readiness.UNKNOWN:
+                    # Silent since before this AM (a new leader's term): its failure may
+                    # have been stored, but not acted on, by the previous one. Starting
+                    # it is harmless if it runs (``vnfc.start`` leaves it alone).
+                    ep = self._endpoint[su]
+                    self._run_repair(su, self._repair.restart_component(ep.host, su))
 
     def _named(self, su: str) -> bool:
         return any(r is not None and su in r.members
@@ -383,6 +390,8 @@ class Vnfm:
         """Answer lease request ``n``. None for an SU counted out of service until it is
         out of every record; a grant states every record's assignment to the SU, so an
         order lost or overtaken is corrected by the next grant."""
+        if not self._decisions_allowed():
+            return  # no longer leading (ADR 0013): silence, the lease runs out by itself
         vnf = self._group_of[s.su]
         records = self.records(vnf)
         if self._effective(s.su, records) is Readiness.OUT_OF_SERVICE:

@@ -61,12 +61,17 @@ class Settings(Strict):
     fm_cleared_alarm_retention_s: dict[AlarmSeverity, float] = Field(
         default_factory=lambda: dict(DEFAULT_CLEARED_RETENTION_S))
     fm_ageing_interval_s: float = Field(60.0, gt=0, le=86_400)
-    # Availability management (ADR 0008): the AM pings every component; an active
-    # that has not heard from the AM for the lease quiesces itself, and the AM gives
-    # its role away only after lease + margin without an answer.
+    # Availability management (ADR 0008): every component asks for its active lease
+    # each ping interval; a grant runs from the request's send time. An active whose
+    # lease ran out quiesces itself, and the AM gives its role away only after lease
+    # + margin since its last grant.
     amf_ping_interval_ms: int = Field(50, ge=5, le=10_000)
     amf_active_lease_ms: int = Field(300, ge=20, le=600_000)
     amf_lease_margin_ms: int = Field(100, ge=0, le=600_000)
+    # After an AM (re)start - a new leader's term - components get this long on top of
+    # lease + margin to reconnect before one it has not heard from is counted out: the
+    # SDK's reconnect back-off is at most 250 ms (with jitter).
+    amf_takeover_grace_ms: int = Field(500, ge=0, le=600_000)
     # Host repair (ADR 0011). A fence "off" counts only once the device reports the
     # power off, within this time (REC-1: nothing of the host restarts elsewhere before).
     fence_verify_timeout_s: float = Field(10.0, gt=0, le=600)

@@ -145,10 +145,12 @@ class VnfSpec(Strict):
     sal: Literal[1, 2, 3] = 2
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     repair_action: RepairAction = "confirm"
-    # Who manages the VNF's availability: nfvha's generic VNFM, or nobody from nfvha
-    # (a VNF with its own HA manager; the VIM still detects, alarms and repairs VMs
-    # on request).
-    vnfm: Literal["generic", "none"] = "generic"
+    # Who manages the VNF's availability: nfvha's generic VNFM in the controller;
+    # "own": the VNF's own AM (nfvha.vnfam, the same engine over the VIM's API, one
+    # per VNF; the test bed starts it); "none": nobody from nfvha (a VNF with an HA
+    # manager of its own make). The VIM still detects, alarms and repairs VMs on
+    # request for all of them.
+    vnfm: Literal["generic", "own", "none"] = "generic"
     priority: int = Field(0, ge=0, le=1000)
     anti_affinity: AffinityLevel = "host"
     # IF-2: this VNF is the load balancer (program "lb", a 2N pair behind a VIP) of the
@@ -209,8 +211,8 @@ class Topology(Strict):
         return next((v for v in self.vnfs if v.balances == vnf), None)
 
     def without_vnfm(self) -> Topology:
-        """The same deployment with no VNF under the generic VNFM: for measuring the
-        VIM level alone (nothing fails over or repairs by itself)."""
+        """The same deployment with no VNF under an AM of nfvha (generic or own): for
+        measuring the VIM level alone (nothing fails over or repairs by itself)."""
         return self.model_copy(update={
             "vnfs": [v.model_copy(update={"vnfm": "none"}) for v in self.vnfs]})
 
@@ -370,6 +372,10 @@ def _balancer_problems(where: str, vnf: VnfSpec, t: Topology) -> list[str]:
     if addr is not None:
         out.extend(f"{where}.components[{ci}].port: an lb serves on its VIP's port {addr.port}"
                    for ci, c in enumerate(vnf.components) if c.port != addr.port)
+    if "own" in (vnf.vnfm, target.vnfm):
+        # An own AM manages its VNF alone: the LB's member_failed would reach nobody.
+        out.append(f"{where}.vnfm: a load balancer and '{target.name}' need one manager for"
+                   " its member reports (vnfm: generic for both); 'own' manages one VNF")
     others = [v.name for v in t.vnfs if v.balances == vnf.balances and v is not vnf]
     if others:
         out.append(f"{where}.balances: '{vnf.balances}' already has a load balancer"

@@ -32,10 +32,12 @@ from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_sp
 from nfvha.nfvi.spawn import spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
 from nfvha.util.runpaths import RunPaths, new_run_id, run_root
+from nfvha.vnfam.config import VnfAmConfig
 
 CONTROLLER_PORT = 7700
 HEARTBEAT_PORT = 7701
 AMF_PORT = 7702  # the generic VNFM, for the components' SDK connections
+VNF_AM_PORT_BASE = 7710  # + k: the own AM of the k-th VNF with vnfm: own (ADR 0008)
 # IF-2: a load balancer's retry helps a client only before the client gives up (the
 # scenario probe: 20 ms), so it is shorter than the LB's default (its health-check
 # detection time, 30 ms). A member merely slow past it is excluded until its next
@@ -148,6 +150,7 @@ class Testbed:
         self.pids: list[dict[str, int]] = []
         self.tokens = {role: new_token() for role in ("admin", "operator", "reader")}
         self.amf_port = 0
+        self.own_ams: dict[str, AmfConfig] = {}  # VNF -> its own AM's (vnfm: own)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -172,15 +175,13 @@ class Testbed:
     def _amf_config(self, vm_ips: dict[str, str]) -> AmfConfig:
         t = self.topology
         self.amf_port = AMF_PORT if self.plan is not None else free_tcp_port()
-        components = []
+        endpoints: dict[str, list[ComponentEndpoint]] = {}
         for vnf, c in t.components():
-            if vnf.vnfm != "generic":
-                continue
-            idx = t.vms.index(t.vm(c.vm))
-            port = self._vnfc_port(idx, c.port)
-            components.append(ComponentEndpoint(
+            port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+            endpoints.setdefault(vnf.name, []).append(ComponentEndpoint(
                 name=c.name, vnf=vnf.name, vm=c.vm, host=t.vm(c.vm).host,
                 address=vm_ips[c.vm], port=port, sync_port=port + 1))
+        components = [e for v in t.vnfs if v.vnfm == "generic" for e in endpoints[v.name]]
         vips: dict[str, str] = {}
         if self.plan is not None:
             addressed = [v for v in t.vnfs if v.service_address is not None]
@@ -193,6 +194,12 @@ class Testbed:
         # Reports about members go to the VNFM only if it manages both sides.
         balancers = {v.name: v.balances for v in t.vnfs if v.balances is not None
                      and v.vnfm == "generic" and t.vnf(v.balances).vnfm == "generic"}
+        # A VNF's own AM listens beside the controller, for that VNF's components only.
+        self.own_ams = {v.name: AmfConfig(
+            listen_ip=listen, components=endpoints[v.name],
+            port=VNF_AM_PORT_BASE + k if self.plan is not None else free_tcp_port(),
+            vips={v.name: vips[v.name]} if v.name in vips else {})
+            for k, v in enumerate(x for x in t.vnfs if x.vnfm == "own")}
         return AmfConfig(listen_ip=listen, port=self.amf_port, components=components,
                          vips=vips, balancers=balancers)
 
@@ -210,11 +217,11 @@ class Testbed:
         t = self.topology
         port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
         bind = "0.0.0.0" if self.plan is not None else "127.0.0.1"
-        managed = vnf.vnfm == "generic"
+        am = amf if vnf.vnfm == "generic" else self.own_ams.get(vnf.name)
         if c.program == "counter":
             return [self.python, "-m", "nfvha.samples.counter", "--name", c.name,
                     "--port", str(port), "--bind", bind,
-                    *(self._ha_args(amf, vnf.state, c.name) if managed else [])]
+                    *(self._ha_args(am, vnf.state, c.name) if am is not None else [])]
         assert vnf.balances is not None  # the topology check: lb only in a balancer VNF
         members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vms.index(t.vm(m.vm)), m.port)}"
                    for m in t.vnf(vnf.balances).components]
@@ -225,8 +232,8 @@ class Testbed:
                 "--bind", bind, *(f"--member={m}" for m in members),
                 "--check-request", "GET lb-check",
                 "--request-timeout-ms", str(LB_REQUEST_TIMEOUT_MS),
-                *(["--am", f"{amf.listen_ip}:{amf.port}", "--component", c.name]
-                  if managed else [])]
+                *(["--am", f"{am.listen_ip}:{am.port}", "--component", c.name]
+                  if am is not None else [])]
 
     def component_address(self, component: str) -> tuple[str, int]:
         """Where a VNFC serves, as seen from the root namespace."""
@@ -319,7 +326,26 @@ class Testbed:
             d = run.host_dir(host)
             (d / "exits").mkdir(parents=True, exist_ok=True)
             (d / "agent.json").write_text(cfg.model_dump_json(indent=1))
+        self._write_own_am_configs()
         return ctl, agents
+
+    def own_am_dir(self, vnf: str) -> Path:
+        return self.run.root / "vnfam" / vnf
+
+    def _write_own_am_configs(self) -> None:
+        """Per VNF with vnfm: own, its AM's config, an operator token (repairs are
+        writes) and its own database (ADR 0008)."""
+        for vnf, amf in self.own_ams.items():
+            d = self.own_am_dir(vnf)
+            d.mkdir(parents=True, exist_ok=True)
+            token = d / "token"
+            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.tokens["operator"])
+            cfg = VnfAmConfig(vnf=vnf, vim_url=self.api_url, token_file=token,
+                              topology_file=self.run.topology_file, db_path=d / "am.db",
+                              amf=amf)
+            (d / "vnf-am.json").write_text(cfg.model_dump_json(indent=1))
 
     def _write_run_file(self) -> None:
         atomic_write_json(self.run.run_file, {
@@ -346,6 +372,8 @@ class Testbed:
         self.write_configs()
         env = {**os.environ, RUN_MARKER: run.run_id}
         self.start_controller(env)
+        for vnf in self.own_ams:
+            self.start_own_am(vnf, env)
         for host in t.host_names():
             self.boot_host(host, env)
         self._write_run_file()
@@ -367,6 +395,24 @@ class Testbed:
         self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
         if run.run_file.exists():
             self._write_run_file()
+
+    def start_own_am(self, vnf: str, env: dict[str, str] | None = None) -> int:
+        """Start (or restart) the own AM of ``vnf`` beside the controller: its network
+        and cgroup, the run's marker (``nfvha down`` removes it). Returns its pid."""
+        run, d = self.run, self.own_am_dir(vnf)
+        env = env or {**os.environ, RUN_MARKER: run.run_id}
+        cg: list[str] = []
+        if self.cgroups is not None:
+            self.cgroups.create(controller_cgroup(run))
+            cg = cgroup_procs_paths(self.cgroups, controller_cgroup(run))
+        sp = spawn_detached_sync(
+            [self.python, "-m", "nfvha.vnfam.main", "--config", str(d / "vnf-am.json")],
+            env=env, cgroup_procs=cg, log=str(d / "vnf-am.log"), pidfile=str(d / "vnf-am.pid"),
+            python=self.python)
+        self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
+        if run.run_file.exists():
+            self._write_run_file()
+        return sp.pid
 
     def boot_host(self, host: str, env: dict[str, str]) -> None:
         run = self.run
