@@ -105,6 +105,8 @@ async def answered_by(addr: tuple[str, int], name: str, timeout_s: float = 10.0)
     return time.monotonic()
 
 
+@pytest.mark.req("UC-1")
+@pytest.mark.req("UC-2")
 async def test_an_own_am_fails_over_and_has_the_vim_repair_the_vm(bed: Bed) -> None:
     tb = bed.tb
     am = read_json(tb.own_am_dir("gw") / "vnf-am.pid")

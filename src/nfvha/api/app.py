@@ -34,6 +34,7 @@ from nfvha.faults.stream import AlarmStream, sse_response
 from nfvha.model.auth import AuthConfig
 from nfvha.model.events import Event, Kind, StoredEvent
 from nfvha.model.topology import Topology
+from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.wire.frames import CommandOp
 
@@ -49,10 +50,13 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
                clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None,
                vnfm: Vnfm | None = None, host_repair: HostRepair | None = None, *,
-               vm_repair: VmRepairPolicy | None = None) -> FastAPI:
+               vm_repair: VmRepairPolicy | None = None,
+               tokens: TokenCheck | None = None) -> FastAPI:
+    """``tokens``: check API tokens against the shared store (a cluster, VNFHA-12)
+    instead of ``auth.tokens``."""
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
-    app.middleware("http")(Authenticator(auth).middleware)
+    app.middleware("http")(Authenticator(auth, tokens).middleware)
     app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
                        tags=["ETSI VNF FM"])
 

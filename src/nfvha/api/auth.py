@@ -23,6 +23,7 @@ from fastapi import Request, Response
 
 from nfvha.api.problems import problem
 from nfvha.model.auth import AuthConfig, Role, token_hash
+from nfvha.store.tokens import TokenCheck
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
 # What Masakari and Doctor monitors use: notifications, and the segment/host reads.
@@ -31,9 +32,13 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Authenticator:
-    def __init__(self, cfg: AuthConfig) -> None:
+    def __init__(self, cfg: AuthConfig, store: TokenCheck | None = None) -> None:
+        """``store``: in a cluster, tokens are checked against the shared store
+        (VNFHA-12: one added through any replica is accepted by all); otherwise
+        against the configuration's."""
         self._tokens = [(t.sha256, Role[t.role.upper()]) for t in cfg.tokens]
         self._trusted = [ipaddress.ip_network(n) for n in cfg.intake_trusted_networks]
+        self._store = store
 
     def role_of(self, token: str | None) -> Role | None:
         if not token:
@@ -59,7 +64,8 @@ class Authenticator:
         if path in PUBLIC_PATHS:
             return await call_next(request)
         token = _token(request)
-        role = self.role_of(token)
+        role = self.role_of(token) if self._store is None else \
+            await self._store.role_of(token)
         needed = Role.READER if request.method in READ_METHODS else Role.OPERATOR
         if role is None:
             intake = path.startswith(INTAKE_PREFIXES) or path in ("/v1", "/v1/")

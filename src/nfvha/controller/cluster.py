@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import importlib
 import logging
 import socket
@@ -34,13 +33,14 @@ from nfvha.controller.fencing import Fencing
 from nfvha.controller.front import FrontApp
 from nfvha.controller.leadership import LeaderElector, LeaderGate, LeaderTiming
 from nfvha.controller.stores import Stores, for_term, open_history, warm_up
-from nfvha.model.auth import token_hash
 from nfvha.nfvi.fence import FenceDriver, FenceError, PowerState
+from nfvha.store.base import StoreUnavailable
 from nfvha.store.etcd import EtcdLeaderLease, WriteFence
 from nfvha.store.etcd_client import EtcdClient
 from nfvha.store.health import StoreHealth, etcd_health
 from nfvha.store.leader import LeaderTerm
 from nfvha.store.pg import PgDatabase
+from nfvha.store.tokens import TokenCheck, seed_tokens
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class TermContext:
     # The term's stores: the member's PostgreSQL stores (kept open across terms) and
     # the term's own assignment records, fenced by it.
     open_stores: Callable[[], Stores]
+    # The member's latest look at the control plane (VIM-4): the leader raises and
+    # clears its alarms (FM-2, ``controlplane.ControlPlaneAlarms``).
+    watched: Callable[[], Watched] = lambda: Watched()
+    member: str = ""  # this member's name
 
 
 RunTerm = Callable[[TermContext, asyncio.Event], Coroutine[Any, Any, None]]
@@ -160,19 +164,18 @@ class ClusterController:
         self._term_lock = asyncio.Lock()
         self._term_stop: asyncio.Event | None = None
         self._term_tasks: set[asyncio.Task[None]] = set()
-        self.front = FrontApp(self.leader_url, self.status, self.local_status,
-                              reader=self._reader)
         # Kept open across terms: a new leader's work starts on warm connections.
         self._history = open_history(cfg, clock)
+        assert self._history.tokens is not None
+        self._tokens = TokenCheck(self._history.tokens, cfg.auth.tokens, clock)
+        self.front = FrontApp(self.leader_url, self.status, self.local_status,
+                              reader=self._reader)
         self._stores_etcd = EtcdClient(s.etcd_endpoints, op_timeout_s=s.etcd_op_timeout_s)
 
-    def _reader(self, token: str | None) -> bool:
-        """Any configured API token may read the cluster's state (none configured: open)."""
-        known = [t.sha256 for t in self.cfg.auth.tokens]
-        if not known:
-            return True
-        digest = token_hash(token) if token else ""
-        return any(hmac.compare_digest(k, digest) for k in known)
+    async def _reader(self, token: str | None) -> bool:
+        """Any API token of the shared store may read the cluster's state (no token
+        configured: open)."""
+        return not self.cfg.auth.tokens or await self._tokens.role_of(token) is not None
 
     # -- who leads ------------------------------------------------------------------------
     def leader_url(self) -> str | None:
@@ -245,7 +248,8 @@ class ClusterController:
 
             ctx = TermContext(self.elector, term.epoch, self.lease.fence, ready,
                               functools.partial(for_term, self._history, self.cfg,
-                                                self._stores_etcd, self.lease.fence))
+                                                self._stores_etcd, self.lease.fence),
+                              lambda: self.watched, self.c.name)
             work = asyncio.create_task(self._start_term(ctx, stop), name=f"term-{term.epoch}")
             started = asyncio.create_task(up.wait())
             done, _ = await asyncio.wait({work, started}, timeout=self.c.start_timeout_s,
@@ -273,6 +277,21 @@ class ClusterController:
                 return
             await asyncio.sleep(0.02)
         await self._run_term(ctx, stop)
+
+    async def _seed_tokens(self) -> None:
+        """The configuration's API tokens into the shared store (VNFHA-12). Every member
+        does it at start (a token deleted from the store comes back with a member's
+        restart while it is still configured). Without the database, the configured
+        ones are accepted anyway (``TokenCheck``'s fallback)."""
+        assert self._history.tokens is not None
+        try:
+            added = await asyncio.to_thread(seed_tokens, self._history.tokens,
+                                            self.cfg.auth.tokens)
+        except StoreUnavailable as e:
+            log.warning("API tokens not seeded into the store: %s", e)
+            return
+        if added:
+            log.info("%d configured API token(s) put in the shared store", added)
 
     # -- watching the control plane (VIM-4) -----------------------------------------------------
     async def _monitor(self) -> None:
@@ -321,6 +340,7 @@ class ClusterController:
             importlib.import_module("pydantic.v1")
         if not await asyncio.to_thread(warm_up, self._history):
             log.warning("PostgreSQL does not answer yet; a term would start without it")
+        await self._seed_tokens()
         server = _QuietServer(uvicorn.Config(
             self.front, host=self.c.front_host, port=self.c.front_port, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=1))

@@ -32,6 +32,10 @@ HOP_BY_HOP = frozenset({
     "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
 
 
+async def _anyone(_: str | None) -> bool:
+    return True
+
+
 class FrontApp:
     """``leader_url()``: the leading controller's API (None: nobody leads);
     ``cluster_status()``: the body of ``/v1/cluster``; ``local_status()``: of
@@ -40,7 +44,7 @@ class FrontApp:
     def __init__(self, leader_url: Callable[[], str | None],
                  cluster_status: Callable[[], dict[str, Any]],
                  local_status: Callable[[], dict[str, Any]], *,
-                 reader: Callable[[str | None], bool] = lambda _: True,
+                 reader: Callable[[str | None], Awaitable[bool]] = _anyone,
                  connect_timeout_s: float = 0.5) -> None:
         """``reader(token)``: may this API token read ``/v1/cluster`` (the passed-on
         requests are checked by the leader's API itself). ``/v1/cluster/self`` is
@@ -64,7 +68,7 @@ class FrontApp:
             return
         local = self._local.get(scope["path"])
         if local is not None and scope["method"] == "GET":
-            if scope["path"] != "/v1/cluster/self" and not self._reader(_bearer(scope)):
+            if scope["path"] != "/v1/cluster/self" and not await self._reader(_bearer(scope)):
                 await _json(send, 401, {"detail": "missing or unknown API token: send"
                                                   " 'Authorization: Bearer <token>'"},
                             [(b"www-authenticate", b'Bearer realm="nfvha"')])

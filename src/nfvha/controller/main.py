@@ -18,6 +18,7 @@ from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import BatchListener, EventBus
 from nfvha.controller.cluster import ClusterController, TermContext, gate_fencing
 from nfvha.controller.config import ControllerConfig
+from nfvha.controller.controlplane import ControlPlaneAlarms
 from nfvha.controller.faults import FaultManagement
 from nfvha.controller.fencing import build_fencing
 from nfvha.controller.health import HealthPublisher
@@ -33,6 +34,7 @@ from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
 from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
+from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("nfvha.controller")
@@ -151,10 +153,17 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     faults.add_sink(health.on_changes)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
                      fm_root, cfg.auth, clock, health, vnfm, host_repair,
-                     vm_repair=vm_repair)
-    for task in (asyncio.create_task(faults.run(), name="fault-management"),
-                 asyncio.create_task(health.run(), name="host-health"),
-                 asyncio.create_task(vm_repair.run(), name="vm-repair")):
+                     vm_repair=vm_repair,
+                     tokens=None if stores.tokens is None
+                     else TokenCheck(stores.tokens, cfg.auth.tokens, clock))
+    tasks = [asyncio.create_task(faults.run(), name="fault-management"),
+             asyncio.create_task(health.run(), name="host-health"),
+             asyncio.create_task(vm_repair.run(), name="vm-repair")]
+    if term is not None:  # the control plane's alarms: the leader's alone (FM-2)
+        tasks.append(asyncio.create_task(ControlPlaneAlarms(
+            term.member, term.watched, faults.alarms, bus.publish, clock,
+            term.gate.is_leader).run(), name="control-plane-alarms"))
+    for task in tasks:
         done.callback(task.cancel)
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off",

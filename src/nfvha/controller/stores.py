@@ -28,8 +28,9 @@ from nfvha.store.base import EventStore, StoreUnavailable
 from nfvha.store.etcd import EtcdAssignmentStore, WriteFence
 from nfvha.store.etcd_client import EtcdClient
 from nfvha.store.pg import PgDatabase
-from nfvha.store.pg_stores import PgAlarmStore, PgEventStore
+from nfvha.store.pg_stores import PgAlarmStore, PgEventStore, PgTokenStore
 from nfvha.store.sqlite import SqliteEventStore
+from nfvha.store.tokens import TokenStore
 from nfvha.util.clock import Clock
 
 
@@ -172,6 +173,8 @@ class Stores:
     outbox: Outbox
     assignments: AssignmentStore | None
     _closers: list[Any] = field(default_factory=list)
+    # API tokens in the shared store (a cluster, VNFHA-12); None: the configuration's.
+    tokens: TokenStore | None = None
 
     def close(self) -> None:
         for c in self._closers:
@@ -211,14 +214,17 @@ def open_history(cfg: ControllerConfig, clock: Clock) -> Stores:
     pg_alarms = PgAlarmStore(db(), owns_db=True)
     pg_ager = PgAlarmStore(db(), owns_db=True)
     pg_outbox = PgOutbox(db(), clock=clock, owns_db=True)
+    pg_tokens = PgTokenStore(db(), owns_db=True)
     return Stores(pg_events, cast(SqliteAlarmStore, pg_alarms), cast(SqliteAlarmStore, pg_ager),
-                  cast(Outbox, pg_outbox), None, [pg_events, pg_alarms, pg_ager, pg_outbox])
+                  cast(Outbox, pg_outbox), None,
+                  [pg_events, pg_alarms, pg_ager, pg_outbox, pg_tokens], pg_tokens)
 
 
 def warm_up(history: Stores) -> bool:
     """Connect every store now (a follower, before it may have to lead)."""
     ok = True
-    for store in (history.events, history.alarms, history.ager, history.outbox):
+    for store in (history.events, history.alarms, history.ager, history.outbox,
+                  history.tokens):
         db = getattr(store, "db", None)
         ok = (db.ping() if isinstance(db, PgDatabase) else True) and ok
     return ok
@@ -237,4 +243,4 @@ def for_term(history: Stores, cfg: ControllerConfig, etcd: EtcdClient | None,
             client, prefix=s.etcd_prefix, owns_client=etcd is None, fence=fence))
         closers.append(records)
     return Stores(history.events, history.alarms, history.ager, history.outbox, records,
-                  closers)
+                  closers, history.tokens)

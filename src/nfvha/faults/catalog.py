@@ -32,6 +32,8 @@ HOST_SOFTWARE_FAILURE = AlarmType("host-software-failure", part="process")
 LINK_FAILURE = AlarmType("link-failure", part="link", resource_type=FaultyResourceType.NETWORK)
 HOST_HARDWARE_FAILURE = AlarmType("host-hardware-failure", part="sensor")
 LATENT_HOST_FAULT = AlarmType("suspected-latent-host-fault")
+# A controller, etcd member or PostgreSQL failed (FM-2): the entity names the part.
+CONTROL_PLANE_FAILURE = AlarmType("control-plane-failure")
 
 RAISES: dict[Kind, AlarmType] = {
     Kind.VNFC_CRASHED: VNFC_FAILURE,
@@ -43,6 +45,7 @@ RAISES: dict[Kind, AlarmType] = {
     Kind.HOST_PROCESS_FAILED: HOST_SOFTWARE_FAILURE,
     Kind.LINK_DOWN: LINK_FAILURE,
     Kind.SENSOR: HOST_HARDWARE_FAILURE,
+    Kind.CONTROL_SERVICE_FAILED: CONTROL_PLANE_FAILURE,
 }
 
 CLEARS: dict[Kind, tuple[AlarmType, ...]] = {
@@ -57,6 +60,7 @@ CLEARS: dict[Kind, tuple[AlarmType, ...]] = {
     Kind.HOST_PROCESS_RESTARTED: (HOST_SOFTWARE_FAILURE,),
     Kind.LINK_UP: (LINK_FAILURE,),
     Kind.SENSOR: (HOST_HARDWARE_FAILURE,),
+    Kind.CONTROL_SERVICE_RESTORED: (CONTROL_PLANE_FAILURE,),
 }
 
 # Alarm types that can be the root cause of alarms of the entities they contain.

@@ -13,7 +13,9 @@ from typing import Literal
 
 from nfvha.model.topology import Topology
 
-EntityKind = Literal["site", "rack", "host", "vm", "vnfc"]
+# "control": a part of the control plane (controller, etcd member, PostgreSQL): in no
+# container, the root of nothing.
+EntityKind = Literal["site", "rack", "host", "vm", "vnfc", "control"]
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -27,7 +29,7 @@ class EntityRef:
     @classmethod
     def parse(cls, text: str) -> EntityRef:
         kind, _, name = text.partition("/")
-        if kind not in ("site", "rack", "host", "vm", "vnfc") or not name:
+        if kind not in ("site", "rack", "host", "vm", "vnfc", "control") or not name:
             raise ValueError(f"not an entity reference: {text!r} (want e.g. 'vm/gw-vm1')")
         return cls(kind, name)  # type: ignore[arg-type]
 

@@ -69,6 +69,10 @@ class Kind(StrEnum):
     HOST_FENCED = "host.fenced"
     HOST_FENCE_FAILED = "host.fence_failed"
     VM_EVACUATED = "vm.evacuated"
+    # A part of the control plane (a controller, an etcd member, PostgreSQL) failed or
+    # is back, as the leading controller sees it (FM-2, VIM-4; ADR 0013).
+    CONTROL_SERVICE_FAILED = "control.service.failed"
+    CONTROL_SERVICE_RESTORED = "control.service.restored"
 
 
 class Event(BaseModel):

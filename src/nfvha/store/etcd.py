@@ -45,7 +45,7 @@ from nfvha.store.etcd_client import (
     op_put,
     parse_kv,
 )
-from nfvha.store.leader import LeaderTerm, whole_seconds
+from nfvha.store.leader import HeldTerm, LeaderTerm, whole_seconds
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 
 DEFAULT_PREFIX = "/nfvha/"
@@ -159,7 +159,7 @@ class EtcdAssignmentStore:
         return record
 
 
-class EtcdLeaderLease:
+class EtcdLeaderLease(HeldTerm):
     """The leader key, created only if absent and attached to an etcd lease (see
     ``store.leader`` for the contract). ``ttl_s`` is rounded up to whole seconds."""
 
@@ -175,17 +175,6 @@ class EtcdLeaderLease:
         self._lease = 0
         self._term: LeaderTerm | None = None
         self._valid_until_ns = 0
-
-    @property
-    def term(self) -> LeaderTerm | None:
-        return self._term
-
-    @property
-    def valid_until_ns(self) -> int:
-        return self._valid_until_ns if self._term else 0
-
-    def is_leader(self) -> bool:
-        return self._term is not None and self._clock.mono_ns() < self._valid_until_ns
 
     def acquire(self) -> bool:
         if self._term is not None and self.renew():

@@ -82,6 +82,26 @@ def whole_seconds(ttl_s: float) -> int:
     return max(1, math.ceil(ttl_s - 1e-9))
 
 
+class HeldTerm:
+    """The holder's side of a lease, shared by the implementations: the term it holds
+    and until when (its own clock: it stops counting on the lease before it can expire)."""
+
+    _clock: Clock
+    _term: LeaderTerm | None
+    _valid_until_ns: int
+
+    @property
+    def term(self) -> LeaderTerm | None:
+        return self._term
+
+    @property
+    def valid_until_ns(self) -> int:
+        return self._valid_until_ns if self._term else 0
+
+    def is_leader(self) -> bool:
+        return self._term is not None and self._clock.mono_ns() < self._valid_until_ns
+
+
 @dataclass
 class _Held:
     holder: str
@@ -98,7 +118,7 @@ class LocalLeaseBoard:
         self.last_epoch = 0
 
 
-class LocalLeaderLease:
+class LocalLeaderLease(HeldTerm):
     def __init__(self, board: LocalLeaseBoard, name: str, holder: str, ttl_s: float,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         if ttl_s <= 0:
@@ -110,17 +130,6 @@ class LocalLeaderLease:
         self._clock = clock
         self._term: LeaderTerm | None = None
         self._valid_until_ns = 0
-
-    @property
-    def term(self) -> LeaderTerm | None:
-        return self._term
-
-    @property
-    def valid_until_ns(self) -> int:
-        return self._valid_until_ns if self._term else 0
-
-    def is_leader(self) -> bool:
-        return self._term is not None and self._clock.mono_ns() < self._valid_until_ns
 
     def _live(self, now: int) -> _Held | None:
         held = self._board.leases.get(self.name)

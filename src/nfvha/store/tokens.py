@@ -9,11 +9,17 @@ known to all of them at once.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Protocol
 
-from nfvha.model.auth import TokenEntry
+from nfvha.model.auth import Role, TokenEntry, token_hash
+from nfvha.store.base import StoreUnavailable
+from nfvha.util.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
 
 
 class TokenStore(Protocol):
@@ -58,3 +64,57 @@ class MemoryTokenStore:
 
     def close(self) -> None:
         pass
+
+
+def seed_tokens(store: TokenStore, entries: Iterable[TokenEntry]) -> int:
+    """Put the configuration's tokens in the store (those not there yet); how many
+    were added. Raises StoreUnavailable."""
+    return sum(store.put(e) for e in entries)
+
+
+class TokenCheck:
+    """Which role a presented token has, by the shared store (VNFHA-12): a token put
+    there through any replica is accepted by every replica at its next request.
+
+    Known tokens are cached for ``cache_s`` (a deletion takes that long to reach every
+    replica); unknown ones are asked again each time, so that a new token works at
+    once. While the store does not answer (within ``lookup_timeout_s``), a token is
+    checked against the cache, stale or not, and the ``fallback`` tokens (the
+    configuration's): the API stays usable by its operators through a database
+    outage."""
+
+    def __init__(self, store: TokenStore, fallback: Iterable[TokenEntry] = (),
+                 clock: Clock = SYSTEM_CLOCK, *, cache_s: float = 2.0,
+                 lookup_timeout_s: float = 1.0) -> None:
+        self._store = store
+        self._fallback = {e.sha256: e for e in fallback}
+        self._clock = clock
+        self._cache_ns = int(cache_s * 1e9)
+        self._timeout_s = lookup_timeout_s
+        self._cache: dict[str, tuple[TokenEntry, int]] = {}  # hash -> (entry, until)
+
+    async def role_of(self, token: str | None) -> Role | None:
+        if not token:
+            return None
+        digest = token_hash(token)
+        now = self._clock.mono_ns()
+        cached = self._cache.get(digest)
+        if cached is not None and now < cached[1]:
+            return _role(cached[0])
+        try:
+            entry = await asyncio.wait_for(asyncio.to_thread(self._store.get, digest),
+                                           self._timeout_s)
+        except (StoreUnavailable, TimeoutError) as e:
+            log.warning("token store unavailable, checking cached and configured tokens: %s",
+                        e or "timed out")
+            known = cached[0] if cached is not None else self._fallback.get(digest)
+            return _role(known) if known is not None else None
+        if entry is None:
+            self._cache.pop(digest, None)
+            return None
+        self._cache[digest] = (entry, now + self._cache_ns)
+        return _role(entry)
+
+
+def _role(entry: TokenEntry) -> Role:
+    return Role[entry.role.upper()]

@@ -24,10 +24,7 @@ from nfvha.agent.config import AgentConfig, ControllerAddress
 from nfvha.controller.cluster_config import ClusterConfig, ControllerMember, StoreConfig
 from nfvha.controller.config import ControllerConfig
 from nfvha.model.topology import Topology
-from nfvha.nfvi.cgroups import cgroup_procs_paths
 from nfvha.nfvi.cleanup import RUN_MARKER
-from nfvha.nfvi.power import controller_cgroup
-from nfvha.nfvi.spawn import spawn_detached_sync
 from nfvha.testbed.deploy import CONTROLLER_PORT, Testbed, free_tcp_port
 from nfvha.testbed.etcd import EtcdCluster
 from nfvha.testbed.postgres import PostgresServer
@@ -141,21 +138,11 @@ class ClusterTestbed(Testbed):
                 self.start_member(m.name, env)
 
     def start_member(self, name: str, env: dict[str, str] | None = None) -> None:
-        run = self.run
-        cg: list[str] = []
-        if self.cgroups is not None:
-            self.cgroups.create(controller_cgroup(run))
-            cg = cgroup_procs_paths(self.cgroups, controller_cgroup(run))
-        sp = spawn_detached_sync(
-            [self.python, "-m", "nfvha.controller.main", "--config",
-             str(self.member_config_path(name))],
-            env=env or self._env(), cgroup_procs=cg,
-            log=str(run.controller_dir / f"controller-{name}.log"),
-            pidfile=str(run.controller_dir / f"controller-{name}.pid"), python=self.python)
+        d = self.run.controller_dir
+        sp = self.spawn_control(
+            ["nfvha.controller.main", "--config", str(self.member_config_path(name))],
+            d / f"controller-{name}.log", d / f"controller-{name}.pid", env or self._env())
         self.controller_pids[name] = (sp.pid, sp.start_ticks)
-        self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
-        if run.run_file.exists():
-            self._write_run_file()
 
     def controller_running(self, name: str) -> bool:
         rec = self.controller_pids.get(name)

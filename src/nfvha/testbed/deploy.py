@@ -29,7 +29,7 @@ from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
 from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
-from nfvha.nfvi.spawn import spawn_detached_sync
+from nfvha.nfvi.spawn import Spawned, spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
 from nfvha.util.runpaths import RunPaths, new_run_id, run_root
 from nfvha.vnfam.config import VnfAmConfig
@@ -380,39 +380,35 @@ class Testbed:
 
     def start_controller(self, env: dict[str, str] | None = None) -> None:
         """Start (or restart, after a crash) the controller with the run's config."""
+        d = self.run.controller_dir
+        self.spawn_control(["nfvha.controller.main", "--config", str(d / "controller.json")],
+                           d / "controller.log", d / "controller.pid", env)
+
+    def spawn_control(self, module_argv: list[str], log: Path, pidfile: Path,
+                      env: dict[str, str] | None = None) -> Spawned:
+        """Start ``python -m <module_argv>`` as a control-plane process of the run: in the
+        controller's cgroup, with the run's marker, its pid recorded (``nfvha down``
+        removes it)."""
         run = self.run
-        env = env or {**os.environ, RUN_MARKER: run.run_id}
         cg: list[str] = []
         if self.cgroups is not None:
             self.cgroups.create(controller_cgroup(run))
             cg = cgroup_procs_paths(self.cgroups, controller_cgroup(run))
         sp = spawn_detached_sync(
-            [self.python, "-m", "nfvha.controller.main", "--config",
-             str(run.controller_dir / "controller.json")],
-            env=env, cgroup_procs=cg, log=str(run.controller_dir / "controller.log"),
-            pidfile=str(run.controller_dir / "controller.pid"), python=self.python,
-        )
+            [self.python, "-m", *module_argv],
+            env=env or {**os.environ, RUN_MARKER: run.run_id}, cgroup_procs=cg,
+            log=str(log), pidfile=str(pidfile), python=self.python)
         self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
         if run.run_file.exists():
             self._write_run_file()
+        return sp
 
     def start_own_am(self, vnf: str, env: dict[str, str] | None = None) -> int:
         """Start (or restart) the own AM of ``vnf`` beside the controller: its network
         and cgroup, the run's marker (``nfvha down`` removes it). Returns its pid."""
-        run, d = self.run, self.own_am_dir(vnf)
-        env = env or {**os.environ, RUN_MARKER: run.run_id}
-        cg: list[str] = []
-        if self.cgroups is not None:
-            self.cgroups.create(controller_cgroup(run))
-            cg = cgroup_procs_paths(self.cgroups, controller_cgroup(run))
-        sp = spawn_detached_sync(
-            [self.python, "-m", "nfvha.vnfam.main", "--config", str(d / "vnf-am.json")],
-            env=env, cgroup_procs=cg, log=str(d / "vnf-am.log"), pidfile=str(d / "vnf-am.pid"),
-            python=self.python)
-        self.pids.append({"pid": sp.pid, "start_ticks": sp.start_ticks})
-        if run.run_file.exists():
-            self._write_run_file()
-        return sp.pid
+        d = self.own_am_dir(vnf)
+        return self.spawn_control(["nfvha.vnfam.main", "--config", str(d / "vnf-am.json")],
+                                  d / "vnf-am.log", d / "vnf-am.pid", env).pid
 
     def boot_host(self, host: str, env: dict[str, str]) -> None:
         run = self.run
