@@ -186,6 +186,8 @@ class HostRepair:
                     rec.powered_on = True
                 except FenceError as e:
                     log.error("powering %s on again failed: %s", host, e)
+                else:
+                    await self._start_left(host, rec)
             return rec
         except Exception as e:
             rec.error = f"{type(e).__name__}: {e}"
@@ -220,6 +222,31 @@ class HostRepair:
                 rec.moved[vm] = target
             else:
                 rec.left[vm] = error
+
+    async def _start_left(self, host: str, rec: HostRepairRecord) -> None:
+        """The VMs no other host could take (anti-affinity) start again on the repaired
+        host once its agent is back (HV-7): the host came back empty otherwise."""
+        left = [vm for vm in rec.left if self.placement.host_of(vm) == host
+                and not self._cold_standby(vm)]
+        deadline = self._clock.mono_ns() + int(self._settings.evacuate_vm_timeout_s * 1e9)
+        for vm in left:
+            while True:
+                try:
+                    reply = await self._agents.command(
+                        host, "vm.start", vm, timeout_s=self._settings.evacuate_vm_timeout_s)
+                except (ConnectionError, TimeoutError) as e:
+                    error = f"{e or type(e).__name__}"
+                else:
+                    if reply.ok:
+                        rec.left.pop(vm, None)
+                        rec.moved[vm] = host
+                        break
+                    error = str(reply.error)
+                if self._clock.mono_ns() > deadline:
+                    log.error("VM %s not started again on the repaired host %s: %s",
+                              vm, host, error)
+                    break
+                await asyncio.sleep(0.2)  # its agent is still booting
 
     async def _start(self, vm: str, target: str, old: str) -> str | None:
         args: dict[str, object] = {}

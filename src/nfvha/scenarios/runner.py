@@ -56,7 +56,8 @@ class Scenario:
     event: str  # the event kind whose arrival is "detected"
     what: str
     repeat_fault: int = 1  # UC-9: the same fault this often in a row
-    expect: str | None = None  # "<event kind>:vm" that must follow (the recovery asked for)
+    # "<event kind>:vm|host" that must follow (the recovery asked for); "a|b": either.
+    expect: str | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -83,8 +84,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("lb-crash", "web-lb", "vnfc-crash", "vnfc", "vnfc.crashed",
              "the active load balancer of web crashes: the standby LB takes the VIP"),
     Scenario("UC-9", "gw", "vnfc-crash", "vnfc", "vnfc.crashed",
-             "repeated VNFC crash: escalation to a VM repair", repeat_fault=4,
-             expect="vm.stopped:vm"),
+             "repeated VNFC crash: escalation to a VM repair (a host repair once VM"
+             " repairs escalate too)", repeat_fault=4,
+             expect="vm.stopped:vm|host.repair_started:host"),
     Scenario("host-down", "gw", "host-down", "host", "host.down",
              "2N, host of the active powered off: fenced, failover"),
     Scenario("agent-crash", "gw", "agent-crash", "host", "agent.lost",
@@ -289,11 +291,16 @@ class ScenarioRunner:
                 detected = await self.events.wait(scenario.event, entity, timeout_s=20)
                 self.events.after = int(detected["id"])
             if scenario.expect is not None:
-                # The recovery the scenario is about (UC-9: escalated to a VM repair).
-                kind, _, level = scenario.expect.partition(":")
+                # The recovery the scenario is about (UC-9: escalated to a VM repair,
+                # or - repeated within the VM repairs' probation - to a host repair).
                 comp = next(c for c in spec.components if c.name == su)
-                await self.events.wait(kind, f"vm/{comp.vm}" if level == "vm" else entity,
-                                       timeout_s=20, after=synced)
+                wanted = []
+                for alt in scenario.expect.split("|"):
+                    kind, _, level = alt.partition(":")
+                    wanted.append((kind, {"vm": f"vm/{comp.vm}",
+                                          "host": f"host/{self.faults.host_of(comp.vm)}"
+                                          }.get(level, entity)))
+                await self._wait_any(wanted, timeout_s=20, after=synced)
             detection_ms = (detected["received_mono_ns"] - inj.injected_mono_ns) / 1e6
             notification_ms = await self._notification_ms(inj.injected_mono_ns, su, target,
                                                           scenario)
@@ -316,6 +323,16 @@ class ScenarioRunner:
             restored_ms=round((restored_ns - fault_ns) / 1e6, 1),
             double_active=double,
             failed=sum(1 for s in window if s.reply_ns is None), sent=len(window))
+
+    async def _wait_any(self, wanted: list[tuple[str, str]], timeout_s: float,
+                        after: int) -> dict[str, Any]:
+        """The first of several (kind, entity) events to be stored after ``after``."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            for kind, entity in wanted:
+                with contextlib.suppress(TimeoutError):
+                    return await self.events.wait(kind, entity, timeout_s=0.2, after=after)
+        raise TimeoutError(f"none of {wanted} within {timeout_s} s")
 
     async def _wait_active_moved(self, vnf: str, old: str, timeout_s: float = 10.0) -> None:
         async def moved() -> bool:
