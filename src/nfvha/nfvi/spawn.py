@@ -111,7 +111,10 @@ def _exec_child(spec: dict[str, Any], err_w: int) -> NoReturn:
         step = "resetting signals"
         # Python ignores SIGPIPE and SIGXFSZ, and ignored signals stay ignored across
         # exec: give the new program the defaults.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+        # Whatever the launcher ignored (nohup: SIGHUP; a shell's background job: SIGINT,
+        # SIGQUIT) must not stay ignored in a daemon we stop by signal.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                    signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         argv = [str(a) for a in spec["argv"]]
