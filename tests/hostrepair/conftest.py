@@ -4,18 +4,17 @@ own teardown) and checked to have left nothing behind."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from bedkit import Bed, assert_nothing_left, run_pids
+from bedkit import Bed, started_bed
 
 from nfvha.model.topology import Topology
-from nfvha.testbed.deploy import Testbed, namespaces_available
+from nfvha.testbed.deploy import namespaces_available
 
 Deploy = Callable[[Topology], AbstractAsyncContextManager[Bed]]
 
@@ -27,19 +26,4 @@ def deploy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Deploy:
         pytest.skip(why)
     monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path))
 
-    @asynccontextmanager
-    async def up(topology: Topology) -> AsyncIterator[Bed]:
-        tb = Testbed(topology)
-        await tb.start()
-        pids: list[int] = []
-        try:
-            pids = run_pids(tb)
-            async with httpx.AsyncClient(base_url=tb.api_url, timeout=30.0,
-                                         headers=tb.headers) as client:
-                yield Bed(tb, client)
-            pids = sorted(set(pids) | set(run_pids(tb)))
-        finally:
-            tb.down()
-            assert_nothing_left(tb, pids)
-
-    return up
+    return started_bed

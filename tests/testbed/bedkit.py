@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -89,3 +91,21 @@ def run_pids(tb: Testbed) -> list[int]:
 
 def alive(pid: int, ticks: int) -> bool:
     return is_same_process(pid, ticks)
+
+
+@asynccontextmanager
+async def started_bed(topology: Topology, timeout_s: float = 30.0) -> AsyncIterator[Bed]:
+    """A test bed of ``topology`` with an API client; taken down afterwards, and checked
+    that nothing of it (namespaces, links, cgroups, processes) is left."""
+    tb = Testbed(topology)
+    await tb.start()
+    pids: list[int] = []
+    try:
+        pids = run_pids(tb)
+        async with httpx.AsyncClient(base_url=tb.api_url, timeout=timeout_s,
+                                     headers=tb.headers) as client:
+            yield Bed(tb, client)
+        pids = sorted(set(pids) | set(run_pids(tb)))
+    finally:
+        tb.down()
+        assert_nothing_left(tb, pids)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from bedkit import Bed, assert_nothing_left, run_pids, small_topology
+from bedkit import Bed, small_topology, started_bed
 
-from nfvha.testbed.deploy import Testbed, namespaces_available
+from nfvha.testbed.deploy import namespaces_available
 
 
 @pytest.fixture
@@ -19,17 +18,7 @@ async def bed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     if not ok:
         pytest.skip(why)
     monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path))
-    tb = Testbed(small_topology())
-    await tb.start()
-    pids: list[int] = []
-    try:
-        pids = run_pids(tb)
-        async with httpx.AsyncClient(base_url=tb.api_url, timeout=10.0,
-                                     headers=tb.headers) as client:
-            yield Bed(tb, client)
-        pids = sorted(set(pids) | set(run_pids(tb)))
-    finally:
-        tb.down()
-        assert_nothing_left(tb, pids)
+    async with started_bed(small_topology(), 10.0) as bed:
+        yield bed
 
 

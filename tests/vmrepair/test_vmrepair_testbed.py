@@ -13,16 +13,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from bedkit import Bed, assert_nothing_left, run_pids
+from bedkit import Bed, started_bed
 
 from nfvha.model.topology import parse_topology
 from nfvha.nfvi.guest import BOOT_LOG, DISK_DIR
-from nfvha.testbed.deploy import Testbed, namespaces_available
+from nfvha.testbed.deploy import namespaces_available
 from nfvha.testbed.observe import udp_request, wait_serving
 from nfvha.util.procs import kill_pid
 
@@ -65,19 +64,11 @@ async def bed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bed]:
         pytest.skip(why)
     mp = pytest.MonkeyPatch()
     mp.setenv("NFVHA_RUN_ROOT", str(tmp_path_factory.mktemp("vmrepair")))
-    tb = Testbed(parse_topology(REPAIRS, __file__))
-    await tb.start()
-    pids: list[int] = []
     try:
-        pids = run_pids(tb)
-        async with httpx.AsyncClient(base_url=tb.api_url, timeout=30.0,
-                                     headers=tb.headers) as client:
-            yield Bed(tb, client)
-        pids = sorted(set(pids) | set(run_pids(tb)))
+        async with started_bed(parse_topology(REPAIRS, __file__), 30.0) as bed:
+            yield bed
     finally:
-        tb.down()
         mp.undo()
-        assert_nothing_left(tb, pids)
 
 
 def disk(bed: Bed, vm: str) -> Path:

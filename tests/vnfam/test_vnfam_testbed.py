@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from bedkit import Bed, assert_nothing_left, run_pids
+from bedkit import Bed, run_pids, started_bed
 
 from nfvha.amf.model import AssignmentRecord
 from nfvha.model.topology import parse_topology
@@ -52,18 +51,8 @@ async def bed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     if not ok:
         pytest.skip(why)
     monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path))
-    tb = Testbed(parse_topology(OWN, __file__))
-    await tb.start()
-    pids: list[int] = []
-    try:
-        pids = run_pids(tb)
-        async with httpx.AsyncClient(base_url=tb.api_url, timeout=30.0,
-                                     headers=tb.headers) as client:
-            yield Bed(tb, client)
-        pids = sorted(set(pids) | set(run_pids(tb)))
-    finally:
-        tb.down()
-        assert_nothing_left(tb, pids)
+    async with started_bed(parse_topology(OWN, __file__), 30.0) as bed:
+        yield bed
 
 
 def record(tb: Testbed) -> AssignmentRecord | None:
