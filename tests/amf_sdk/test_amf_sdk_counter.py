@@ -93,6 +93,8 @@ async def test_sync_standby_has_every_acknowledged_change_after_a_crash(
     for n in range(1, 6):
         assert await udp_ask(LOOPBACK, pa, "INC alice") == f"OK alice {n} gw-a"
     assert await udp_ask(LOOPBACK, pa, "INC bob") == "OK bob 1 gw-a"
+    assert await udp_ask(LOOPBACK, pa, "SYNC") == "SYNC up"  # what the scenarios wait for
+    assert await udp_ask(LOOPBACK, pb, "SYNC") == "SYNC none"  # a standby syncs nothing
 
     await a.kill()  # no goodbye: what the standby has is all there is
     assert (await conn_b.order("gw", "active", 2))["op"] == "assigned"

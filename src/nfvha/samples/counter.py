@@ -351,8 +351,20 @@ class HaCounter:
                 return state
         return "quiesced" if "active" in self.roles.values() else "unassigned"
 
+    def sync_text(self) -> str:
+        """``SYNC up``: every standby link holds the full state (a failover now loses
+        nothing acknowledged); ``degraded``: changes are answered without a standby;
+        ``none``: no direct sync here (not active, or another state model)."""
+        links = list(self._links.values())
+        if self.opts.state != "sync" or not links:
+            return "SYNC none"
+        up = all(link.writer is not None and not link.degraded for link in links)
+        return "SYNC up" if up else "SYNC degraded"
+
     async def handle(self, request: str) -> str:
         words = request.split()
+        if [w.upper() for w in words] == ["SYNC"]:
+            return self.sync_text()
         if len(words) != 2 or words[0].upper() not in ("INC", "GET"):
             return self.service.handle(request)  # PING, usage errors
         if not self.serving:

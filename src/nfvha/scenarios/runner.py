@@ -39,7 +39,7 @@ from nfvha.model.topology import Topology, VnfSpec
 from nfvha.scenarios.probe import ServiceProbe, lost_increments, outage_after
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
-from nfvha.testbed.observe import EventWaiter
+from nfvha.testbed.observe import EventWaiter, udp_request
 
 # SAL-1: the recovery-time thresholds of service availability levels 1/2/3 (the lower
 # end of each range, so "met" is never generous).
@@ -277,6 +277,8 @@ class ScenarioRunner:
         try:
             await self._wait_probe_serving(probe)
             su = await self.active_su(vnf)
+            if spec.state == "sync":
+                await self._wait_synced(su)
             target = self._target(scenario, su)
             synced = await self.events.sync()
             entity = {"vnfc": f"vnfc/{target}", "vm": f"vm/{target}",
@@ -323,6 +325,17 @@ class ScenarioRunner:
             restored_ms=round((restored_ns - fault_ns) / 1e6, 1),
             double_active=double,
             failed=sum(1 for s in window if s.reply_ns is None), sent=len(window))
+
+    async def _wait_synced(self, su: str, timeout_s: float = 10.0) -> None:
+        """Until the active's standby holds its full state: assigned is not yet redundant
+        (the standby may still be starting its sync listener), and a fault before that
+        loses what the model does not promise to keep."""
+        addr = self.tb.component_address(su)
+
+        async def synced() -> bool:
+            return await asyncio.to_thread(udp_request, addr, "SYNC", 0.2) == "SYNC up"
+
+        await _poll(synced, timeout_s, f"{su}'s state sync to its standby up")
 
     async def _wait_any(self, wanted: list[tuple[str, str]], timeout_s: float,
                         after: int) -> dict[str, Any]:
