@@ -108,6 +108,10 @@ class SqlitePaths:
     def notifications_db(self) -> Path:
         return self.root / "controller" / "notifications.db"
 
+    @property
+    def tokens_db(self) -> Path:
+        return self.root / "controller" / "tokens.db"
+
 
 class Opener:
     """Opens store instances on one backend's data (each a new connection), closes them all."""

@@ -37,7 +37,7 @@ from nfvha.store.etcd import EtcdAssignmentStore, EtcdLeaderLease
 from nfvha.store.leader import LocalLeaderLease, LocalLeaseBoard
 from nfvha.store.pg_stores import PgAlarmStore, PgEventStore, PgTokenStore
 from nfvha.store.sqlite import SqliteEventStore
-from nfvha.store.tokens import MemoryTokenStore
+from nfvha.store.tokens import SqliteTokenStore
 from nfvha.testbed.etcd import EtcdCluster, etcd_binary
 from nfvha.testbed.postgres import PostgresServer, postgres_bin_dir
 from nfvha.testbed.services import ServiceError
@@ -144,13 +144,12 @@ def pg_history(cluster: Servers) -> HistoryBackend:
 def history(request: pytest.FixtureRequest,
             sqlite_paths: SqlitePaths) -> Iterator[HistoryBackend]:
     if request.param == "sqlite":
-        tokens = MemoryTokenStore()  # one controller: its configuration, in memory
         backend = HistoryBackend(
             "sqlite",
             events=lambda: SqliteEventStore(sqlite_paths.events_db),
             alarms=lambda: SqliteAlarmStore(sqlite_paths.events_db),
             outbox=lambda clock: Outbox(sqlite_paths.notifications_db, clock=clock),
-            tokens=lambda: tokens)
+            tokens=lambda: SqliteTokenStore(sqlite_paths.tokens_db))
     else:
         backend = pg_history(request.getfixturevalue("cluster"))
     try:

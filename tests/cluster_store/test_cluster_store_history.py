@@ -201,6 +201,16 @@ def test_tokens_put_get_delete(history: HistoryBackend) -> None:
 
 
 @pytest.mark.req("VNFHA-12")
+def test_tokens_are_kept_when_the_store_is_opened_again(history: HistoryBackend) -> None:
+    first = history.tokens()
+    entry = TokenEntry(sha256=token_hash("kept"), role="admin", name="made through the API")
+    assert first.put(entry)
+    first.close()  # a controller's restart
+    again = history.tokens()
+    assert again.get(entry.sha256) == entry and again.all() == [entry]
+
+
+@pytest.mark.req("VNFHA-12")
 def test_postgres_token_from_one_replica_is_served_by_another(pg_only: HistoryBackend) -> None:
     replica_a, replica_b = pg_only.tokens(), pg_only.tokens()
     entry = TokenEntry(sha256=token_hash("secret"), role="operator", name="nfvo")

@@ -13,6 +13,7 @@ from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
 from nfvha.api.masakari import masakari_router
 from nfvha.api.problems import install_problem_handlers
+from nfvha.api.tokens import tokens_router
 from nfvha.api.vnffm import vnffm_router
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
@@ -34,7 +35,7 @@ from nfvha.faults.stream import AlarmStream, sse_response
 from nfvha.model.auth import AuthConfig
 from nfvha.model.events import Event, Kind, StoredEvent
 from nfvha.model.topology import Topology
-from nfvha.store.tokens import TokenCheck
+from nfvha.store.tokens import MemoryTokenStore, TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.wire.frames import CommandOp
 
@@ -52,11 +53,14 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                vnfm: Vnfm | None = None, host_repair: HostRepair | None = None, *,
                vm_repair: VmRepairPolicy | None = None,
                tokens: TokenCheck | None = None) -> FastAPI:
-    """``tokens``: check API tokens against the shared store (a cluster, VNFHA-12)
-    instead of ``auth.tokens``."""
+    """``tokens``: check API tokens against, and manage them in, the controller's token
+    store (VNFHA-12); without one, an in-memory store of ``auth.tokens`` (not kept)."""
+    if tokens is None:
+        tokens = TokenCheck(MemoryTokenStore(auth.tokens), auth.tokens, clock)
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.middleware("http")(Authenticator(auth, tokens).middleware)
+    app.include_router(tokens_router(tokens), prefix="/v1/tokens", tags=["API tokens"])
     app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
                        tags=["ETSI VNF FM"])
 

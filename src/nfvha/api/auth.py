@@ -2,7 +2,8 @@
 
 Tokens are random 256-bit secrets, shown once (``<run>/controller/tokens.json``,
 mode 0600) and configured as SHA-256 hashes, so the controller's config leaks no
-credential. Reads need ``reader``, writes need ``operator``. A token goes in
+credential. Reads need ``reader``, writes need ``operator``; managing tokens
+(``/v1/tokens``) needs ``admin``. A token goes in
 ``Authorization: Bearer <token>`` (or ``X-Auth-Token``, which keystoneauth-based
 clients send).
 
@@ -29,6 +30,7 @@ PUBLIC_PATHS = frozenset({"/v1/health", "/docs", "/openapi.json", "/docs/oauth2-
 # What Masakari and Doctor monitors use: notifications, and the segment/host reads.
 INTAKE_PREFIXES = ("/v1/notifications", "/v1/segments", "/doctor/events")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ADMIN_PATHS = ("/v1/tokens",)  # and what is under them
 
 
 class Authenticator:
@@ -67,6 +69,8 @@ class Authenticator:
         role = self.role_of(token) if self._store is None else \
             await self._store.role_of(token)
         needed = Role.READER if request.method in READ_METHODS else Role.OPERATOR
+        if any(path == p or path.startswith(p + "/") for p in ADMIN_PATHS):
+            needed = Role.ADMIN
         if role is None:
             intake = path.startswith(INTAKE_PREFIXES) or path in ("/v1", "/v1/")
             client = request.client.host if request.client else None

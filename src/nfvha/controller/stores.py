@@ -30,7 +30,7 @@ from nfvha.store.etcd_client import EtcdClient
 from nfvha.store.pg import PgDatabase
 from nfvha.store.pg_stores import PgAlarmStore, PgEventStore, PgTokenStore
 from nfvha.store.sqlite import SqliteEventStore
-from nfvha.store.tokens import TokenStore
+from nfvha.store.tokens import SqliteTokenStore, TokenStore, seed_tokens
 from nfvha.util.clock import Clock
 
 
@@ -173,7 +173,8 @@ class Stores:
     outbox: Outbox
     assignments: AssignmentStore | None
     _closers: list[Any] = field(default_factory=list)
-    # API tokens in the shared store (a cluster, VNFHA-12); None: the configuration's.
+    # API tokens (VNFHA-12): SQLite (embedded) or the shared store (a cluster); None:
+    # the configuration's, in memory.
     tokens: TokenStore | None = None
 
     def close(self) -> None:
@@ -194,8 +195,13 @@ def open_stores(cfg: ControllerConfig, clock: Clock, *, fence: WriteFence | None
         amf: AssignmentStore | None = None
         if cfg.amf is not None:
             amf = SqliteAssignmentStore(cfg.db_path.with_name("amf.db"), fsync=cfg.db_fsync)
+        # Tokens added through the API are kept across restarts; the configuration's are
+        # put back at every start, as a cluster member does (VNFHA-12).
+        tokens = SqliteTokenStore(cfg.db_path.with_name("tokens.db"), fsync=cfg.db_fsync)
+        seed_tokens(tokens, cfg.auth.tokens)
         return Stores(events, alarms, ager, outbox, amf,
-                      [s for s in (events, alarms, ager, outbox, amf) if s is not None])
+                      [s for s in (events, alarms, ager, outbox, amf, tokens) if s is not None],
+                      tokens)
     history = open_history(cfg, clock)
     return for_term(history, cfg, etcd, fence, owns_history=True)
 

@@ -1,13 +1,15 @@
 """Schema migrations of the embedded SQLite stores, managed by alembic.
 
-Three independent schemas, each in its own database file:
+Four independent schemas, each in its own database file:
 
 - ``events`` (``<run>/controller/events.db``): ``events`` and ``agent_seq``
   (the event store) and ``alarms`` (the alarm store);
 - ``notifications`` (``<run>/controller/notifications.db``): ``subscriptions``
   and ``outbox``;
 - ``amf`` (``<run>/controller/amf.db``): ``assignments`` and ``checkpoints``
-  (the availability manager's assignment store).
+  (the availability manager's assignment store);
+- ``tokens`` (``<run>/controller/tokens.db``): ``tokens`` (the API tokens' hashes,
+  ``store.tokens.SqliteTokenStore``).
 
 Layout: one alembic environment (``migrations/env.py``,
 ``migrations/script.py.mako``) and one version directory per schema
@@ -76,7 +78,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.engine import Connection
 
-SchemaName = Literal["events", "notifications", "amf"]
+SchemaName = Literal["events", "notifications", "amf", "tokens"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
@@ -112,6 +114,7 @@ LAYOUTS: Mapping[SchemaName, SchemaLayout] = {
     "notifications": SchemaLayout(
         "notifications", (MIGRATIONS_DIR / "notifications",), "notifications_0001"),
     "amf": SchemaLayout("amf", (MIGRATIONS_DIR / "amf",), "amf_0001"),
+    "tokens": SchemaLayout("tokens", (MIGRATIONS_DIR / "tokens",), "tokens_0001"),
 }
 
 

@@ -1,22 +1,26 @@
 """API tokens in a store, so that every API replica can check every token (VNFHA-12).
 
 Only hashes are stored (``model.auth.token_hash``); the secret is shown once when
-the token is made. One controller keeps them in memory, seeded from its
-configuration (``MemoryTokenStore``); a cluster keeps them in PostgreSQL
+the token is made. One controller keeps them in SQLite (``SqliteTokenStore``,
+``<run>/controller/tokens.db``: a token added through the API survives a restart),
+seeded from its configuration at every start; a cluster keeps them in PostgreSQL
 (``store.pg_stores.PgTokenStore``), where a token added through one replica is
-known to all of them at once.
+known to all of them at once. ``MemoryTokenStore`` is for tests and tools.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 from nfvha.model.auth import Role, TokenEntry, token_hash
 from nfvha.store.base import StoreUnavailable
+from nfvha.store.schema import open_store
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,53 @@ class MemoryTokenStore:
         pass
 
 
+class SqliteTokenStore:
+    """One controller's tokens, in their own SQLite file (schema ``tokens``). Thread-safe:
+    ``TokenCheck`` and the API call it from worker threads."""
+
+    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._db = open_store(path, "tokens", fsync=fsync)
+
+    def put(self, entry: TokenEntry) -> bool:
+        with self._lock:
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO tokens(sha256, role, name) VALUES (?, ?, ?)"
+                    " ON CONFLICT(sha256) DO NOTHING", (entry.sha256, entry.role, entry.name))
+            except sqlite3.Error as e:
+                raise StoreUnavailable(str(e)) from e
+            return cur.rowcount == 1
+
+    def get(self, sha256: str) -> TokenEntry | None:
+        rows = self._select("WHERE sha256 = ?", (sha256,))
+        return rows[0] if rows else None
+
+    def delete(self, sha256: str) -> bool:
+        with self._lock:
+            try:
+                cur = self._db.execute("DELETE FROM tokens WHERE sha256 = ?", (sha256,))
+            except sqlite3.Error as e:
+                raise StoreUnavailable(str(e)) from e
+            return cur.rowcount == 1
+
+    def all(self) -> list[TokenEntry]:
+        return self._select("ORDER BY sha256", ())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _select(self, tail: str, params: tuple[str, ...]) -> list[TokenEntry]:
+        with self._lock:
+            try:
+                rows = self._db.execute(f"SELECT sha256, role, name FROM tokens {tail}",
+                                        params).fetchall()
+            except sqlite3.Error as e:
+                raise StoreUnavailable(str(e)) from e
+        return [TokenEntry(sha256=r[0], role=r[1], name=r[2]) for r in rows]
+
+
 def seed_tokens(store: TokenStore, entries: Iterable[TokenEntry]) -> int:
     """Put the configuration's tokens in the store (those not there yet); how many
     were added. Raises StoreUnavailable."""
@@ -92,6 +143,15 @@ class TokenCheck:
         self._cache_ns = int(cache_s * 1e9)
         self._timeout_s = lookup_timeout_s
         self._cache: dict[str, tuple[TokenEntry, int]] = {}  # hash -> (entry, until)
+
+    @property
+    def store(self) -> TokenStore:
+        return self._store
+
+    def forget(self, sha256: str) -> None:
+        """Drop a token from this replica's cache (it was deleted through this replica:
+        refused here at once; other replicas take up to ``cache_s``)."""
+        self._cache.pop(sha256, None)
 
     async def role_of(self, token: str | None) -> Role | None:
         if not token:

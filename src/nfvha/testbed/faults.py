@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nfvha.model.topology import Topology, load_topology
@@ -56,9 +58,62 @@ def _pid_record(path: Any, what: str) -> tuple[int, int]:
     return int(rec["pid"]), int(rec["start_ticks"])
 
 
+# -- controllers of a cluster run (ADR 0013) ------------------------------------------
+SelfAsker = Callable[[str], dict[str, Any] | None]  # front URL -> its /v1/cluster/self
+
+
+def cluster_members(run: RunPaths) -> list[dict[str, Any]]:
+    """The controllers of a cluster run as ``run.json`` lists them (name, front_url, ...);
+    empty for a run with one controller."""
+    try:
+        cluster = read_json(run.run_file).get("cluster") or {}
+    except FileNotFoundError:
+        return []
+    return [dict(m) for m in cluster.get("controllers") or []]
+
+
+def ask_self(front_url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
+    """What a member's front says of itself; None if it does not answer."""
+    import httpx
+
+    try:
+        r = httpx.get(front_url.rstrip("/") + "/v1/cluster/self", timeout=timeout_s)
+        r.raise_for_status()
+        body = r.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def deciding_member(members: list[dict[str, Any]], ask: SelfAsker = ask_self) -> str:
+    """The member whose work is up (``deciding``). Two can say so only across a handover
+    (the old one's gate is closing): the higher epoch is the current term."""
+    deciding = [(int(s.get("epoch") or 0), str(m["name"])) for m in members
+                if (s := ask(str(m["front_url"]))) is not None and s.get("deciding")]
+    if not deciding:
+        raise FaultError("no controller is deciding (no leader now); name a member instead:"
+                         f" {', '.join(str(m['name']) for m in members)}")
+    return max(deciding)[1]
+
+
+def controller_pid_file(run: RunPaths, target: str, ask: SelfAsker = ask_self
+                        ) -> tuple[Path, str]:
+    """The pid record of the controller ``target`` names, and how to call it: the single
+    controller (``controller``), a cluster member (``c1``, ...) or whichever member
+    leads (``leader``, asked of the fronts now)."""
+    if target == "controller":
+        return run.controller_dir / "controller.pid", "the controller"
+    name = deciding_member(cluster_members(run), ask) if target == "leader" else target
+    what = f"controller {name}" + (" (the leader)" if target == "leader" else "")
+    return run.controller_dir / f"controller-{name}.pid", what
+
+
 class FaultInjector:
-    def __init__(self, run: RunPaths, topology: Topology | None = None) -> None:
+    def __init__(self, run: RunPaths, topology: Topology | None = None, *,
+                 ask: SelfAsker = ask_self) -> None:
+        """``ask``: how a cluster member's front is asked who it is (tests replace it)."""
         self.run = run
+        self._ask = ask
         self.info = RunInfo.load(run)
         self.topology = topology or load_topology(self.info.topology_file)
         self.cgroups = detect_cgroups() if self.info.mode == "netns" else None
@@ -72,7 +127,8 @@ class FaultInjector:
         if what == "VM":
             return [v.name for v in t.vms]
         if what == "CONTROLLER":
-            return ["controller"]
+            members = [str(m["name"]) for m in cluster_members(self.run)]
+            return [*members, "leader"] if members else ["controller"]
         return t.host_names()
 
     def _check(self, kind: str, target: str) -> None:
@@ -156,12 +212,14 @@ class FaultInjector:
         kill_pid(pid, signal.SIGUSR1, ticks=ticks)
         return f"VM {vm} (pid {pid}) told to leak memory"
 
-    def _controller_crash(self, _: str) -> str:
-        pid, ticks = _pid_record(self.run.controller_dir / "controller.pid", "the controller")
+    def _controller_crash(self, target: str) -> str:
+        # By the recorded pid and start time only: never a process found by its name.
+        path, what = controller_pid_file(self.run, target, self._ask)
+        pid, ticks = _pid_record(path, what)
         self._mark()
         if not kill_pid(pid, signal.SIGKILL, ticks=ticks):
-            raise FaultError(f"the controller (pid {pid}) is not running")
-        return f"SIGKILL to the controller pid {pid}"
+            raise FaultError(f"{what} (pid {pid}) is not running")
+        return f"SIGKILL to {what} pid {pid}"
 
     def _agent_crash(self, host: str) -> str:
         pid, ticks = _pid_record(self.run.host_dir(host) / "agent.pid", f"agent of {host}")

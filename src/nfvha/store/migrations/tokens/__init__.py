@@ -1,0 +1,1 @@
+"""Revisions of the "tokens" schema (``<run>/controller/tokens.db``)."""
