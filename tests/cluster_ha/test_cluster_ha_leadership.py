@@ -292,3 +292,25 @@ async def test_resigned_leader_lets_another_lead_before_it_campaigns_again(
     assert not a.elector.is_leader()
     await run_for(clock, [a], 1.0)
     assert a.elector.is_leader() and a.elected == [1, 3]
+
+
+@pytest.mark.req("FM-2")
+async def test_without_the_store_nobody_is_said_to_lead(board: LocalLeaseBoard,
+                                                         clock: ManualClock) -> None:
+    """etcd without a quorum: the leader's term ends, and a follower that cannot look
+    does not go on naming it (the fronts would pass requests to a member that does not
+    lead, and ``/v1/cluster`` would say it leads)."""
+    a, b = Node(board, "a", clock), Node(board, "b", clock)
+    await a.steps()
+    await b.steps()
+    await run_for(clock, [a, b], 1.0)
+    assert b.elector.leader() == LeaderTerm("a", 1)
+    a.lease.cut = b.lease.cut = True
+    await run_for(clock, [a, b], TIMING.ttl_s)  # a's term is over by the clock
+    assert a.elector.leader() is None and not a.elector.is_leader()
+    await run_for(clock, [a, b], TIMING.follow_interval_s + 0.05)
+    assert b.elector.leader() is None
+    a.lease.cut = b.lease.cut = False
+    await run_for(clock, [a, b], 3.0)
+    assert [n.elector.is_leader() for n in (a, b)].count(True) == 1
+    assert a.elector.leader() == b.elector.leader() is not None

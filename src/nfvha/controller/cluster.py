@@ -10,7 +10,8 @@ at the moment it acts, the epoch its actions carry, the fence its etcd writes ca
 
 The members, etcd and PostgreSQL are watched from every member (VIM-4): ``GET
 /v1/cluster`` on any front says who leads, each member's role and term, and the
-state of etcd (MW-3: from its members) and of PostgreSQL.
+state of etcd (MW-3: from its members) and of PostgreSQL. Also while etcd has no
+quorum (nobody leads): since when, and which etcd members answer (``quorum``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from nfvha.controller.config import ControllerConfig
 from nfvha.controller.fencing import Fencing
 from nfvha.controller.front import FrontApp
 from nfvha.controller.leadership import LeaderElector, LeaderGate, LeaderTiming
+from nfvha.controller.quorum import EtcdOutage, QuorumWatch
 from nfvha.controller.stores import Stores, for_term, open_history, warm_up
 from nfvha.nfvi.fence import FenceDriver, FenceError, PowerState
 from nfvha.store.base import StoreUnavailable
@@ -122,6 +124,10 @@ class Watched:
     postgres: dict[str, Any] = field(default_factory=lambda: {"state": "unknown"})
     members: dict[str, dict[str, Any]] = field(default_factory=dict)
     at_ns: int = 0
+    # etcd without a quorum as this member saw it: going on, and the last ones that
+    # ended (what the next leader raises and clears, ``controlplane``).
+    etcd_outage: EtcdOutage | None = None
+    etcd_outages: tuple[EtcdOutage, ...] = ()
 
 
 class _QuietServer(uvicorn.Server):
@@ -161,6 +167,7 @@ class ClusterController:
         self.elector.on_demoted(self._demoted)
         self.terms: list[TermInfo] = []
         self.watched = Watched()
+        self.quorum = QuorumWatch(c.name, clock)
         self._term_lock = asyncio.Lock()
         self._term_stop: asyncio.Event | None = None
         self._term_tasks: set[asyncio.Task[None]] = set()
@@ -192,7 +199,16 @@ class ClusterController:
             "deciding": self.deciding(),
             "valid_until_mono_ns": self.elector.valid_until_ns,
             "terms": [asdict(t) for t in self.terms],
+            "etcd": self._etcd_status(full=False),
         }
+
+    def _etcd_status(self, *, full: bool) -> dict[str, Any]:
+        h = self.watched.etcd
+        if h is None:
+            return {"state": "unknown"}
+        seen = h.model_dump() if full else \
+            h.model_dump(include={"state", "reason", "quorum", "answering", "leader"})
+        return {**seen, **self.quorum.status()}
 
     def deciding(self) -> bool:
         """Leading, with the term's work up."""
@@ -206,7 +222,7 @@ class ClusterController:
             "members": [{"name": m.name, "front_url": m.front_url,
                          **w.members.get(m.name, {"state": "unknown"})}
                         for m in self.c.members],
-            "etcd": w.etcd.model_dump() if w.etcd is not None else {"state": "unknown"},
+            "etcd": self._etcd_status(full=True),
             "postgres": w.postgres,
             "checked_mono_ns": w.at_ns,
         }
@@ -306,8 +322,10 @@ class ClusterController:
                     health, pg_ok, members = await asyncio.gather(
                         asyncio.to_thread(etcd_health, etcd),
                         asyncio.to_thread(pg.ping), self._look_at_members(http))
+                    self.quorum.look(health)
                     self.watched = Watched(
                         etcd=health, members=members, at_ns=self._clock.mono_ns(),
+                        etcd_outage=self.quorum.current, etcd_outages=self.quorum.ended,
                         postgres={"state": "up" if pg_ok else "unavailable",
                                   "conninfo": _without_password(s.pg_conninfo or "")})
                     await asyncio.sleep(self._monitor_interval_s)

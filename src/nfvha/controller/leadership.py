@@ -213,11 +213,19 @@ class LeaderElector:
         return max(0, self.lease.valid_until_ns - int(self.timing.margin_s * 1e9))
 
     def leader(self) -> LeaderTerm | None:
-        """Who leads: we, or who the store last said (never our own ended term)."""
+        """Who leads: we, or who the store said at a look of the last TTL (never our own
+        ended term). An older answer is no answer: a follower that cannot read the
+        store (etcd without quorum) cannot tell whether that leader still holds its
+        term - it cannot have renewed it without etcd - and the fronts must not pass
+        requests to it as if it did."""
         if self.is_leader():
             return self._s.acting
         seen = self._s.leader_seen
-        return None if seen is None or seen.holder == self.name else seen
+        fresh_ns = int((self.timing.ttl_s + self.timing.follow_interval_s) * 1e9)
+        if seen is None or seen.holder == self.name or \
+                self._clock.mono_ns() - self._s.looked_ns > fresh_ns:
+            return None
+        return seen
 
     @property
     def terms(self) -> list[TermRecord]:

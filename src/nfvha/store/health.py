@@ -3,7 +3,8 @@
 For etcd it is read from the members themselves: the member list, then each
 member's own status (its raft leader, log index, applied index, alarms):
 
-- ``unavailable``: no quorum of members agrees on a leader; nothing can be written;
+- ``unavailable``: no quorum of members agrees on a leader (``quorum`` is False,
+  ``answering`` says which members still answer); nothing can be written;
 - ``degraded``: writable, but a member is unreachable, has no leader, or raises an
   alarm (NOSPACE, CORRUPT): one more failure may stop the store;
 - ``rebuilding``: every member is up, but one is a learner or its applied index lags
@@ -50,6 +51,10 @@ class StoreHealth(BaseModel):
     reason: str
     leader: str | None = None
     members: list[MemberHealth] = []
+    # A quorum of members agrees on a leader, as seen from here: a member cut off from
+    # etcd sees no quorum either, and cannot tell the difference.
+    quorum: bool = True
+    answering: list[str] = []  # the members that answered (status)
 
 
 def member_health(member: dict[str, Any], status: dict[str, Any] | None) -> MemberHealth:
@@ -77,24 +82,27 @@ def classify(members: list[MemberHealth], leaders: dict[str, str],
     votes = Counter(v for v in leaders.values() if v not in ("", "0"))
     leader, agreeing = votes.most_common(1)[0] if votes else (None, 0)
     leader_name = next((m.name for m in members if m.id == leader), leader)
+    answering = [m.name for m in members if m.reachable]
     if agreeing < quorum:
         return StoreHealth(store=store, state="unavailable", leader=None, members=members,
-                           reason=f"{agreeing} of {len(voters)} members agree on a leader,"
-                                  f" {quorum} needed")
+                           quorum=False, answering=answering,
+                           reason=f"no quorum: {agreeing} of {len(voters)} members agree on"
+                                  f" a leader, {quorum} needed; answering:"
+                                  f" {', '.join(answering) or 'none'}")
     down = [m.name for m in members if not m.reachable or not m.has_leader]
     alarmed = [f"{m.name}: {', '.join(m.errors)}" for m in members if m.errors]
     if down or alarmed:
         why = [f"unreachable or leaderless: {', '.join(down)}"] if down else []
         return StoreHealth(store=store, state="degraded", leader=leader_name, members=members,
-                           reason="; ".join(why + alarmed))
+                           answering=answering, reason="; ".join(why + alarmed))
     newest = max(m.raft_index or 0 for m in members)
     behind = [m.name for m in members
               if m.learner or newest - (m.applied_index or 0) > rebuild_lag]
     if behind:
         return StoreHealth(store=store, state="rebuilding", leader=leader_name, members=members,
-                           reason=f"catching up: {', '.join(behind)}")
+                           answering=answering, reason=f"catching up: {', '.join(behind)}")
     return StoreHealth(store=store, state="in-sync", leader=leader_name, members=members,
-                       reason=f"{len(members)} members in sync")
+                       answering=answering, reason=f"{len(members)} members in sync")
 
 
 def etcd_health(client: EtcdClient, rebuild_lag: int = REBUILD_LAG_ENTRIES,
@@ -104,9 +112,11 @@ def etcd_health(client: EtcdClient, rebuild_lag: int = REBUILD_LAG_ENTRIES,
     try:
         listed = client.members()
     except StoreUnavailable as e:
-        return StoreHealth(store="etcd", state="unavailable", reason=str(e), members=[
-            MemberHealth(name=ep, id="", endpoint=ep, reachable=False)
-            for ep in client.endpoints])
+        return StoreHealth(
+            store="etcd", state="unavailable", quorum=False,
+            reason=f"no quorum: no member answers ({e})",
+            members=[MemberHealth(name=ep, id="", endpoint=ep, reachable=False)
+                     for ep in client.endpoints])
     members: list[MemberHealth] = []
     leaders: dict[str, str] = {}
     for m in listed:
