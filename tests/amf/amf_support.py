@@ -15,15 +15,17 @@ UNKNOWN = Readiness.UNKNOWN
 
 
 def vnf(name: str, redundancy: Redundancy, components: int, *, active: int | None = None,
-        spare: int | None = None) -> VnfSpec:
-    return VnfSpec(name=name, redundancy=redundancy, active=active, spare=spare, stateful=False,
+        spare: int | None = None, stateful: bool = False) -> VnfSpec:
+    return VnfSpec(name=name, redundancy=redundancy, active=active, spare=spare,
+                   stateful=stateful,
                    components=[ComponentSpec(name=f"{name}-{chr(ord('a') + i)}", vm=f"vm{i}")
                                for i in range(components)])
 
 
 def group(name: str, redundancy: Redundancy, components: int, *, active: int | None = None,
-          spare: int | None = None) -> ServiceGroup:
-    return ServiceGroup.from_vnf(vnf(name, redundancy, components, active=active, spare=spare))
+          spare: int | None = None, stateful: bool = False) -> ServiceGroup:
+    return ServiceGroup.from_vnf(vnf(name, redundancy, components, active=active, spare=spare,
+                                     stateful=stateful))
 
 
 def snapshot(g: ServiceGroup, readiness: Mapping[str, Readiness] | None = None,

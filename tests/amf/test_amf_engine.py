@@ -115,6 +115,25 @@ def test_2n_suspect_standby_is_not_promoted_but_kept() -> None:
     assert decide(s) == [record("gw", 3, active=["gw-b"])]
 
 
+@pytest.mark.req("VNFHA-10")
+@pytest.mark.parametrize("standby", [SUSPECT, UNKNOWN])
+def test_2n_stateful_waits_for_its_standby_rather_than_activate_a_restarted_su(
+        standby: Readiness) -> None:
+    """A new AM (a controller failover) hears the restarted active before the standby
+    reconnects: the SI waits for the standby (it has the state); a stateless one
+    takes the first SU in service."""
+    old = record("gw", 1, standby=["gw-b"])  # gw-a failed, removed, restarted
+    waiting = snapshot(group("gw", "2n", 2, stateful=True), {"gw-b": standby}, [old])
+    assert decide(waiting) == []
+    assert decide(waiting.model_copy(update={"sus": snapshot(waiting.group).sus})) == [
+        record("gw", 2, active=["gw-b"], standby=["gw-a"])]
+    stateless = snapshot(group("gw", "2n", 2), {"gw-b": standby}, [old])
+    assert decide(stateless) == [record("gw", 2, active=["gw-a"], standby=["gw-b"])]
+    # A standby confirmed gone is not waited for: the state is lost either way.
+    gone = snapshot(group("gw", "2n", 2, stateful=True), {"gw-b": OUT}, [old])
+    assert roles(settle(gone), "gw") == (("gw-a",), ())
+
+
 def test_2n_both_lost_then_one_back_without_state() -> None:
     g = group("gw", "2n", 2)
     s = settle(snapshot(g, {"gw-a": OUT, "gw-b": OUT},

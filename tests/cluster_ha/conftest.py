@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_ha_testutil import EtcdPaths, topology
+from cluster_ha_testutil import topology
 
 from nfvha.testbed.cluster import ClusterTestbed
 from nfvha.testbed.deploy import namespaces_available
 from nfvha.testbed.etcd import etcd_binary
+from nfvha.testbed.etcdpaths import EtcdPaths
 from nfvha.testbed.postgres import postgres_bin_dir
 from nfvha.testbed.services import ServiceError
 

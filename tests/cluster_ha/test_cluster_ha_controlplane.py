@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster_ha_testutil import member_state, wait_until
+from cluster_ha_testutil import wait_until
 from conftest import Cluster
 
 from nfvha.model.auth import TokenEntry, new_token, token_hash
 from nfvha.store.pg import PgDatabase
 from nfvha.store.pg_stores import PgTokenStore
+from nfvha.testbed.apiclient import member_state
 from nfvha.util.files import read_json
 
 pytestmark = pytest.mark.testbed

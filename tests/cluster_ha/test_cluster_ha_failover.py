@@ -13,14 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster_ha_testutil import member_state, wait_until
+from cluster_ha_testutil import wait_until
 from conftest import Cluster
 
 from nfvha.amf.model import AssignmentRecord
 from nfvha.store.etcd import EtcdAssignmentStore
 from nfvha.store.pg import PgDatabase
 from nfvha.store.pg_stores import PgEventStore
-from nfvha.testbed.apiclient import failover_client
+from nfvha.testbed.apiclient import failover_client, member_state
 from nfvha.testbed.faults import FaultInjector
 from nfvha.util.files import read_json
 

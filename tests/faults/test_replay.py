@@ -18,6 +18,7 @@ from nfvha.faults.outbox import Outbox
 from nfvha.faults.stream import AlarmStream
 from nfvha.model.events import Event, EventType, Kind, Severity
 from nfvha.store.alarms import SqliteAlarmStore
+from nfvha.store.base import StoreUnavailable
 from nfvha.store.sqlite import SqliteEventStore
 from nfvha.util.clock import ManualClock
 
@@ -81,4 +82,47 @@ async def test_crash_between_event_commit_and_alarm_commit_is_repaired_by_replay
     assert alarm.faultType == "vm-failure"
     await notifier2.close()
     for c in closers2:
+        c.close()  # type: ignore[attr-defined]
+
+
+def vm_event(seq: int, vm: str) -> Event:
+    return Event(host="h1", seq=seq, kind=Kind.VM_CRASHED, entity=f"vm/{vm}",
+                 severity=Severity.CRITICAL, event_type=EventType.PROCESSING_ERROR_ALARM,
+                 probable_cause="vm-crash", event_time=1.8e9, detected_mono_ns=seq)
+
+
+@pytest.mark.req("FM-7")
+async def test_outbox_unavailable_the_decision_is_dropped_and_made_again(
+        tmp_path: Path) -> None:
+    """The notification queue fails for one decision (its database restarting): the
+    alarm is not kept without its notification; once the store answers, the event is
+    decided again - alarm stored, notification queued, once."""
+    clock = ManualClock()
+    bus, fm, notifier, closers = await controller(tmp_path, clock)
+    events = SqliteEventStore(tmp_path / "events.db")
+    fm.replay(events)  # as at start: the store to decide again from
+    notifier.subscribe(FmSubscriptionRequest(callbackUri="http://127.0.0.1:9/cb"), "http://t")
+    bus.subscribe(fm.on_events)
+    real_enqueue = notifier.outbox.enqueue
+
+    def down(items: object) -> None:
+        raise StoreUnavailable("PostgreSQL: connection refused")
+
+    notifier.outbox.enqueue = down  # type: ignore[method-assign]
+    await bus.publish([vm_event(1, "vm-a")])
+    assert outbox_ids(tmp_path / "notifications.db") == []
+    assert fm.alarms.all_alarms() == []  # taken back: not kept without its notification
+    assert fm.alarms.processed_event_id == 0
+    # Back: the next event brings the dropped one's decision with it.
+    notifier.outbox.enqueue = real_enqueue  # type: ignore[method-assign]
+    await bus.publish([vm_event(2, "vm-b")])
+    assert len(fm.alarms.active_for("vm/vm-a", "vm-failure")) == 1
+    assert len(fm.alarms.active_for("vm/vm-b", "vm-failure")) == 1
+    assert len(outbox_ids(tmp_path / "notifications.db")) == 2
+    stored = SqliteAlarmStore(tmp_path / "events.db")
+    assert {r.entity for r in stored.all()} == {"vm/vm-a", "vm/vm-b"}
+    stored.close()
+    await notifier.close()
+    events.close()
+    for c in closers:
         c.close()  # type: ignore[attr-defined]

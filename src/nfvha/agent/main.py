@@ -33,6 +33,7 @@ from nfvha.model.events import EventType, Kind, Severity
 from nfvha.nfvi.cgroups import CgroupDriver, detect_cgroups
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.files import atomic_write_json, read_json
+from nfvha.util.logs import setup_logging
 from nfvha.util.runpaths import RunPaths
 from nfvha.wire.frames import Command, Hello, Inventory, Reply
 
@@ -256,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nfvha agent")
     p.add_argument("--config", type=Path, required=True)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s agent %(levelname)s %(name)s: %(message)s")
+    setup_logging("agent")
     cfg = AgentConfig.load(args.config)
     asyncio.run(Agent(cfg).run_forever())
     return 0

@@ -13,8 +13,10 @@ Rules:
   active that may still act would make two.
 - An SI without an active gets one: its standby first (it has the state), in
   standby order, else the least loaded in-service SU in preference order.
-  An SU holds at most one active; an SI stays unassigned rather than overload
-  an SU. In 2N and N+M an SU that becomes active drops its standby roles.
+  A stateful SI whose standby is not confirmed gone (suspect, unknown: not yet
+  reconnected to a new AM, say) waits for it rather than give the active to an
+  SU without the state. An SU holds at most one active; an SI stays unassigned
+  rather than overload an SU. In 2N and N+M an SU that becomes active drops its standby roles.
 - Standby slots (one per SI except ``none`` and ``n-way-active``) are filled
   from in-service SUs: in 2N and N+M from SUs active nowhere, the least loaded
   first, so one spare may protect several actives (UC-5); in N-way an SU
@@ -117,7 +119,9 @@ def _assign_active(snapshot: Snapshot, roles: _Roles, si: str) -> None:
         promotable = [su for su in standby if su in free]
         others = sorted((su for su in free if su not in standby),
                         key=lambda su: (_load(roles, su), group.preference(su)))
-        chosen = (promotable + others)[:1]
+        waiting = group.stateful and not promotable and any(
+            not _gone(snapshot, su) for su in standby)
+        chosen = [] if waiting else (promotable + others)[:1]
         if chosen:
             active.append(chosen[0])
             if chosen[0] in standby:

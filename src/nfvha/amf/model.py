@@ -102,6 +102,8 @@ class ServiceGroup(Strict):
     sus: tuple[str, ...] = Field(min_length=1, description="SU names, most preferred first")
     sis: tuple[str, ...] = Field(min_length=1)
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    # The SUs keep state: only a standby (it has the state) may take an SI's active.
+    stateful: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceGroup:
@@ -123,7 +125,7 @@ class ServiceGroup(Strict):
         else:
             sis = (vnf.name,)
         return cls(name=vnf.name, redundancy=vnf.redundancy, sus=sus, sis=sis,
-                   escalation=vnf.escalation)
+                   escalation=vnf.escalation, stateful=vnf.stateful)
 
     def single_active(self, si: str) -> bool:
         """At most one active for ``si`` (every model but ``n-way-active``)."""

@@ -36,7 +36,7 @@ from nfvha.model.topology import Topology, load_topology, parse_topology
 from nfvha.store.etcd import EtcdAssignmentStore
 from nfvha.store.pg import PgDatabase
 from nfvha.store.pg_stores import PgEventStore
-from nfvha.testbed.apiclient import failover_client
+from nfvha.testbed.apiclient import failover_client, member_state
 from nfvha.testbed.cluster import ClusterTestbed
 from nfvha.testbed.faults import FaultInjector
 
@@ -53,14 +53,6 @@ SMALL: dict[str, Any] = {
 }
 
 
-def _self(url: str) -> dict[str, Any] | None:
-    try:
-        body: dict[str, Any] = httpx.get(f"{url}/v1/cluster/self", timeout=1.0).json()
-        return body
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
 class FailoverBench:
     def __init__(self, tb: ClusterTestbed, vnf: str) -> None:
         self.tb = tb
@@ -71,7 +63,7 @@ class FailoverBench:
         self.double_active = 0
 
     def members(self) -> dict[str, dict[str, Any] | None]:
-        return {m.name: _self(m.front_url) for m in self.tb.members}
+        return {m.name: member_state(m.front_url) for m in self.tb.members}
 
     async def _deciding(self, above: int = 0, timeout_s: float = 30.0) -> tuple[str, Any]:
         end = time.monotonic() + timeout_s
@@ -133,8 +125,8 @@ class FailoverBench:
             self.first_recovery_ms.append((first - t0) / 1e6)
         await asyncio.to_thread(self.tb.start_member, name)
         end = time.monotonic() + 30.0
-        while (s := await asyncio.to_thread(_self, self.tb.members[
-                [m.name for m in self.tb.members].index(name)].front_url)) is None \
+        front = next(m.front_url for m in self.tb.members if m.name == name)
+        while (s := await asyncio.to_thread(member_state, front)) is None \
                 or s["leader"] is None:
             if time.monotonic() > end:
                 raise TimeoutError(f"controller {name} did not come back")

@@ -36,6 +36,8 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             out.flush()
     except (asyncio.IncompleteReadError, ConnectionError, ValueError):
         writer.close()
+    except asyncio.CancelledError:
+        writer.close()  # the receiver exits: quietly (asyncio logs a cancelled handler)
 
 
 async def main_async(n: int) -> None:

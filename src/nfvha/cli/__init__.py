@@ -278,12 +278,46 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         t.add_row(f"controller {m['name']}", m.get("state", "?"), str(m.get("role", "")),
                   str(m.get("epoch", "")))
     etcd = st["etcd"]
-    t.add_row("etcd", etcd.get("state", "?"), etcd.get("reason", ""), "")
+    detail = etcd.get("reason", "")
+    if out := etcd.get("no_quorum"):  # nobody can lead meanwhile (ADR 0013)
+        detail = f"NO QUORUM since {out['since']} ({out['for_s']:.0f} s): {detail}"
+    t.add_row("etcd", etcd.get("state", "?"), detail, "")
     for m in etcd.get("members", []):
         t.add_row(f"  etcd {m['name']}", "up" if m.get("reachable") else "unreachable",
                   "leader" if m.get("is_leader") else "", "")
     t.add_row("postgresql", st["postgres"].get("state", "?"), "", "")
     Console().print(t)
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    """API tokens (VNFHA-12), through the API with the run's admin token."""
+    import httpx
+
+    _, api = _api(args.run)
+    base = f"{api}/v1/tokens"
+    if args.action == "add":
+        body = {"role": args.role, **({"name": args.name} if args.name else {})}
+        r = httpx.post(base, json=body, timeout=10.0, headers=_HEADERS)
+    elif args.action == "list":
+        r = httpx.get(base, timeout=10.0, headers=_HEADERS)
+    else:
+        r = httpx.delete(f"{base}/{args.sha256}", timeout=10.0, headers=_HEADERS)
+    if r.status_code >= 300:
+        print(f"nfvha token {args.action}: {r.json().get('detail', r.text)}", file=sys.stderr)
+        return 1
+    if args.action == "delete":
+        print(f"deleted {args.sha256}")
+    elif args.json:
+        print(json.dumps(r.json(), indent=1))
+    elif args.action == "add":
+        t = r.json()
+        print(t["token"])  # alone on stdout, for scripts
+        print(f"role {t['role']}, sha256 {t['sha256']}: the secret is shown this once",
+              file=sys.stderr)
+    else:
+        for t in r.json():
+            print(f"{t['sha256']}  {t['role']:<8}  {t['name']}")
     return 0
 
 
@@ -313,6 +347,12 @@ def _cmd_bench_failover(args: argparse.Namespace) -> int:
     from nfvha.bench.failover import run_failover_bench
 
     return run_failover_bench(args)
+
+
+def _cmd_bench_chaos(args: argparse.Namespace) -> int:
+    from nfvha.bench.chaos import run_chaos_bench
+
+    return run_chaos_bench(args)
 
 
 def _cmd_bench_alarms(args: argparse.Namespace) -> int:
@@ -429,8 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fault", help="inject a fault into the running test bed")
     f.add_argument("kind", help="vnfc-crash, vm-crash, vm-hang, vm-thaw, vm-memory-exhaust,"
                                 " agent-crash, host-process-crash, host-down, host-up,"
-                                " link-down, link-up, sensor")
-    f.add_argument("target", help="the VNFC, VM or host ('controller' for controller-crash)")
+                                " link-down, link-up, sensor, controller-crash")
+    f.add_argument("target", help="the VNFC, VM or host; for controller-crash 'controller',"
+                                  " or in a cluster run a member (c1, c2, ...) or 'leader'"
+                                  " (the member deciding now)")
     f.add_argument("reading", nargs="?", help="for 'sensor': NAME=VALUE, e.g. temp1=95")
     f.add_argument("--run")
     f.add_argument("--link", default="data0", help="mgmt0 or data0 (link faults)")
@@ -484,6 +526,19 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--run")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=_cmd_cluster)
+
+    tk = sub.add_parser("token", help="add, list or delete API tokens (admin)")
+    tksub = tk.add_subparsers(dest="action", required=True)
+    ta = tksub.add_parser("add", help="a new token; its secret is printed this once")
+    ta.add_argument("--role", required=True, choices=["reader", "operator", "admin"])
+    ta.add_argument("--name", default="", help="a short label: who or what it is for")
+    tl = tksub.add_parser("list", help="every token's SHA-256, role and label")
+    td = tksub.add_parser("delete", help="delete a token by its SHA-256")
+    td.add_argument("sha256")
+    for t in (ta, tl, td):
+        t.add_argument("--run")
+        t.add_argument("--json", action="store_true")
+        t.set_defaults(func=_cmd_token)
 
     oa = sub.add_parser("openapi", help="print the controller's OpenAPI document")
     oa.set_defaults(func=_cmd_openapi)
@@ -540,6 +595,17 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--vnf", default="gw", help="the VNF whose active dies with the leader")
     bf.add_argument("--no-fault", action="store_true", help="kill only the leader")
     bf.set_defaults(func=_cmd_bench_failover)
+    bc = bsub.add_parser("cluster-chaos",
+                         help="randomized control-plane faults (leader killed or cut off from"
+                              " etcd, etcd member killed, PostgreSQL restarted) during an alarm"
+                              " storm, each with a VNF failing over; invariants counted")
+    bc.add_argument("--faults", type=int, default=100)
+    bc.add_argument("--seed", type=int, default=1)
+    bc.add_argument("--json", action="store_true")
+    bc.add_argument("-f", "--file", type=Path, default=None,
+                    help="topology (default: 2 hosts, one 2N VNF 'gw')")
+    bc.add_argument("--vnf", default="gw", help="the VNF whose active is killed each round")
+    bc.set_defaults(func=_cmd_bench_chaos)
 
     from nfvha.vnfam.options import add_options as vnf_am_options
 

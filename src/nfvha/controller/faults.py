@@ -46,6 +46,8 @@ class FaultManagement:
         self._sinks: list[ChangeSink] = []
         self._batched: Callable[[], contextlib.AbstractContextManager[None]] = \
             contextlib.nullcontext
+        self._events: EventStore | None = None  # for deciding again (``replay``)
+        self._undecided = False  # a decision was dropped; its events wait for _redecide
 
     def add_sink(self, sink: ChangeSink) -> None:
         self._sinks.append(sink)
@@ -72,37 +74,85 @@ class FaultManagement:
         for sink in self._sinks:
             try:
                 sink(changes)
+            except StoreUnavailable:
+                raise  # the durable queue: the decision cannot be kept without it
             except Exception:  # one broken consumer must not stop alarm handling
                 log.exception("alarm change consumer failed")
 
+    def _decided(self, changes: list[AlarmChange], processed_event_id: int | None) -> bool:
+        """Queue the notifications durably (one outbox commit), then store the alarms
+        (one commit). If the queue cannot be written, the decision is dropped - the
+        alarms taken back from the store - and its events decided again later
+        (``_redecide``): an alarm stored without its notification queued would never
+        be notified. False then."""
+        try:
+            with self._batched():
+                self._dispatch(changes)
+        except StoreUnavailable as e:
+            log.error("notifications of %d alarm change(s) not queued (%s); deciding"
+                      " their events again once the store answers", len(changes), e)
+            self._undecided = True
+            # Taken back at once where the store answers: an acknowledgement must not
+            # store an alarm whose notification is not queued.
+            with contextlib.suppress(StoreUnavailable):
+                self.alarms.reload()
+            return False
+        try:
+            self.alarms.commit(processed_event_id)
+        except StoreUnavailable:
+            # the notifications are queued: the next commit stores these alarms
+            log.exception("alarm store unavailable; alarms of events up to %s not stored",
+                          processed_event_id)
+        return True
+
+    def _redecide(self) -> bool:
+        """After a dropped decision: take the stored alarms and decide again every event
+        stored after the last one decided (same notification ids: none twice). True
+        once done; False while the store does not answer."""
+        if not self._undecided:
+            return True
+        try:
+            self.alarms.reload()
+        except StoreUnavailable:
+            return False
+        self._undecided = False
+        if self._events is not None:
+            try:
+                self.replay(self._events)
+            except StoreUnavailable:
+                self._undecided = True
+                return False
+        return not self._undecided
+
     def on_events(self, events: Sequence[StoredEvent]) -> None:
-        """Decide a group commit's events, queue their notifications durably (one
-        outbox commit), then store the alarms (one commit). A crash in between is
-        repaired by replaying the events (same ids; known ones ignored)."""
+        """Decide a group commit's events, queue their notifications, store the alarms.
+        A crash in between is repaired by replaying the events (same ids; known ones
+        ignored), a store that failed in between by deciding them again."""
+        if self._undecided:
+            self._redecide()  # these events are stored: the replay decides them too
+            return
         changes: list[AlarmChange] = []
         for event in events:
             try:
                 changes.extend(self.alarms.on_event(event))
             except Exception:  # one undecidable event must not cost the others theirs
                 log.exception("alarm decision failed for event %d", event.id)
-        with self._batched():
-            self._dispatch(changes)
-        try:
-            self.alarms.commit(events[-1].id if events else None)
-        except StoreUnavailable:
-            log.exception("alarm store unavailable; alarms of events up to %d not stored",
-                          events[-1].id)
+        self._decided(changes, events[-1].id if events else None)
 
     def on_event(self, event: StoredEvent) -> None:
         self.on_events([event])
 
     def replay(self, events: EventStore, page: int = 1000) -> int:
         """Decide again the events stored after the last one whose alarms were stored
-        (a controller that died in between). Before the agents are let in."""
+        (a controller that died in between). Before the agents are let in. The store
+        is kept for deciding again after a dropped decision."""
+        self._events = events
         replayed = 0
         after = self.alarms.processed_event_id
         while batch := events.events(after=after, limit=page):
             self.on_events(batch)
+            if self._undecided:
+                return replayed  # dropped: decided again from the start later
             after = batch[-1].id
             replayed += len(batch)
         if replayed:
@@ -111,12 +161,13 @@ class FaultManagement:
         return replayed
 
     async def run(self) -> None:
-        self._dispatch(self.alarms.rebuilt())
+        self._decided(self.alarms.rebuilt(), None)
         next_ageing = 0.0
         while True:
             await asyncio.sleep(1.0)
-            self._dispatch(self.alarms.tick())
-            self.alarms.commit()
+            if not self._redecide():
+                continue
+            self._decided(self.alarms.tick(), None)
             now = self._clock.wall()
             if now >= next_ageing:
                 next_ageing = now + self._settings.fm_ageing_interval_s

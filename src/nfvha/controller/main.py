@@ -36,6 +36,7 @@ from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
 from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
+from nfvha.util.logs import setup_logging
 
 log = logging.getLogger("nfvha.controller")
 # The API root subscribers are told about (links in notifications).
@@ -199,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nfvha controller")
     p.add_argument("--config", type=Path, required=True)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s controller %(levelname)s %(name)s: %(message)s")
+    setup_logging("controller")
     cfg = ControllerConfig.load(args.config)
     topology = load_topology(cfg.topology_file) if cfg.topology_file else None
     if topology is None:

@@ -119,6 +119,16 @@ class AlarmManager:
         self._window_s = settings.fm_correlation_window_s
         self._latent_window_s = settings.fm_latent_fault_window_s
         self._latent_min_vms = settings.fm_latent_fault_min_vms
+        self._vnf_of: dict[str, str] = {c.name: v.name for v, c in topology.components()}
+        self._cause = ""  # what the current decision is about (ids derive from it)
+        self.reload()
+
+    def reload(self) -> None:
+        """Forget every decision not stored and take the store's alarms: after a
+        decision whose notifications could not be queued (they must not be lost, so
+        neither may the decision be kept; its events are decided again)."""
+        rows = self._store.all()
+        watermark = self._store.processed_event_id()
         self.alarms: dict[str, AlarmState] = {}
         self._active: dict[str, str] = {}  # key -> alarm id
         # Indexes, so that one decision costs what its entity's neighbourhood holds,
@@ -126,11 +136,9 @@ class AlarmManager:
         self._by_entity: dict[EntityRef, list[AlarmState]] = {}  # in raise order
         self._active_on: dict[EntityRef, set[str]] = {}
         self._last_cleared_root: dict[EntityRef, AlarmState] = {}
-        self._vnf_of: dict[str, str] = {c.name: v.name for v, c in topology.components()}
         self._touched: set[str] = set()  # alarm ids changed by the current decision
-        self._cause = ""  # what the current decision is about (ids derive from it)
-        self._watermark_written = store.processed_event_id()
-        for row in store.all():
+        self._watermark_written = watermark
+        for row in rows:
             self._load(row)
 
     def _index(self, st: AlarmState) -> None:

@@ -134,6 +134,11 @@ class EscalationPolicy(Strict):
     vm_repair: EscalationStep = EscalationStep(max=2, probation_s=300)
 
 
+# SAL-1: the recovery-time thresholds of service availability levels 1/2/3 (the lower
+# end of each range, so "met" is never generous).
+SAL_RECOVERY_MS: dict[int, float] = {1: 5_000.0, 2: 10_000.0, 3: 20_000.0}
+
+
 class VnfSpec(Strict):
     name: Name = Field(pattern=NAME_PATTERN)
     redundancy: Redundancy

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -73,3 +74,13 @@ def failover_client(urls: Sequence[str], **kwargs: object) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` over every front address (``base_url``: the first)."""
     return httpx.AsyncClient(base_url=urls[0], transport=FailoverTransport(urls),
                              **kwargs)  # type: ignore[arg-type]
+
+
+def member_state(front_url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
+    """A member's own view (``/v1/cluster/self``); None if it does not answer."""
+    try:
+        r = httpx.get(f"{front_url}/v1/cluster/self", timeout=timeout_s)
+        body: dict[str, Any] = r.json()
+        return body
+    except (httpx.HTTPError, ValueError):
+        return None

@@ -18,6 +18,7 @@ from nfvha.controller.config import AmfConfig, ComponentEndpoint
 from nfvha.model.topology import load_topology
 from nfvha.store.assignments import SqliteAssignmentStore
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
+from nfvha.util.logs import setup_logging
 from nfvha.vnfam.am import VnfAm
 from nfvha.vnfam.config import VnfAmConfig
 from nfvha.vnfam.options import add_options
@@ -75,9 +76,7 @@ def config_from_args(args: argparse.Namespace) -> VnfAmConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s vnf-am %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long poll otherwise
+    setup_logging("vnf-am")
     cfg = VnfAmConfig.load(args.config) if args.config else config_from_args(args)
     asyncio.run(serve(cfg))
     return 0
