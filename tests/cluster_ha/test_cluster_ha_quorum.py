@@ -18,7 +18,8 @@ from conftest import Cluster
 from nfvha.cli import main as cli
 from nfvha.testbed.apiclient import member_state
 
-pytestmark = [pytest.mark.testbed, pytest.mark.req("FM-2"), pytest.mark.req("MW-3")]
+pytestmark = [pytest.mark.testbed, pytest.mark.req("FM-2"), pytest.mark.req("MW-3"),
+              pytest.mark.req("VIM-4")]
 
 # Generous: 2 cores shared with other tests. etcd's members lose their leader within
 # an election timeout (0.5-1 s); the watch looks every second, two looks confirm.
