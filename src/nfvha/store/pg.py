@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -99,7 +100,8 @@ def head() -> int:
 
 class PgDatabase:
     def __init__(self, conninfo: str, *, schema: str = "nfvha", connect_timeout_s: float = 2.0,
-                 statement_timeout_s: float = 5.0, tcp_user_timeout_s: float = 3.0) -> None:
+                 statement_timeout_s: float = 5.0, tcp_user_timeout_s: float = 3.0,
+                 check_idle_s: float = 0.5) -> None:
         if not SCHEMA_RE.match(schema):
             raise ValueError(f"bad schema name {schema!r}")
         self.conninfo = conninfo
@@ -108,6 +110,8 @@ class PgDatabase:
         self._options = (f"-c statement_timeout={int(statement_timeout_s * 1000)}"
                          f" -c search_path={schema}")
         self._tcp_user_timeout_ms = int(tcp_user_timeout_s * 1000)
+        self._check_idle_ns = int(check_idle_s * 1e9)
+        self._used_ns = 0
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._migrated = False
@@ -116,18 +120,33 @@ class PgDatabase:
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._closed:
             raise StoreUnavailable("the store is closed")
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return self._conn
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken and (
+                time.monotonic_ns() - self._used_ns < self._check_idle_ns or self._alive(conn)):
+            self._used_ns = time.monotonic_ns()
+            return conn
         self._drop()
         conn = psycopg.connect(
             self.conninfo, autocommit=True, connect_timeout=self._connect_timeout,
             options=self._options, keepalives=1, keepalives_idle=1, keepalives_interval=1,
             keepalives_count=3, tcp_user_timeout=self._tcp_user_timeout_ms)
         self._conn = conn
+        self._used_ns = time.monotonic_ns()
         if not self._migrated:
             migrate(conn, self.schema)
             self._migrated = True
         return conn
+
+    @staticmethod
+    def _alive(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        """A connection idle for a while is checked before use (as a pool does): one
+        the server closed meanwhile - a restart - would fail the caller's first
+        statement, and a new leader's term would end on it."""
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
