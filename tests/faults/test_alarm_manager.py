@@ -13,6 +13,7 @@ from nfvha.faults.model import AckState, FaultyResourceType, NotificationType
 from nfvha.model.events import Event, EventType, Kind, Severity
 from nfvha.model.topology import Topology, parse_topology
 from nfvha.store.alarms import SqliteAlarmStore
+from nfvha.store.base import StoreUnavailable
 from nfvha.util.clock import ManualClock
 
 TOPO: dict[str, Any] = {
@@ -224,6 +225,21 @@ def test_acknowledge_and_conflict(mgr: AlarmManager) -> None:
     assert mgr.acknowledge(a.id, AckState.UNACKNOWLEDGED).alarmAcknowledgedTime is None
     with pytest.raises(AlarmNotFound):
         mgr.acknowledge("nope", AckState.ACKNOWLEDGED)
+
+
+def test_acknowledge_the_store_refused_is_not_kept(mgr: AlarmManager) -> None:
+    """The API answers 503 for it; the alarm must not look acknowledged meanwhile (a
+    later commit of the alarm would store an acknowledgement nobody was told of)."""
+    [a] = only(mgr.on_event(ev(Kind.VM_HUNG, "vm/vm-a")), NotificationType.ALARM)
+    mgr.commit()
+
+    def down(rows: object, processed_event_id: object = None) -> None:
+        raise StoreUnavailable("PostgreSQL: connection refused")
+
+    mgr._store.put = down  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        mgr.acknowledge(a.id, AckState.ACKNOWLEDGED)
+    assert mgr.get(a.id).ackState == AckState.UNACKNOWLEDGED
 
 
 @pytest.mark.req("FM-7")

@@ -21,6 +21,7 @@ from nfvha.faults.manager import AlarmManager, AlarmNotFound, AlreadyInState
 from nfvha.faults.model import AlarmModifications, FmSubscription, FmSubscriptionRequest
 from nfvha.faults.notifier import Notifier
 from nfvha.model.topology import format_loc
+from nfvha.store.base import StoreUnavailable
 
 ALARM_FILTER_ATTRIBUTES = {
     "id", "managedObjectId", "vnfcInstanceIds", "rootCauseFaultyResource/faultyResourceType",
@@ -114,6 +115,11 @@ def vnffm_router(manager: AlarmManager, notifier: Notifier, api_root: str) -> AP
             return problem(404, f"no alarm with id {alarm_id!r}", "Not Found")
         except AlreadyInState as e:
             return problem(409, str(e), "Conflict")
+        except StoreUnavailable as e:
+            resp = problem(503, f"the alarm store does not answer: {e}; try again",
+                           "Service Unavailable")
+            resp.headers["Retry-After"] = "1"
+            return resp
         return JSONResponse(mods.model_dump(mode="json"), media_type=MERGE_PATCH)
 
     return router

@@ -39,6 +39,7 @@ import json
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,7 +134,8 @@ class AlarmStorm:
 
 
 class Operator:
-    """Acknowledges alarms through the API, now and then, as an operator would."""
+    """Acknowledges alarms through the API, now and then, as an operator would; counts
+    the answers (a refusal while nobody leads is fine, a lost 200 is not)."""
 
     def __init__(self, api: httpx.AsyncClient, rng: random.Random,
                  period_s: float = 0.3) -> None:
@@ -141,21 +143,28 @@ class Operator:
         self._rng = rng
         self._period_s = period_s
         self.acknowledged: set[str] = set()  # answered 200
+        self.answers: Counter[str] = Counter()
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._period_s)
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                alarms = (await self._api.get("/vnffm/v1/alarms")).json()
-                todo = [a["id"] for a in alarms if a["ackState"] == "UNACKNOWLEDGED"]
+            try:
+                r = await self._api.get("/vnffm/v1/alarms")
+                if r.status_code != 200:
+                    self.answers[f"list {r.status_code}"] += 1
+                    continue
+                todo = [a["id"] for a in r.json() if a["ackState"] == "UNACKNOWLEDGED"]
                 if not todo:
                     continue
                 alarm_id = self._rng.choice(todo)
                 r = await self._api.patch(
                     f"/vnffm/v1/alarms/{alarm_id}", json={"ackState": "ACKNOWLEDGED"},
                     headers={"content-type": "application/merge-patch+json"})
+                self.answers[str(r.status_code)] += 1
                 if r.status_code == 200:
                     self.acknowledged.add(alarm_id)
+            except httpx.HTTPError as e:
+                self.answers[type(e).__name__] += 1
 
 
 class ChaosBench(FailoverBench):
@@ -169,6 +178,7 @@ class ChaosBench(FailoverBench):
         self.rounds: list[RoundResult] = []
         self.terms: dict[int, dict[str, Any]] = {}  # epoch -> term, as members report them
         self.acknowledged = 0
+        self.ack_answers: dict[str, int] = {}
 
     # -- looking ----------------------------------------------------------------------
     async def _cluster_whole(self, api: httpx.AsyncClient, timeout_s: float = 60.0) -> None:
@@ -293,12 +303,13 @@ class ChaosBench(FailoverBench):
             # once restored, the active stays where it is (no second recovery, no
             # fail-back in 2N)
             restored = self._restored_ns(r.crashed, r.vnf_fault_ns, r.end_ns)
-            actives = [rec.active for seen, rec in self.records
-                       if restored is not None and restored <= seen <= r.end_ns and rec.active]
-            moves = sum(1 for a, b in itertools.pairwise(actives) if a != b)
+            after = [rec for seen, rec in self.records
+                     if restored is not None and restored <= seen <= r.end_ns and rec.active]
+            moves = sum(1 for a, b in itertools.pairwise(after) if a.active != b.active)
             if restored is None or moves:
+                trail = ", ".join(f"{rec.epoch}:{'+'.join(rec.active)}" for rec in after)
                 bad.append(f"{r.kind}: the active of {self.vnf} moved again {moves} times"
-                           f" after {r.crashed} failed" if restored else
+                           f" after {r.crashed} failed (epoch:active {trail})" if restored else
                            f"{r.kind}: {self.vnf} never restored after {r.crashed} failed")
         return bad
 
@@ -403,6 +414,7 @@ async def run_chaos(topology: Topology, faults: int, seed: int, vnf: str,
             log("settling: the storm calmed, waiting for the store and the subscribers ...")
             await bench.settle(rx, operator, first_alarms, inv)
             bench.acknowledged = len(operator.acknowledged)
+            bench.ack_answers = dict(operator.answers)
         inv.lost_events = await asyncio.to_thread(bench.lost_events)
         cfg = json.loads(tb.member_config_path(tb.members[0].name).read_text())["store"]
         events = PgEventStore(PgDatabase(cfg["pg_conninfo"], schema=cfg["pg_schema"]),
@@ -448,6 +460,7 @@ def _report(bench: ChaosBench, inv: Invariants, storm: AlarmStorm, vnf: str,
         "vnf_recovery_p99_ms": round(percentile(rec, 99), 1) if rec else None,
         "sal_ms": sal, "sal_met": bool(rec) and max(rec) < sal,
         "storm_sensor_changes": storm.changes, "alarms_acknowledged": bench.acknowledged,
+        "ack_answers": bench.ack_answers,
         **inv.counts(), "problems": inv.unsettled,
     }
 

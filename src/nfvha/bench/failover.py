@@ -95,7 +95,8 @@ class FailoverBench:
     async def watch_records(self) -> None:
         s = self.tb.member_config_path(self.tb.members[0].name)
         cfg = json.loads(s.read_text())["store"]
-        store = EtcdAssignmentStore.connect(cfg["etcd_endpoints"], prefix=cfg["etcd_prefix"])
+        # etcd itself, not a member's endpoints (they may be proxies a fault cuts)
+        store = EtcdAssignmentStore.connect(self.tb.etcd.endpoints, prefix=cfg["etcd_prefix"])
         try:
             _, rev = await asyncio.to_thread(store.snapshot)
             async for rec in store.watch(rev):

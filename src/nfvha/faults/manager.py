@@ -18,6 +18,7 @@ Time comes from the injected clock; nothing here sleeps or does I/O but the stor
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -201,12 +202,13 @@ class AlarmManager:
         if st.alarm.ackState == state:
             raise AlreadyInState(f"alarm {alarm_id} is already {state.value}")
         now = self._clock.wall()
-        st.alarm = st.alarm.model_copy(update={
+        acked = dataclasses.replace(st, alarm=st.alarm.model_copy(update={
             "ackState": state,
             "alarmAcknowledgedTime": _ts(now) if state == AckState.ACKNOWLEDGED else None,
-        })
-        st.changed_wall = now
-        self._store.put([self._row(st)])
+        }), changed_wall=now)
+        # Stored first: an acknowledgement the store refused is not kept (nor answered).
+        self._store.put([self._row(acked)])
+        st.alarm, st.changed_wall = acked.alarm, acked.changed_wall
         return st.alarm
 
     def rebuilt(self) -> list[AlarmChange]:
