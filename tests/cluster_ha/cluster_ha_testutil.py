@@ -8,11 +8,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nfvha.bench.failover import SMALL
+from nfvha.bench.chaos import CHAOS
 from nfvha.model.topology import Topology, parse_topology
+from nfvha.testbed.cluster import ClusterTestbed
+from nfvha.testbed.etcdpaths import EtcdPaths
 
-# The benchmark's topology: the tests prove what the benchmark measures.
-TOPOLOGY: dict[str, Any] = {**SMALL, "name": "cluster-ha"}
+# The benchmarks' topology (controller-failover, cluster-chaos): the tests prove what
+# the benchmarks measure.
+TOPOLOGY: dict[str, Any] = {**CHAOS, "name": "cluster-ha"}
 
 
 def topology() -> Topology:
@@ -31,3 +34,13 @@ async def wait_until(cond: Callable[[], Any], timeout_s: float, what: str,
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+class Cluster:
+    def __init__(self, tb: ClusterTestbed, paths: EtcdPaths) -> None:
+        self.tb = tb
+        self.paths = paths
+
+    @property
+    def fronts(self) -> dict[str, str]:
+        return {m.name: m.front_url for m in self.tb.members}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_ha_testutil import topology
+from cluster_ha_testutil import Cluster, topology
 
 from nfvha.testbed.cluster import ClusterTestbed
 from nfvha.testbed.deploy import namespaces_available
@@ -34,16 +34,6 @@ def _require() -> None:
         if os.environ.get("CI"):
             pytest.fail(str(e))
         pytest.skip(str(e))
-
-
-class Cluster:
-    def __init__(self, tb: ClusterTestbed, paths: EtcdPaths) -> None:
-        self.tb = tb
-        self.paths = paths
-
-    @property
-    def fronts(self) -> dict[str, str]:
-        return {m.name: m.front_url for m in self.tb.members}
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster_ha_testutil import wait_until
-from conftest import Cluster
+from cluster_ha_testutil import Cluster, wait_until
 
 from nfvha.model.auth import TokenEntry, new_token, token_hash
 from nfvha.store.pg import PgDatabase

@@ -13,8 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster_ha_testutil import wait_until
-from conftest import Cluster
+from cluster_ha_testutil import Cluster, wait_until
 
 from nfvha.amf.model import AssignmentRecord
 from nfvha.store.etcd import EtcdAssignmentStore

@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster_ha_testutil import wait_until
-from conftest import Cluster
+from cluster_ha_testutil import Cluster, wait_until
 
 from nfvha.cli import main as cli
 from nfvha.testbed.apiclient import member_state
