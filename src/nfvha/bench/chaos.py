@@ -179,6 +179,7 @@ class ChaosBench(FailoverBench):
         self.terms: dict[int, dict[str, Any]] = {}  # epoch -> term, as members report them
         self.acknowledged = 0
         self.ack_answers: dict[str, int] = {}
+        self.checked: dict[str, int] = {}  # how much the invariants were checked over
 
     # -- looking ----------------------------------------------------------------------
     async def _cluster_whole(self, api: httpx.AsyncClient, timeout_s: float = 60.0) -> None:
@@ -336,10 +337,10 @@ class ChaosBench(FailoverBench):
         try:
             rows = alarms.all()
             keys = {a.key for a in rows}
-            lost = [f"event {e.id} ({e.kind} {e.entity}): no alarm"
-                    for e in _all(events) if not e.informational and not e.clears
-                    and (t := RAISES.get(Kind(e.kind))) is not None
-                    and alarm_key(t, e.entity, part_of(t, e)) not in keys]
+            raising = [(e, t) for e in _all(events) if not e.informational and not e.clears
+                       and (t := RAISES.get(Kind(e.kind))) is not None]
+            lost = [f"event {e.id} ({e.kind} {e.entity}): no alarm" for e, t in raising
+                    if alarm_key(t, e.entity, part_of(t, e)) not in keys]
             by_id = {a.id: a for a in rows}
             acks = [f"alarm {i}: acknowledged (200) but not stored so"
                     for i in operator.acknowledged
@@ -350,6 +351,9 @@ class ChaosBench(FailoverBench):
                       for n in ("AlarmNotification",
                                 *(() if a.active else ("AlarmClearedNotification",)))
                       if (p, n, a.id) not in got]
+            self.checked = {"alarms_checked": sum(1 for a in rows if a.id not in first_alarms),
+                            "events_checked": len(raising),
+                            "notifications_received": len(rx.got)}
             return {"alarms": lost, "acks": acks, "notifications": missed}
         finally:
             db.close()
@@ -460,7 +464,7 @@ def _report(bench: ChaosBench, inv: Invariants, storm: AlarmStorm, vnf: str,
         "vnf_recovery_p99_ms": round(percentile(rec, 99), 1) if rec else None,
         "sal_ms": sal, "sal_met": bool(rec) and max(rec) < sal,
         "storm_sensor_changes": storm.changes, "alarms_acknowledged": bench.acknowledged,
-        "ack_answers": bench.ack_answers,
+        "ack_answers": bench.ack_answers, **bench.checked,
         **inv.counts(), "problems": inv.unsettled,
     }
 
