@@ -216,6 +216,7 @@ class ChaosBench(FailoverBench):
         active = await self._healthy(api)
         name, old = await self._deciding()
         offset_s = self.rng.uniform(0.0, VNF_FAULT_WINDOW_S)
+        await asyncio.to_thread(self.note_terms)  # the leader's history, before it goes
         t0 = time.monotonic_ns()
         restore = await self._fault(kind, name)
         await asyncio.sleep(offset_s)  # the VNF fault's random place in the window
@@ -236,7 +237,6 @@ class ChaosBench(FailoverBench):
     async def _fault(self, kind: str, leader: str) -> Callable[[], Any]:
         """Do the fault; return what undoes it (after the VNF is recovered)."""
         tb = self.tb
-        await asyncio.to_thread(self.note_terms)  # the leader's history, before it goes
         if kind == "leader-kill":
             tb.kill_member(leader, signal.SIGKILL)
 
