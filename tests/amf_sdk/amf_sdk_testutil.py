@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from nfvha.nfvi.spawn import NETNS_DIR, setns_net
+from nfvha.testbed.services import free_tcp_udp_port as free_port  # noqa: F401 (the tests')
 
 T = TypeVar("T")
 
@@ -182,20 +183,6 @@ class FakeAM:
             await conn.send(reply)
         conn.inbox.put_nowait(message)
 
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port free for both TCP and UDP right now (the counter uses both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no free port for TCP and UDP")
 
 
 class _Replies(asyncio.DatagramProtocol):

@@ -15,25 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nfvha.testbed.services import free_tcp_udp_port as free_port
 from nfvha.util.procs import is_same_process, kill_pid, start_ticks
 
 LOOPBACK = "127.0.0.1"
 Message = dict[str, Any]
 
-
-def free_port() -> int:
-    """A loopback port free for both TCP and UDP right now (the counter uses both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no free loopback port for TCP and UDP")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "it") -> None:

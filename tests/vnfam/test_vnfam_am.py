@@ -4,7 +4,6 @@ and what the VIM knew before the AM started is read once, not lost."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from nfvha.model.events import Kind
 from nfvha.model.settings import Settings
 from nfvha.model.topology import Topology, parse_topology
 from nfvha.store.assignments import SqliteAssignmentStore
+from nfvha.testbed.deploy import free_tcp_port as free_port
 from nfvha.vnfam.am import VnfAm
 from nfvha.vnfam.vim import VimClient
 
@@ -33,12 +33,6 @@ TOPOLOGY: dict[str, Any] = {
 VM_OF = {"gw-a": "vm1", "gw-b": "vm2"}
 HOST_OF = {"gw-a": "h1", "gw-b": "h2"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def amf_for(topology: Topology, port: int, names: list[str] | None = None) -> AmfConfig:

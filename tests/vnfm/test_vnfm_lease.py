@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from nfvha.model.events import EventType, Kind, Severity, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.model.topology import parse_topology
 from nfvha.store.assignments import SqliteAssignmentStore
+from nfvha.testbed.deploy import free_tcp_port as free_port
 from nfvha.util.clock import SYSTEM_CLOCK
 
 LEASE_MS, MARGIN_MS, PING_MS = 300, 100, 50
@@ -132,12 +132,6 @@ async def until(cond: Callable[[], bool], what: str, timeout_s: float = 10.0) ->
             raise TimeoutError(what)
         await asyncio.sleep(0.005)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Site:

@@ -9,7 +9,6 @@ report's outcome, not a clock.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from nfvha.model.events import EventType, Kind, Severity, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.model.topology import parse_topology
 from nfvha.store.assignments import SqliteAssignmentStore
+from nfvha.testbed.deploy import free_tcp_port as free_port
 from nfvha.util.clock import SYSTEM_CLOCK
 
 CONFIRM_S = 0.1
@@ -111,12 +111,6 @@ class Site:
     def failures(self, member: str) -> int:
         return self.vnfm._escalation["web"].component_failures(member)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

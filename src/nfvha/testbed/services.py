@@ -41,6 +41,21 @@ def free_tcp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def free_tcp_udp_port(host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A port free for both TCP and UDP right now (the sample counter serves both)."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise ServiceError(f"no port free for TCP and UDP on {host} after {attempts} tries")
+
+
 def wait_for(cond: Callable[[], bool], timeout_s: float, what: str,
              interval_s: float = 0.05) -> None:
     """Poll ``cond`` until it holds; ServiceError after ``timeout_s``."""
