@@ -31,6 +31,10 @@ class Settings(Strict):
     # A suspect host whose second signal (fence power status / peers) never confirms
     # stays suspect; this is how often the confirmation is retried.
     host_confirm_retry_ms: int = Field(100, ge=10, le=10_000)
+    # Confirming a suspect host without a fence device (ADR 0015): this many witness
+    # hosts are asked to ping it on the data network, each within this time.
+    host_probe_witnesses: int = Field(3, ge=1, le=16)
+    host_probe_timeout_ms: int = Field(60, ge=5, le=10_000)
     # A host never heard of since the controller started becomes suspect after this.
     host_boot_grace_s: float = Field(30.0, gt=0, le=3600)
     # Host running conditions to the controller (HW-4).
@@ -110,6 +114,9 @@ class Settings(Strict):
                 "host_confirm_retry_ms must be <= host_heartbeat_interval_ms"
                 " x host_heartbeat_misses"
             )
+        # A probe round must end before the next one starts.
+        if self.host_probe_timeout_ms > self.host_confirm_retry_ms:
+            problems.append("host_probe_timeout_ms must be <= host_confirm_retry_ms")
         # Fewer than three pings per lease and one late ping would make a healthy
         # active quiesce itself.
         if self.amf_ping_interval_ms * 3 > self.amf_active_lease_ms:
