@@ -21,7 +21,7 @@ from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
 from nfvha.controller.leadership import NotLeader
 from nfvha.controller.liveness import HostLiveness
-from nfvha.controller.stores import LeaderRecords
+from nfvha.store.leader_records import LeaderRecords
 from nfvha.model.settings import Settings
 from nfvha.store.base import StoreUnavailable
 from nfvha.store.etcd import EtcdAssignmentStore, EtcdLeaderLease

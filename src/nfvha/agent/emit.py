@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nfvha.agent.notices import NoticeSender
 from nfvha.agent.spool import EventSpool
 from nfvha.agent.uplink import ControllerLink
 from nfvha.model.events import Event, EventType, Kind, Severity
@@ -16,6 +17,7 @@ class Emitter:
         self._clock = clock
         self._spool = spool
         self.link: ControllerLink | None = None
+        self.notices: NoticeSender | None = None  # to the HA director (ADR 0014)
 
     def emit(
         self,
@@ -46,6 +48,8 @@ class Emitter:
             detected_mono_ns=detected_mono_ns or self._clock.mono_ns(),
             details=details or {},
         )
+        if self.notices is not None:
+            self.notices.maybe_send(ev)  # first: the failover must not wait for the rest
         if self.link is not None:
             self.link.send_event(ev)
         else:

@@ -24,6 +24,7 @@ from nfvha.agent.config import AgentConfig, launch_spec
 from nfvha.agent.emit import Emitter
 from nfvha.agent.hostprocs import HostProcessSupervisor
 from nfvha.agent.netlink import LinkMonitor
+from nfvha.agent.notices import NoticeSender
 from nfvha.agent.sensors import SensorEvaluator, SensorSource
 from nfvha.agent.sensors import Severity as SensorSeverity
 from nfvha.agent.spool import EventSpool
@@ -100,6 +101,8 @@ class Agent:
             on_epoch=lambda _: self._state_dirty.set(),
         )
         self.emitter.link = self.link
+        self.emitter.notices = NoticeSender(cfg.controller_addresses(), cfg.host,
+                                            hello.incarnation)
         self.emitter.emit(
             Kind.AGENT_STARTED, f"host/{cfg.host}", severity=Severity.INDETERMINATE,
             event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="agent-start",

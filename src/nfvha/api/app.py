@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel
 
+from nfvha.amf.manager import VnfAvailability
 from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
 from nfvha.api.masakari import masakari_router
@@ -27,7 +29,6 @@ from nfvha.controller.vmrepair import (
     VmRepairPolicy,
     VmRepairStatus,
 )
-from nfvha.controller.vnfm import VnfAvailability, Vnfm
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
@@ -50,11 +51,14 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
                stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
                clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None,
-               vnfm: Vnfm | None = None, host_repair: HostRepair | None = None, *,
+               am_status: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+               host_repair: HostRepair | None = None, *,
                vm_repair: VmRepairPolicy | None = None,
                tokens: TokenCheck | None = None) -> FastAPI:
     """``tokens``: check API tokens against, and manage them in, the controller's token
-    store (VNFHA-12); without one, an in-memory store of ``auth.tokens`` (not kept)."""
+    store (VNFHA-12); without one, an in-memory store of ``auth.tokens`` (not kept).
+    ``am_status``: the availability manager's status, asked of the HA director
+    (ADR 0014)."""
     if tokens is None:
         tokens = TokenCheck(MemoryTokenStore(auth.tokens), auth.tokens, clock)
     app = FastAPI(title="nfvha controller", version="0.1.0")
@@ -124,8 +128,14 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
     @app.get("/v1/availability")
     async def availability() -> list[VnfAvailability]:
         """Per VNF (service group): its service units' readiness and who holds each
-        service instance, at which epoch (ADR 0008)."""
-        return vnfm.status() if vnfm is not None else []
+        service instance, at which epoch (ADR 0008). Kept by the HA director (ADR 0014)."""
+        if am_status is None:
+            return []
+        try:
+            found = await am_status()
+        except (ConnectionError, TimeoutError) as e:
+            raise HTTPException(503, f"the HA director does not answer: {e}") from None
+        return [VnfAvailability.model_validate(v) for v in found]
 
     @app.get("/v1/hosts/health")
     async def hosts_health() -> list[HostHealth]:

@@ -11,7 +11,7 @@ from typing import Any
 from nfvha.api.app import create_app
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
-from nfvha.controller.liveness import HostLiveness
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.view import InventoryView
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
@@ -32,8 +32,8 @@ def openapi_document() -> dict[str, Any]:
         outbox = Outbox(Path(tmp) / "notifications.db")
         try:
             bus = EventBus(store, SYSTEM_CLOCK)
-            liveness = HostLiveness(topology.host_names(), topology.settings, SYSTEM_CLOCK)
-            agents = AgentServer(("127.0.0.1", 0), bus, liveness, SYSTEM_CLOCK, 0.025)
+            liveness = HostStates(topology.host_names(), SYSTEM_CLOCK)
+            agents = AgentServer(("127.0.0.1", 0), bus, liveness, SYSTEM_CLOCK)
             app = create_app(
                 "-----", topology, InventoryView(topology, agents, liveness, SYSTEM_CLOCK), bus,
                 agents, AlarmManager(topology, alarm_store, SYSTEM_CLOCK, topology.settings),

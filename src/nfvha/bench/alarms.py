@@ -34,7 +34,7 @@ from nfvha.bench.stats import percentile
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
 from nfvha.controller.faults import FaultManagement
-from nfvha.controller.liveness import HostLiveness
+from nfvha.controller.hoststates import HostStates
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmSubscriptionRequest
 from nfvha.faults.notifier import Notifier
@@ -205,9 +205,9 @@ async def ingest(topology: Topology, n_events: int) -> IngestResult:
             ev = p.event(Kind.VNFC_STARTED if step == 3 else Kind.VNFC_CRASHED,
                          f"vnfc/{name}", host, clears=step == 3)
             by_host[host].append(encode(EventFrame(event=ev)))
-        liveness = HostLiveness(topology.host_names(), topology.settings, SYSTEM_CLOCK)
+        liveness = HostStates(topology.host_names(), SYSTEM_CLOCK)
         port = free_tcp_port()
-        server = AgentServer(("127.0.0.1", port), p.bus, liveness, SYSTEM_CLOCK, tick_s=1.0)
+        server = AgentServer(("127.0.0.1", port), p.bus, liveness, SYSTEM_CLOCK)
         await server.start()
         flushes0 = p.bus.flushes
         t0 = time.perf_counter()

@@ -1,8 +1,9 @@
-"""The controller's side of the agents: event streams (TCP) and heartbeats (UDP).
+"""The controller's side of the agents: their event streams (TCP) and commands.
 
 Each agent event is committed to the store before it is acknowledged; the
-controller itself raises the events nobody else can: an agent whose stream
-broke (the hypervisor failed, MW-2) and host liveness transitions.
+controller itself raises the event nobody else can: an agent whose stream broke
+(the hypervisor failed, MW-2). Host liveness (the heartbeats) is the HA director's
+(ADR 0014, 0015); a host it confirms down takes its agent's session with it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from nfvha.controller.bus import EventBus
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.leadership import LeaderGate, NotLeader
-from nfvha.controller.liveness import HostLiveness, HostState, Transition
 from nfvha.model.events import Event, EventType, Kind, Severity, StoredEvent
+from nfvha.model.hosts import HostState
 from nfvha.store.base import StoreUnavailable
 from nfvha.util.clock import Clock
 from nfvha.util.tasks import background
@@ -30,7 +32,6 @@ from nfvha.wire.frames import (
     Command,
     CommandOp,
     EventFrame,
-    Heartbeat,
     Hello,
     Inventory,
     Reply,
@@ -51,108 +52,43 @@ class AgentSession:
 
 
 class AgentServer:
-    def __init__(self, listen: tuple[str, int], bus: EventBus, liveness: HostLiveness,
-                 clock: Clock, tick_s: float, *, gate: LeaderGate | None = None) -> None:
-        """``gate``: in a cluster, the leader's (ADR 0013): every command carries its
+    def __init__(self, listen: tuple[str, int], bus: EventBus, hosts: HostStates,
+                 clock: Clock, *, gate: LeaderGate | None = None) -> None:
+        """``hosts``: the director's host states as the controller mirrors them.
+        ``gate``: in a cluster, the leader's (ADR 0013): every command carries its
         epoch and none goes out once the term is over; None: a single controller."""
         self._listen = listen
         self._gate = gate
         self._bus = bus
-        self._liveness = liveness
+        self._hosts = hosts
         self._clock = clock
-        self._tick_s = tick_s
         self.sessions: dict[str, AgentSession] = {}
         self.inventories: dict[str, Inventory] = {}
         self.agent_lost: dict[str, float] = {}  # host -> wall time the stream broke
         self._cmd_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
-        self._udp: socket.socket | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        hosts.on_change(self._host_changed)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, *self._listen,
                                                   limit=MAX_FRAME_BYTES, reuse_address=True)
-        # A raw socket drained completely on every wake-up: asyncio's datagram transport
-        # reads one datagram per loop iteration, so after a stall the liveness tick
-        # would judge hosts before reading the heartbeats already waiting.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setblocking(False)
-        sock.bind(self._listen)
-        self._udp = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._drain_heartbeats)
-        self._tasks.append(asyncio.create_task(self._tick_loop(), name="liveness"))
 
     async def close(self) -> None:
         self._closing = True  # streams ended by our own shutdown are no agent failure
-        for t in self._tasks:
-            t.cancel()
-        if self._udp is not None:
-            asyncio.get_running_loop().remove_reader(self._udp.fileno())
-            self._udp.close()
+        self._hosts.remove_listener(self._host_changed)
         if self._server is not None:
             self._server.close()
         for s in list(self.sessions.values()):
             s.writer.close()
 
-    # -- heartbeats and liveness ---------------------------------------------
-    def _drain_heartbeats(self) -> None:
-        assert self._udp is not None
-        while True:
-            try:
-                data = self._udp.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            try:
-                hb = Heartbeat.model_validate_json(data)
-            except ValidationError:
-                continue
-            self._apply(self._liveness.heartbeat(hb))
-
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        expected = loop.time() + self._tick_s
-        while True:
-            await asyncio.sleep(max(0.0, expected - loop.time()))
-            late = loop.time() - expected
-            expected = loop.time() + self._tick_s
-            self._drain_heartbeats()
-            if late > self._tick_s:
-                # The controller itself stalled: silence measured across the stall says
-                # nothing about the hosts. Judge on the next, punctual tick.
-                log.warning("liveness tick %.0f ms late; not judging hosts this time",
-                            late * 1000)
-                continue
-            self._apply(self._liveness.tick())
-
-    def _apply(self, transitions: list[Transition]) -> None:
-        events = [e for t in transitions if (e := self._transition_event(t)) is not None]
-        for t in transitions:
-            if t.new == HostState.DOWN:
-                # Its agent is gone with it; the broken stream is a consequence, not news.
-                s = self.sessions.pop(t.host, None)
-                if s is not None:
-                    s.writer.close()
-                self.inventories.pop(t.host, None)
-        if events:
-            background(self._publish(events))
-
-    def _transition_event(self, t: Transition) -> Event | None:
-        entity = f"host/{t.host}"
-        if t.new == HostState.SUSPECT:
-            return self._own_event(Kind.HOST_SUSPECT, entity, Severity.MAJOR,
-                                   "host-unreachable", f"host {t.host} suspect: {t.reason}",
-                                   t.at_mono_ns)
-        if t.new == HostState.DOWN:
-            return self._own_event(Kind.HOST_DOWN, entity, Severity.CRITICAL, "host-failure",
-                                   f"host {t.host} is down: {t.reason}", t.at_mono_ns)
-        if t.new == HostState.UP and t.old in (HostState.SUSPECT, HostState.DOWN):
-            return self._own_event(Kind.HOST_UP, entity, Severity.CLEARED, "host-failure",
-                                   f"host {t.host} is up: {t.reason}", t.at_mono_ns, clears=True)
-        return None
+    def _host_changed(self, host: str, old: HostState, new: HostState) -> None:
+        if new is HostState.DOWN:
+            # Its agent is gone with it; the broken stream is a consequence, not news.
+            s = self.sessions.pop(host, None)
+            if s is not None:
+                s.writer.close()
+            self.inventories.pop(host, None)
 
     def _own_event(self, kind: Kind, entity: str, severity: Severity, cause: str,
                    description: str, at_mono_ns: int, *, clears: bool = False,
@@ -184,7 +120,7 @@ class AgentServer:
         except (TimeoutError, ValidationError, OSError, ValueError):
             writer.close()
             return
-        if not isinstance(hello, Hello) or hello.host not in self._liveness.hosts:
+        if not isinstance(hello, Hello) or hello.host not in self._hosts.hosts:
             writer.close()
             return
         if self._gate is not None and not self._gate.is_leader():
@@ -268,7 +204,7 @@ class AgentServer:
         session.writer.write(encode(Ack(seq=seq)))
 
     def _stream_broken(self, host: str) -> None:
-        if self._closing or self._liveness.state(host).state == HostState.DOWN:
+        if self._closing or self._hosts.state(host).state == HostState.DOWN:
             return
         self.agent_lost[host] = self._clock.wall()
         self.inventories.pop(host, None)

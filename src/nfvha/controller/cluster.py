@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import importlib
 import logging
-import socket
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,14 +28,16 @@ import httpx
 import uvicorn
 
 from nfvha.controller.config import ControllerConfig
+from nfvha.controller.directorlink import DirectorLink, director_socket
 from nfvha.controller.fencing import Fencing
 from nfvha.controller.front import FrontApp
 from nfvha.controller.leadership import LeaderElector, LeaderGate, LeaderTiming
 from nfvha.controller.quorum import EtcdOutage, QuorumWatch
-from nfvha.controller.stores import Stores, for_term, open_history, warm_up
+from nfvha.controller.hoststates import HostStates
+from nfvha.controller.stores import Stores, open_history, warm_up
 from nfvha.nfvi.fence import FenceDriver, FenceError, PowerState
 from nfvha.store.base import StoreUnavailable
-from nfvha.store.etcd import EtcdLeaderLease, WriteFence
+from nfvha.store.etcd import EtcdLeaderLease
 from nfvha.store.etcd_client import EtcdClient
 from nfvha.store.health import StoreHealth, etcd_health
 from nfvha.store.leader import LeaderTerm
@@ -54,15 +54,16 @@ class TermContext:
 
     gate: LeaderGate  # asked at every action: False once the term is over
     epoch: int
-    fence: WriteFence | None  # for the assignment store's writes
     ready: Callable[[], None]  # the work calls it once it is up: deciding from then
-    # The term's stores: the member's PostgreSQL stores (kept open across terms) and
-    # the term's own assignment records, fenced by it.
+    # The term's stores: the member's PostgreSQL stores (kept open across terms; the
+    # term's closing them closes nothing).
     open_stores: Callable[[], Stores]
     # The member's latest look at the control plane (VIM-4): the leader raises and
     # clears its alarms (FM-2, ``controlplane.ControlPlaneAlarms``).
     watched: Callable[[], Watched] = lambda: Watched()
     member: str = ""  # this member's name
+    # The member's channel to its HA director (ADR 0014): it outlives the term.
+    link: DirectorLink | None = None
 
 
 RunTerm = Callable[[TermContext, asyncio.Event], Coroutine[Any, Any, None]]
@@ -177,7 +178,9 @@ class ClusterController:
         self._tokens = TokenCheck(self._history.tokens, cfg.auth.tokens, clock)
         self.front = FrontApp(self.leader_url, self.status, self.local_status,
                               reader=self._reader)
-        self._stores_etcd = EtcdClient(s.etcd_endpoints, op_timeout_s=s.etcd_op_timeout_s)
+        # The member's HA director (ADR 0014), and its host states as the director says.
+        self.hosts = HostStates([h.name for h in cfg.hosts], clock)
+        self.link = DirectorLink(director_socket(cfg), cfg.run_id, self.hosts, clock)
 
     async def _reader(self, token: str | None) -> bool:
         """Any API token of the shared store may read the cluster's state (no token
@@ -241,6 +244,7 @@ class ClusterController:
             if info.epoch == term.epoch and info.ended_ns is None:
                 info.ended_ns, info.end_reason = now, why
                 info.stopped_ns = min(now, deadline)
+        self._announce_term()
         if self._term_stop is not None:
             self._term_stop.set()
 
@@ -262,11 +266,10 @@ class ClusterController:
                 log.info("%s decides (epoch %d), %.0f ms after its election", self.c.name,
                          term.epoch, (info.deciding_ns - info.elected_ns) / 1e6)
 
-            ctx = TermContext(self.elector, term.epoch, self.lease.fence, ready,
-                              functools.partial(for_term, self._history, self.cfg,
-                                                self._stores_etcd, self.lease.fence),
-                              lambda: self.watched, self.c.name)
-            work = asyncio.create_task(self._start_term(ctx, stop), name=f"term-{term.epoch}")
+            ctx = TermContext(self.elector, term.epoch, ready, self._term_stores,
+                              lambda: self.watched, self.c.name, self.link)
+            self._announce_term()
+            work = asyncio.create_task(self._run_term(ctx, stop), name=f"term-{term.epoch}")
             started = asyncio.create_task(up.wait())
             done, _ = await asyncio.wait({work, started}, timeout=self.c.start_timeout_s,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -283,16 +286,26 @@ class ClusterController:
             finally:
                 self._term_stop = None
 
-    async def _start_term(self, ctx: TermContext, stop: asyncio.Event) -> None:
-        """The generic VNFM's address is the leader's alone (ADR 0013): wait until the
-        previous leader let it go - it does when its term ends, which is before ours
-        could start, unless its process hangs."""
-        amf = self.cfg.amf
-        while amf is not None and not _bindable(amf.listen_ip, amf.port):
-            if stop.is_set():
-                return
-            await asyncio.sleep(0.02)
-        await self._run_term(ctx, stop)
+    def _term_stores(self) -> Stores:
+        """The member's stores for one term: closing them at its end closes nothing."""
+        h = self._history
+        return Stores(h.events, h.alarms, h.ager, h.outbox, [], h.tokens)
+
+    def _announce_term(self) -> None:
+        """Tell the HA director whether and until when this member may decide: with
+        every renewal (``_announce_loop``), and at once on a change."""
+        if self.elector.is_leader():
+            until = self.elector.valid_until_ns - int(self.elector.timing.margin_s * 1e9)
+            self.link.send_term(self.elector.epoch, until, self.lease.key)
+        else:
+            self.link.send_term(0, 0, self.lease.key)
+
+    async def _announce_loop(self) -> None:
+        # Several times per renewal: the director's deadline moves on soon after the
+        # lease's, so a healthy leader's director never reaches it.
+        while True:
+            self._announce_term()
+            await asyncio.sleep(self.c.renew_interval_s / 4)
 
     async def _seed_tokens(self) -> None:
         """The configuration's API tokens into the shared store (VNFHA-12). Every member
@@ -363,6 +376,8 @@ class ClusterController:
             self.front, host=self.c.front_host, port=self.c.front_port, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=1))
         api = asyncio.create_task(server.serve(), name="front")
+        self.link.start()
+        announcer = asyncio.create_task(self._announce_loop(), name="term-announcer")
         elector = asyncio.create_task(self.elector.run(), name="leader-loop")
         monitor = asyncio.create_task(self._monitor(), name="control-plane-monitor")
         log.info("controller %s: front on http://%s:%d, agents on %s:%d", self.c.name,
@@ -372,23 +387,15 @@ class ClusterController:
         await elector  # ends our term (its work is stopped) and releases the lease
         for t in list(self._term_tasks):
             await t
+        announcer.cancel()
+        self._announce_term()
+        await self.link.close()
         monitor.cancel()
         server.should_exit = True
         await api
         await self.front.aclose()
         self._lease_client.close()
         self._history.close()
-        self._stores_etcd.close()
-
-
-def _bindable(ip: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-        return True
 
 
 def _without_password(conninfo: str) -> str:

@@ -14,7 +14,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from nfvha.controller.liveness import HostLiveness, HostState
+from nfvha.controller.hoststates import HostStates as HostLiveness
+from nfvha.model.hosts import HostState
 from nfvha.faults.manager import AlarmChange, AlarmManager
 from nfvha.faults.model import HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier

@@ -1,4 +1,6 @@
-"""``nfvha controller``: receives agent events, keeps host liveness, serves the API."""
+"""``nfvha controller``: the VIM process - agent event streams, fault management,
+VM and host repair, the API. Host liveness and the availability manager run in the
+HA director beside it (``nfvha director``, ADR 0014), reached over ``DirectorLink``."""
 
 from __future__ import annotations
 
@@ -8,31 +10,33 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+
+from typing import Any
 
 import uvicorn
 
 from nfvha.api.app import create_app
 from nfvha.controller.agents import AgentServer
-from nfvha.controller.bus import BatchListener, EventBus
+from nfvha.controller.bus import EventBus
+from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.cluster import ClusterController, TermContext, gate_fencing
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.controlplane import ControlPlaneAlarms
+from nfvha.controller.directorlink import DirectorLink, TermWork, director_socket
 from nfvha.controller.faults import FaultManagement
 from nfvha.controller.fencing import build_fencing
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.hostrepair import HostRepair
-from nfvha.controller.liveness import HostLiveness, HostState
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.placement import PLACEMENT_FILE, Placement
 from nfvha.controller.stores import open_stores
 from nfvha.controller.view import InventoryView
 from nfvha.controller.vmrepair import VmRepairPolicy
-from nfvha.controller.vnfm import AgentRepair, Vnfm
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
-from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
 from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
@@ -51,21 +55,12 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-def up_hosts(liveness: HostLiveness, agents: AgentServer) -> Callable[[], list[str]]:
+def up_hosts(liveness: HostStates, agents: AgentServer) -> Callable[[], list[str]]:
     """Hosts a VM can be re-created on: up, with their agent connected."""
     def hosts() -> list[str]:
-        return [h for h, r in liveness.hosts.items()
-                if r.state == HostState.UP and h in agents.sessions]
+        return [h for h in agents.sessions if liveness.up(h)]
 
     return hosts
-
-
-def current_only(vnfm: Vnfm, placement: Placement) -> BatchListener:
-    """The VNFM's events: without stale ones from a host a VM has left (ADR 0011)."""
-    def listener(events: Sequence[StoredEvent]) -> None:
-        vnfm.on_events(ev for ev in events if placement.is_current(ev))
-
-    return listener
 
 
 async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM_CLOCK,
@@ -75,12 +70,18 @@ async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM
     Whatever was started is closed again, also when starting fails half-way (a member
     runs this once per term: nothing may stay bound or open)."""
     async with contextlib.AsyncExitStack() as done:
-        await _serve(cfg, topology, clock, stop, term, done)
+        link = term.link if term is not None else None
+        if link is None:  # a single controller: its own link to its director
+            link = DirectorLink(director_socket(cfg), cfg.run_id,
+                                HostStates([h.name for h in cfg.hosts], clock), clock)
+            link.start()
+            done.push_async_callback(link.close)
+        await _serve(cfg, topology, clock, stop, term, done, link)
 
 
 async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
                  stop: asyncio.Event | None, term: TermContext | None,
-                 done: contextlib.AsyncExitStack) -> None:
+                 done: contextlib.AsyncExitStack, link: DirectorLink) -> None:
     # Closed in the reverse order of these registrations (the deciders first, then the
     # API drains, then the stores).
     # Embedded SQLite, or PostgreSQL and etcd (ADR 0012).
@@ -113,10 +114,8 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
             await task
 
     done.push_async_callback(stop_api)
-    liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
-                            fencing.power_status)
+    liveness = link.hosts  # the director's host states, mirrored
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
-                         tick_s=cfg.settings.host_heartbeat_interval_ms / 4000,
                          gate=term.gate if term is not None else None)
     done.push_async_callback(agents.close)
     await agents.start()
@@ -135,25 +134,23 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     def vm_failures(evs: Sequence[StoredEvent]) -> None:
         vm_repair.on_events([e for e in evs if placement.is_current(e)])
 
-    # Subscribed before the VNFM: a VM's failure reaches the policy first (ADR 0010).
+    # Subscribed before the director's forwarding: a VM's failure reaches the policy
+    # first (ADR 0010).
     bus.subscribe(vm_failures)
-    vnfm: Vnfm | None = None
-    if cfg.amf is not None and stores.assignments is not None:
-        vnfm = Vnfm(topology, cfg.amf, stores.assignments,
-                    AgentRepair(agents, vm_repair=vm_repair), cfg.settings, clock,
-                    decisions_allowed=term.gate.is_leader if term is not None else None)
-        # Stale reports (from a host a VM has left) are not the VNFM's to act on.
-        bus.subscribe(current_only(vnfm, placement))
-        vnfm.use_host_repair(host_repair.vnfm_hook)
-        host_repair.on_placed(vnfm.vm_placed)
-        done.push_async_callback(vnfm.close)
-        await vnfm.start()
-    view = InventoryView(topology, agents, liveness, clock, placement.host_of)
+    # The availability manager runs in the HA director (ADR 0014): it is sent the stored
+    # events it acts on - without stale ones from a host a VM has left (ADR 0011) - and
+    # its repairs are carried out here.
+    link.attach(TermWork(bus, placement.is_current, AgentRepair(agents, vm_repair=vm_repair),
+                         vm_repair.repair_vm, host_repair.vnfm_hook))
+    done.callback(link.detach)
+    host_repair.on_placed(link.placed)
+    view = InventoryView(topology, agents, liveness, clock, placement.host_of,
+                         link.heartbeat_ages)
     health = HealthPublisher(topology.host_names(), liveness, faults.alarms, notifier, stream,
                              fm_root, clock)
     faults.add_sink(health.on_changes)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
-                     fm_root, cfg.auth, clock, health, vnfm, host_repair,
+                     fm_root, cfg.auth, clock, health, _am_status(link), host_repair,
                      vm_repair=vm_repair,
                      tokens=None if stores.tokens is None
                      else TokenCheck(stores.tokens, cfg.auth.tokens, clock))
@@ -180,6 +177,14 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     if term is not None:
         term.ready()
     await stop.wait()
+
+
+def _am_status(link: DirectorLink) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+    async def status() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await link.query("availability")
+        return found
+
+    return status
 
 
 async def serve_cluster(cfg: ControllerConfig, topology: Topology,

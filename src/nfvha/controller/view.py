@@ -3,12 +3,13 @@ what the agents report and what the controller knows about host liveness."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel
 
 from nfvha.controller.agents import AgentServer
-from nfvha.controller.liveness import HostLiveness, HostState
+from nfvha.controller.hoststates import HostStates
+from nfvha.model.hosts import HostState
 from nfvha.model.topology import Topology
 from nfvha.util.clock import Clock
 from nfvha.wire.frames import ProcessInfo
@@ -62,17 +63,23 @@ class StatusView(BaseModel):
 
 
 class InventoryView:
-    def __init__(self, topology: Topology, agents: AgentServer, liveness: HostLiveness,
-                 clock: Clock, host_of: Callable[[str], str] | None = None) -> None:
+    def __init__(self, topology: Topology, agents: AgentServer, liveness: HostStates,
+                 clock: Clock, host_of: Callable[[str], str] | None = None,
+                 heartbeat_ages: Callable[[], Mapping[str, int | None]] | None = None
+                 ) -> None:
+        """``liveness``: the controller's mirror of the HA director's host states;
+        ``heartbeat_ages``: ms since each host's last heartbeat, as the director last
+        said (ADR 0014)."""
         self._t = topology
         # Where a VM runs now (it moves when its host is evacuated, ADR 0011).
         self._host_of = host_of or (lambda vm: topology.vm(vm).host)
         self._agents = agents
         self._liveness = liveness
         self._clock = clock
+        self._heartbeat_ages = heartbeat_ages or dict
 
     def hosts(self) -> list[HostView]:
-        now = self._clock.mono_ns()
+        ages = self._heartbeat_ages()
         out = []
         for name in self._t.host_names():
             rec = self._liveness.state(name)
@@ -80,8 +87,7 @@ class InventoryView:
             inv = self._agents.inventories.get(name)
             out.append(HostView(
                 name=name, state=rec.state, reason=rec.reason,
-                last_heartbeat_ms_ago=(now - rec.last_hb_mono_ns) // 1_000_000
-                if rec.boot is not None else None,  # never heard of: no heartbeat age
+                last_heartbeat_ms_ago=ages.get(name),  # None: never heard of
                 agent=AgentView(
                     connected=s is not None,
                     pid=s.hello.agent_pid if s else None,

@@ -223,6 +223,11 @@ class EtcdLeaderLease(HeldTerm):
         kv = self.client.get(self._key)
         return LeaderTerm(kv.value.decode(), kv.create_revision) if kv else None
 
+    @property
+    def key(self) -> str:
+        """The leader key: its create revision is the epoch (the write fence)."""
+        return self._key.decode()
+
     def fence(self) -> list[dict[str, Any]] | None:
         """The comparison that holds while our term is etcd's (the leader key still has
         our term's create revision), for writes that only the leader may make; None

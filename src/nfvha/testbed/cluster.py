@@ -138,7 +138,10 @@ class ClusterTestbed(Testbed):
                 self.start_member(m.name, env)
 
     def start_member(self, name: str, env: dict[str, str] | None = None) -> None:
+        """The member's HA director (unless it still runs), then the member."""
         d = self.run.controller_dir
+        self.start_director(self.member_config_path(name), d / f"director-{name}.log",
+                            d / f"director-{name}.pid", env or self._env())
         sp = self.spawn_control(
             ["nfvha.controller.main", "--config", str(self.member_config_path(name))],
             d / f"controller-{name}.log", d / f"controller-{name}.pid", env or self._env())

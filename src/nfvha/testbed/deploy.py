@@ -8,6 +8,7 @@ benchmarks share. Everything it creates is named ``nfvha-<run>`` and listed in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
 from nfvha.nfvi.spawn import Spawned, spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
+from nfvha.util.procs import is_same_process
 from nfvha.util.runpaths import RunPaths, new_run_id, run_root
 from nfvha.vnfam.config import VnfAmConfig
 
@@ -379,10 +381,23 @@ class Testbed:
         self._write_run_file()
 
     def start_controller(self, env: dict[str, str] | None = None) -> None:
-        """Start (or restart, after a crash) the controller with the run's config."""
+        """Start (or restart, after a crash) the controller with the run's config, and
+        its HA director unless that still runs (it outlives the controller, ADR 0014)."""
         d = self.run.controller_dir
+        self.start_director(d / "controller.json", d / "director.log", d / "director.pid",
+                            env)
         self.spawn_control(["nfvha.controller.main", "--config", str(d / "controller.json")],
                            d / "controller.log", d / "controller.pid", env)
+
+    def start_director(self, config: Path, log: Path, pidfile: Path,
+                       env: dict[str, str] | None = None) -> None:
+        """Start the HA director of the controller configured in ``config`` (the same
+        file), unless the one recorded in ``pidfile`` still runs."""
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+            rec = read_json(pidfile)
+            if is_same_process(int(rec["pid"]), int(rec["start_ticks"])):
+                return
+        self.spawn_control(["nfvha.director.main", "--config", str(config)], log, pidfile, env)
 
     def spawn_control(self, module_argv: list[str], log: Path, pidfile: Path,
                       env: dict[str, str] | None = None) -> Spawned:

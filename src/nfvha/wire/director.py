@@ -11,8 +11,6 @@ move service-instance roles, so a failover never waits for the VIM process; the
 stored event follows on the channel and is what repairs act on.
 
 Controller -> director:
-- ``hello``: after (re)connecting; ``after`` the last stored event id it saw (None:
-  only new events from now on);
 - ``events``: stored events the availability manager acts on, in id order;
 - ``term`` (cluster, ADR 0013): this member leads ``epoch`` and may decide until
   ``decide_until_mono_ns`` (CLOCK_MONOTONIC: one clock machine-wide); renewed with
@@ -23,6 +21,9 @@ Controller -> director:
   (the API's ``/v1/availability``, ``/v1/hosts``).
 
 Director -> controller:
+- ``hello``: first on every connection; ``after``: the last stored event id the
+  director saw (the controller replays the ones after it from its store; None: a
+  fresh director, only new events from now on);
 - ``publish``: events the director makes (host liveness transitions), to be
   stored; the controller answers ``published`` once they are;
 - ``host_state``: a host's liveness changed (the controller's mirror of it: the
@@ -50,12 +51,6 @@ class _Msg(BaseModel):
 
 
 # -- controller -> director ---------------------------------------------------------------
-class Hello(_Msg):
-    t: Literal["hello"] = "hello"
-    run_id: str
-    after: int | None = None
-
-
 class Events(_Msg):
     t: Literal["events"] = "events"
     events: list[StoredEvent] = Field(max_length=1000)
@@ -102,6 +97,12 @@ class Query(_Msg):
 
 
 # -- director -> controller ---------------------------------------------------------------
+class Hello(_Msg):
+    t: Literal["hello"] = "hello"
+    run_id: str
+    after: int | None = None
+
+
 class Publish(_Msg):
     t: Literal["publish"] = "publish"
     id: int
@@ -147,13 +148,13 @@ class Ask(_Msg):
     failfast: bool = False
 
 
-ToDirector = Annotated[Hello | Events | Term | Placed | RepairUpdate | Answer | Query,
+ToDirector = Annotated[Events | Term | Placed | RepairUpdate | Answer | Query | Published,
                        Field(discriminator="t")]
-ToController = Annotated[Publish | Published | HostState | Repair | Ask | Answer,
+ToController = Annotated[Hello | Publish | HostState | Repair | Ask | Answer,
                          Field(discriminator="t")]
-TO_DIRECTOR: TypeAdapter[Hello | Events | Term | Placed | RepairUpdate | Answer | Query] = \
+TO_DIRECTOR: TypeAdapter[Events | Term | Placed | RepairUpdate | Answer | Query | Published] = \
     TypeAdapter(ToDirector)
-TO_CONTROLLER: TypeAdapter[Publish | Published | HostState | Repair | Ask | Answer] = \
+TO_CONTROLLER: TypeAdapter[Hello | Publish | HostState | Repair | Ask | Answer] = \
     TypeAdapter(ToController)
 
 
