@@ -1,28 +1,34 @@
-"""The controller's side of the agents: event streams (TCP) and heartbeats (UDP).
+"""The controller's side of the agents: event streams (TCP) and host liveness (UDP).
 
 Each agent event is committed to the store before it is acknowledged; the
 controller itself raises the events nobody else can: an agent whose stream
-broke (the hypervisor failed, MW-2) and host liveness transitions.
+broke (the hypervisor failed, MW-2) and host liveness transitions. Liveness speaks
+ADR 0015's datagrams: heartbeats in, probe requests to witnesses out, their results
+in (until the HA director process takes this loop over, ADR 0014).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from nfvha.controller.bus import EventBus
+from nfvha.controller.config import HostEntry
 from nfvha.controller.leadership import LeaderGate, NotLeader
-from nfvha.controller.liveness import HostLiveness, HostState, Transition
+from nfvha.director.liveness import HostLiveness, HostState, ProbeRequest, Transition
 from nfvha.model.events import Event, EventType, Kind, Severity, StoredEvent
 from nfvha.store.base import StoreUnavailable
 from nfvha.util.clock import Clock
 from nfvha.util.tasks import background
+from nfvha.wire import liveness as lw
 from nfvha.wire.frames import (
     AGENT_FRAME,
     MAX_FRAME_BYTES,
@@ -30,7 +36,6 @@ from nfvha.wire.frames import (
     Command,
     CommandOp,
     EventFrame,
-    Heartbeat,
     Hello,
     Inventory,
     Reply,
@@ -39,6 +44,9 @@ from nfvha.wire.frames import (
 )
 
 log = logging.getLogger(__name__)
+# Room for a burst of every host's heartbeat many times over (the kernel counts a
+# datagram's whole buffer, about 1 kB, not its 64 bytes).
+HEARTBEAT_RECEIVE_BUFFER_BYTES = 8 << 20
 
 
 @dataclass
@@ -52,10 +60,16 @@ class AgentSession:
 
 class AgentServer:
     def __init__(self, listen: tuple[str, int], bus: EventBus, liveness: HostLiveness,
-                 clock: Clock, tick_s: float, *, gate: LeaderGate | None = None) -> None:
+                 clock: Clock, tick_s: float, *, gate: LeaderGate | None = None,
+                 hosts: Sequence[HostEntry] = ()) -> None:
         """``gate``: in a cluster, the leader's (ADR 0013): every command carries its
-        epoch and none goes out once the term is over; None: a single controller."""
+        epoch and none goes out once the term is over; None: a single controller.
+        ``hosts``: where witnesses are asked and suspects pinged (ADR 0015)."""
         self._listen = listen
+        self._host_entries = {h.name: h for h in hosts}
+        # Probe results are taken only from the address a witness was asked at.
+        self._witness_at = {(h.mgmt_ip, h.probe_port): h.name for h in hosts
+                            if h.mgmt_ip is not None}
         self._gate = gate
         self._bus = bus
         self._liveness = liveness
@@ -78,6 +92,7 @@ class AgentServer:
         # would judge hosts before reading the heartbeats already waiting.
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _size_receive_buffer(sock, HEARTBEAT_RECEIVE_BUFFER_BYTES)
         sock.setblocking(False)
         sock.bind(self._listen)
         self._udp = sock
@@ -98,19 +113,29 @@ class AgentServer:
 
     # -- heartbeats and liveness ---------------------------------------------
     def _drain_heartbeats(self) -> None:
+        """Heartbeats and witnesses' probe results: fixed 64-byte datagrams, read to the
+        end of the socket; anything else is dropped."""
         assert self._udp is not None
         while True:
             try:
-                data = self._udp.recv(65536)
+                data, addr = self._udp.recvfrom(2 * lw.DATAGRAM_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            try:
-                hb = Heartbeat.model_validate_json(data)
-            except ValidationError:
+            hb = lw.heartbeat_fields(data)
+            if hb is not None:
+                self._apply(self._liveness.heartbeat(*hb))
                 continue
-            self._apply(self._liveness.heartbeat(hb))
+            witness = self._witness_at.get(addr)
+            if witness is None or not lw.is_liveness(data):
+                continue
+            try:
+                d = lw.decode(data)
+            except lw.BadDatagram:
+                continue
+            if d.kind is lw.Kind.PROBE_RESULT:
+                self._apply(self._liveness.probe_result(witness, d.name, d.nonce, d.reached))
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -126,7 +151,21 @@ class AgentServer:
                 log.warning("liveness tick %.0f ms late; not judging hosts this time",
                             late * 1000)
                 continue
-            self._apply(self._liveness.tick())
+            result = self._liveness.tick()
+            self._send_probes(result.probes)
+            self._apply(result.transitions)
+
+    def _send_probes(self, probes: list[ProbeRequest]) -> None:
+        assert self._udp is not None
+        for p in probes:
+            witness, target = self._host_entries.get(p.witness), self._host_entries.get(p.target)
+            if witness is None or target is None or witness.mgmt_ip is None \
+                    or target.probe_ip is None:
+                continue  # an older config without addresses: the host stays suspect
+            data = lw.Datagram(lw.Kind.PROBE_REQUEST, p.target, nonce=p.nonce,
+                               ip=target.probe_ip, port=target.probe_port).encode()
+            with contextlib.suppress(OSError):  # a witness down is normal: UDP drops
+                self._udp.sendto(data, (witness.mgmt_ip, witness.probe_port))
 
     def _apply(self, transitions: list[Transition]) -> None:
         events = [e for t in transitions if (e := self._transition_event(t)) is not None]
@@ -297,3 +336,14 @@ class AgentServer:
             return await asyncio.wait_for(fut, timeout_s)
         finally:
             session.replies.pop(cmd.id, None)
+
+
+def _size_receive_buffer(sock: socket.socket, size: int) -> None:
+    """As large as asked: past the kernel's rmem_max where allowed (root)."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)

@@ -113,11 +113,10 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
             await task
 
     done.push_async_callback(stop_api)
-    liveness = HostLiveness([h.name for h in cfg.hosts], cfg.settings, clock,
-                            fencing.power_status)
+    liveness = HostLiveness(cfg.hosts, cfg.settings, clock, fencing.power_status)
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
                          tick_s=cfg.settings.host_heartbeat_interval_ms / 4000,
-                         gate=term.gate if term is not None else None)
+                         gate=term.gate if term is not None else None, hosts=cfg.hosts)
     done.push_async_callback(agents.close)
     await agents.start()
     placement = Placement(topology, cfg.db_path.with_name(PLACEMENT_FILE))
