@@ -5,10 +5,13 @@ Layers, lowest first::
 
     0  nfvha.util
     1  nfvha.model, nfvha.wire
-    2  nfvha.store, nfvha.nfvi, nfvha.samples, nfvha.amf
-    3  nfvha.agent
+    2  nfvha.store, nfvha.nfvi, nfvha.samples, nfvha.amf (the VNF level: core, manager
+       side ``nfvha.amf.manager``, component side ``sdk``/``vip``, a VNF's own AM
+       ``nfvha.amf.own``, and ``config``/``ports``, what it is told and asks of the VIM)
+    3  nfvha.agent, nfvha.faults, nfvha.director (the HA director, ADR 0014: it imports
+       the VNF level and the store; the controller talks to it over its channel only)
     4  nfvha.controller
-    5  nfvha.api, nfvha.vnfam
+    5  nfvha.api
     6  nfvha.testbed, nfvha.bench, nfvha.scenarios
     7  nfvha.cli
 
@@ -21,6 +24,9 @@ Rules:
 * No module may import an entry-point module. The modules of ``nfvha.cli`` may import
   each other (it is one package, the top layer); nothing else may import them.
 * Every nfvha package must be assigned a layer, so a new package cannot slip through.
+* The VNF level (``nfvha.amf``, with the VNF's own AM) never imports the VIM's
+  packages (``nfvha.controller``, ``nfvha.api``, ``nfvha.faults``): what it needs of
+  the VIM comes through its ports (ADR 0014), whatever the layer order allows.
 * The light processes - ``nfvha.agent.hostd``, ``nfvha.nfvi.guest``, ``nfvha.nfvi.spawn``
   and ``nfvha.samples.*`` - import only the standard library, ``nfvha.util`` and the
   light library modules ``nfvha.amf.sdk``/``nfvha.amf.vip`` (the VNFC side). Since
@@ -51,9 +57,9 @@ LAYERS: dict[str, int] = {
     "nfvha.amf": 2,
     "nfvha.agent": 3,
     "nfvha.faults": 3,
+    "nfvha.director": 3,
     "nfvha.controller": 4,
     "nfvha.api": 5,
-    "nfvha.vnfam": 5,
     "nfvha.testbed": 6,
     "nfvha.bench": 6,
     "nfvha.scenarios": 6,
@@ -66,6 +72,10 @@ LIGHT_MODULES = frozenset({"nfvha.agent.hostd", "nfvha.nfvi.guest", "nfvha.nfvi.
                            "nfvha.amf", "nfvha.amf.sdk", "nfvha.amf.vip"})
 LIGHT_PACKAGES = ("nfvha.samples",)
 LIGHT_MAY_IMPORT = ("nfvha.util",)
+# package -> the packages no module of it may import (besides the layer order)
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "nfvha.amf": ("nfvha.controller", "nfvha.api", "nfvha.faults"),
+}
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,19 @@ def layer_violations(module: str, imports: Iterable[Import]) -> list[str]:
     return problems
 
 
+def forbidden_violations(module: str, imports: Iterable[Import]) -> list[str]:
+    problems: list[str] = []
+    for package, banned in FORBIDDEN.items():
+        if not within(module, package):
+            continue
+        for imp in imports:
+            hit = next((b for b in banned if within(imp.target, b)), None)
+            if hit is not None:
+                problems.append(f"{module}:{imp.line}: imports {imp.target}"
+                                f" ({package} never imports {hit})")
+    return problems
+
+
 def light_violations(module: str, imports: Iterable[Import]) -> list[str]:
     """Imports of anything but the standard library, nfvha.util and other light
     modules (which are held to the same rule)."""
@@ -225,7 +248,8 @@ def test_the_tree_is_really_scanned() -> None:
     # Guards against a checker that passes because it sees nothing.
     assert len(MODULES) > 40
     for expected in ("nfvha.util.clock", "nfvha.controller.liveness", "nfvha.cli",
-                     "nfvha.agent.hostd", "nfvha.samples.counter"):
+                     "nfvha.agent.hostd", "nfvha.samples.counter", "nfvha.amf.manager.am",
+                     "nfvha.amf.own.am", "nfvha.amf.config", "nfvha.amf.ports"):
         assert expected in MODULES
     edges = [(m, i) for m in MODULES for i in real_imports(m) if within(i.target, "nfvha")]
     assert len(edges) > 100
@@ -236,6 +260,12 @@ def test_the_tree_is_really_scanned() -> None:
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_respects_layers(module: str) -> None:
     assert layer_violations(module, real_imports(module)) == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES
+                                         if any(within(m, p) for p in FORBIDDEN)))
+def test_the_vnf_level_never_imports_the_vim(module: str) -> None:
+    assert forbidden_violations(module, real_imports(module)) == []
 
 
 @pytest.mark.parametrize("module", LIGHT)
@@ -356,11 +386,26 @@ def test_light_checker() -> None:
     assert check_light("nfvha.samples.x", "import os\nfrom nfvha.util import procs\n") == []
 
 
+def test_forbidden_checker() -> None:
+    src = ("from nfvha.amf.model import Readiness\n"
+           "from nfvha.controller.placement import Placement\n"
+           "def f() -> None:\n"
+           "    import nfvha.faults.manager\n")
+    assert forbidden_violations("nfvha.amf.own.x", imports_of("nfvha.amf.own.x", src, KNOWN)) \
+        == ["nfvha.amf.own.x:2: imports nfvha.controller.placement"
+            " (nfvha.amf never imports nfvha.controller)",
+            "nfvha.amf.own.x:4: imports nfvha.faults.manager"
+            " (nfvha.amf never imports nfvha.faults)"]
+    assert forbidden_violations("nfvha.api.x", imports_of("nfvha.api.x", src, KNOWN)) == []
+
+
 def test_layer_table() -> None:
     assert layer_of("nfvha") == 0
     assert layer_of("nfvha.util.clock") == 0
     assert layer_of("nfvha.wire") == 1
     assert layer_of("nfvha.cli.render") == 7
+    assert layer_of("nfvha.amf.manager.am") == layer_of("nfvha.amf.own.am") == 2
+    assert LAYERS["nfvha.amf"] < LAYERS["nfvha.director"] < LAYERS["nfvha.controller"]
     assert layer_of("nfvha.utility") is None  # a prefix is not a package
     assert layer_of("json") is None
     assert is_entry_point("nfvha.cli") and is_entry_point("nfvha.agent.hostd")

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel
 
+from nfvha.amf.manager import AvailabilityManager, VnfAvailability
+from nfvha.amf.ports import PerformedAction, RepairRefused
 from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
 from nfvha.api.masakari import masakari_router
@@ -21,13 +23,7 @@ from nfvha.controller.correlator import Verdict
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.hostrepair import HostRepair
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
-from nfvha.controller.vmrepair import (
-    PerformedAction,
-    RepairRefused,
-    VmRepairPolicy,
-    VmRepairStatus,
-)
-from nfvha.controller.vnfm import VnfAvailability, Vnfm
+from nfvha.controller.vmrepair import VmRepairPolicy, VmRepairStatus
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
@@ -50,7 +46,7 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
                stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
                clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None,
-               vnfm: Vnfm | None = None, host_repair: HostRepair | None = None, *,
+               vnfm: AvailabilityManager | None = None, host_repair: HostRepair | None = None, *,
                vm_repair: VmRepairPolicy | None = None,
                tokens: TokenCheck | None = None) -> FastAPI:
     """``tokens``: check API tokens against, and manage them in, the controller's token

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import uvicorn
 
+from nfvha.amf.manager import AvailabilityManager
+from nfvha.amf.ports import VimRepairHook
 from nfvha.api.app import create_app
+from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import BatchListener, EventBus
 from nfvha.controller.cluster import ClusterController, TermContext, gate_fencing
@@ -28,7 +31,6 @@ from nfvha.controller.placement import PLACEMENT_FILE, Placement
 from nfvha.controller.stores import open_stores
 from nfvha.controller.view import InventoryView
 from nfvha.controller.vmrepair import VmRepairPolicy
-from nfvha.controller.vnfm import AgentRepair, Vnfm
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
@@ -60,12 +62,20 @@ def up_hosts(liveness: HostLiveness, agents: AgentServer) -> Callable[[], list[s
     return hosts
 
 
-def current_only(vnfm: Vnfm, placement: Placement) -> BatchListener:
+def current_only(am: AvailabilityManager, placement: Placement) -> BatchListener:
     """The VNFM's events: without stale ones from a host a VM has left (ADR 0011)."""
     def listener(events: Sequence[StoredEvent]) -> None:
-        vnfm.on_events(ev for ev in events if placement.is_current(ev))
+        am.on_events(ev for ev in events if placement.is_current(ev))
 
     return listener
+
+
+def host_repair_hook(host_repair: HostRepair) -> VimRepairHook:
+    """UC-9 for the VNFM: the VIM's answer, at once (it runs in the same process)."""
+    async def hook(vm: str, source: str, failfast: bool) -> bool:
+        return host_repair.vnfm_hook(vm, source, failfast)
+
+    return hook
 
 
 async def serve(cfg: ControllerConfig, topology: Topology, clock: Clock = SYSTEM_CLOCK,
@@ -137,14 +147,15 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
 
     # Subscribed before the VNFM: a VM's failure reaches the policy first (ADR 0010).
     bus.subscribe(vm_failures)
-    vnfm: Vnfm | None = None
+    vnfm: AvailabilityManager | None = None
     if cfg.amf is not None and stores.assignments is not None:
-        vnfm = Vnfm(topology, cfg.amf, stores.assignments,
-                    AgentRepair(agents, vm_repair=vm_repair), cfg.settings, clock,
-                    decisions_allowed=term.gate.is_leader if term is not None else None)
+        vnfm = AvailabilityManager(
+            topology, cfg.amf, stores.assignments, AgentRepair(agents, vm_repair=vm_repair),
+            cfg.settings, clock,
+            decisions_allowed=term.gate.is_leader if term is not None else None)
         # Stale reports (from a host a VM has left) are not the VNFM's to act on.
         bus.subscribe(current_only(vnfm, placement))
-        vnfm.use_host_repair(host_repair.vnfm_hook)
+        vnfm.use_host_repair(host_repair_hook(host_repair))
         host_repair.on_placed(vnfm.vm_placed)
         done.push_async_callback(vnfm.close)
         await vnfm.start()
