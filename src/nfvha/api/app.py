@@ -11,6 +11,7 @@ from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel
 
 from nfvha.amf.manager import VnfAvailability
+from nfvha.amf.ports import PerformedAction, RepairRefused
 from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
 from nfvha.api.masakari import masakari_router
@@ -23,12 +24,7 @@ from nfvha.controller.correlator import Verdict
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.hostrepair import HostRepair
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
-from nfvha.controller.vmrepair import (
-    PerformedAction,
-    RepairRefused,
-    VmRepairPolicy,
-    VmRepairStatus,
-)
+from nfvha.controller.vmrepair import VmRepairPolicy, VmRepairStatus
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier

@@ -31,9 +31,9 @@ from nfvha.controller.config import ControllerConfig
 from nfvha.controller.directorlink import DirectorLink, director_socket
 from nfvha.controller.fencing import Fencing
 from nfvha.controller.front import FrontApp
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.leadership import LeaderElector, LeaderGate, LeaderTiming
 from nfvha.controller.quorum import EtcdOutage, QuorumWatch
-from nfvha.controller.hoststates import HostStates
 from nfvha.controller.stores import Stores, open_history, warm_up
 from nfvha.nfvi.fence import FenceDriver, FenceError, PowerState
 from nfvha.store.base import StoreUnavailable

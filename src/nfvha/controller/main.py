@@ -10,17 +10,16 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-
 from typing import Any
 
 import uvicorn
 
 from nfvha.api.app import create_app
+from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
-from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.cluster import ClusterController, TermContext, gate_fencing
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.controlplane import ControlPlaneAlarms
@@ -37,6 +36,7 @@ from nfvha.controller.vmrepair import VmRepairPolicy
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
+from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
 from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock

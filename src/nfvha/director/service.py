@@ -33,7 +33,6 @@ from nfvha.amf.manager import AvailabilityManager
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.directorlink import director_socket
 from nfvha.controller.fencing import Fencing, build_fencing
-from nfvha.store.leader_records import LeaderRecords
 from nfvha.director.channel import ControllerChannel, ToDirectorMsg
 from nfvha.director.liveness import HostLiveness, ProbeRequest, Transition
 from nfvha.director.remote import ChannelRepair
@@ -44,6 +43,7 @@ from nfvha.model.topology import Topology
 from nfvha.store.assignments import AssignmentStore, SqliteAssignmentStore
 from nfvha.store.etcd import EtcdAssignmentStore
 from nfvha.store.etcd_client import EtcdClient, cmp_create_revision
+from nfvha.store.leader_records import LeaderRecords
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.tasks import background
 from nfvha.wire import liveness as lw
@@ -268,7 +268,7 @@ class Director:
         pid = self.channel.next_id()
         self._unpublished[pid] = events
         while len(self._unpublished) > MAX_UNPUBLISHED:
-            dropped_id, dropped = self._unpublished.popitem(last=False)
+            _, dropped = self._unpublished.popitem(last=False)
             log.error("controller unreachable: liveness events dropped: %s",
                       [e.description for e in dropped])
         self.channel.send(Publish(id=pid, events=events))
