@@ -173,6 +173,7 @@ class Director:
             if d.kind is lw.Kind.PROBE_RESULT and self.liveness is not None \
                     and witness is not None:
                 self._apply(self.liveness.probe_result(witness, d.name, d.nonce, d.reached))
+                self._send_reasons()
             return
         if data[:1] == b"{" and len(data) <= NOTICE_MAX_BYTES:
             try:
@@ -203,6 +204,7 @@ class Director:
             result = self.liveness.tick()
             self._send_probes(result.probes)
             self._apply(result.transitions)
+            self._send_reasons()
 
     def _send_probes(self, probes: Sequence[ProbeRequest]) -> None:
         sock = self._udp
@@ -238,6 +240,18 @@ class Director:
                                            received_mono_ns=now)
                                for e in events if e.kind == Kind.HOST_DOWN])
         self._publish(events)
+
+    def _send_reasons(self) -> None:
+        """A suspect's reason changed without a transition (what its confirmation found):
+        the controller's mirror shows why it is still suspect."""
+        live = self.liveness
+        if live is None or not live.reasons_changed:
+            return
+        changed, live.reasons_changed = live.reasons_changed, {}
+        for host in changed:
+            rec = live.state(host)
+            self.channel.send(HostStateMsg(host=host, state=rec.state.value, reason=rec.reason,
+                                           since_mono_ns=rec.since_mono_ns, boot=rec.boot))
 
     def _boot_of(self, host: str) -> int | None:
         return self.liveness.state(host).boot if self.liveness is not None else None
