@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
+from nfvha.api.limits import install_limits
 from nfvha.api.masakari import masakari_router
 from nfvha.api.problems import install_problem_handlers
 from nfvha.api.tokens import tokens_router
@@ -32,6 +33,7 @@ from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream, sse_response
+from nfvha.model.api import ApiLimits
 from nfvha.model.auth import AuthConfig
 from nfvha.model.events import Event, Kind, StoredEvent
 from nfvha.model.topology import Topology
@@ -52,14 +54,17 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                clock: Clock = SYSTEM_CLOCK, health: HealthPublisher | None = None,
                vnfm: Vnfm | None = None, host_repair: HostRepair | None = None, *,
                vm_repair: VmRepairPolicy | None = None,
-               tokens: TokenCheck | None = None) -> FastAPI:
+               tokens: TokenCheck | None = None, limits: ApiLimits | None = None) -> FastAPI:
     """``tokens``: check API tokens against, and manage them in, the controller's token
-    store (VNFHA-12); without one, an in-memory store of ``auth.tokens`` (not kept)."""
+    store (VNFHA-12); without one, an in-memory store of ``auth.tokens`` (not kept).
+    ``limits``: what a request may be (body size per route, ADR 0016); the defaults
+    without."""
     if tokens is None:
         tokens = TokenCheck(MemoryTokenStore(auth.tokens), auth.tokens, clock)
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.middleware("http")(Authenticator(auth, tokens).middleware)
+    install_limits(app, limits or ApiLimits())
     app.include_router(tokens_router(tokens), prefix="/v1/tokens", tags=["API tokens"])
     app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
                        tags=["ETSI VNF FM"])

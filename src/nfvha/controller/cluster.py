@@ -176,7 +176,7 @@ class ClusterController:
         assert self._history.tokens is not None
         self._tokens = TokenCheck(self._history.tokens, cfg.auth.tokens, clock)
         self.front = FrontApp(self.leader_url, self.status, self.local_status,
-                              reader=self._reader)
+                              reader=self._reader, limits=cfg.api)
         self._stores_etcd = EtcdClient(s.etcd_endpoints, op_timeout_s=s.etcd_op_timeout_s)
 
     async def _reader(self, token: str | None) -> bool:
@@ -361,7 +361,7 @@ class ClusterController:
         await self._seed_tokens()
         server = _QuietServer(uvicorn.Config(
             self.front, host=self.c.front_host, port=self.c.front_port, log_level="warning",
-            lifespan="off", timeout_graceful_shutdown=1))
+            lifespan="off", timeout_graceful_shutdown=1, **self.cfg.api.server_options()))
         api = asyncio.create_task(server.serve(), name="front")
         elector = asyncio.create_task(self.elector.run(), name="leader-loop")
         monitor = asyncio.create_task(self._monitor(), name="control-plane-monitor")
