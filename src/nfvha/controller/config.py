@@ -13,6 +13,7 @@ from nfvha.agent.config import VmLaunch
 from nfvha.amf.config import AmfConfig as AmfConfig
 from nfvha.amf.config import ComponentEndpoint as ComponentEndpoint
 from nfvha.controller.cluster_config import ClusterConfig, StoreConfig
+from nfvha.model.api import ApiLimits
 from nfvha.model.auth import AuthConfig
 from nfvha.model.settings import Settings, Strict
 from nfvha.model.topology import FenceSpec
@@ -57,6 +58,9 @@ class ControllerConfig(Strict):
     # (ADR 0013), which needs the cluster store.
     store: StoreConfig = Field(default_factory=StoreConfig)
     cluster: ClusterConfig | None = None
+    # What the API (and a cluster member's front) takes: body sizes, header size,
+    # keep-alive, concurrent connections (ADR 0016).
+    api: ApiLimits = Field(default_factory=ApiLimits)
 
     @model_validator(mode="after")
     def _cluster_needs_cluster_store(self) -> ControllerConfig:
