@@ -12,6 +12,7 @@ import functools
 import itertools
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -69,6 +70,12 @@ class AgentServer:
         self._udp: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._host_state_listeners: list[Callable[[str], None]] = []
+
+    def watch_host_state(self, listener: Callable[[str], None]) -> None:
+        """``listener(host)`` after each liveness transition of ``host`` (host health
+        follows liveness without polling every host)."""
+        self._host_state_listeners.append(listener)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, *self._listen,
@@ -137,6 +144,12 @@ class AgentServer:
                 if s is not None:
                     s.writer.close()
                 self.inventories.pop(t.host, None)
+        for t in transitions:
+            for listener in self._host_state_listeners:
+                try:
+                    listener(t.host)
+                except Exception:  # a consumer's bug must not stop liveness
+                    log.exception("host state listener failed for %s", t.host)
         if events:
             background(self._publish(events))
 

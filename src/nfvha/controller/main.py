@@ -152,13 +152,13 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     health = HealthPublisher(topology.host_names(), liveness, faults.alarms, notifier, stream,
                              fm_root, clock)
     faults.add_sink(health.on_changes)
+    agents.watch_host_state(health.on_host_state)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
                      fm_root, cfg.auth, clock, health, vnfm, host_repair,
                      vm_repair=vm_repair,
                      tokens=None if stores.tokens is None
                      else TokenCheck(stores.tokens, cfg.auth.tokens, clock))
     tasks = [asyncio.create_task(faults.run(), name="fault-management"),
-             asyncio.create_task(health.run(), name="host-health"),
              asyncio.create_task(vm_repair.run(), name="vm-repair")]
     if term is not None:  # the control plane's alarms: the leader's alone (FM-2)
         tasks.append(asyncio.create_task(ControlPlaneAlarms(
