@@ -259,6 +259,10 @@ class AgentServer:
                     functools.partial(self._acknowledge, host, session, ev.seq))
                 if session.broken:
                     return
+                if not self._bus.has_room():
+                    # The store lags far behind: read on once it caught up (the socket
+                    # buffers and the agent's spool hold the rest meanwhile).
+                    await self._bus.room()
             elif isinstance(frame, Inventory):
                 self.inventories[host] = frame
             elif isinstance(frame, Reply):
