@@ -35,6 +35,8 @@ from nfvha.wire.frames import (
     Hello,
     Inventory,
     Reply,
+    VmInfo,
+    VnfcInfo,
     Welcome,
     encode,
 )
@@ -51,6 +53,34 @@ class AgentSession:
     broken: bool = False  # an event of this stream could not be stored
 
 
+class HostInventory:
+    """An agent's latest inventory, its VMs and VNFCs indexed by name once, when it
+    arrives: the views look a VM or VNFC up per item, and a scan of the host's list
+    each time made a listing O(VMs x VMs per host)."""
+
+    def __init__(self, frame: Inventory) -> None:
+        self.frame = frame
+        self._vms: dict[str, VmInfo] = {}
+        for vm in frame.vms:
+            self._vms.setdefault(vm.name, vm)  # the first one, as a scan found it
+        # One name may be reported twice on a host (a VM and its standby VM both placed
+        # there after an evacuation): every report, in the agent's order.
+        self._vnfcs: dict[str, list[VnfcInfo]] = {}
+        for c in frame.vnfcs:
+            self._vnfcs.setdefault(c.name, []).append(c)
+
+    def vm(self, name: str) -> VmInfo | None:
+        return self._vms.get(name)
+
+    def vnfc(self, name: str) -> VnfcInfo | None:
+        """The first report of VNFC ``name``."""
+        found = self._vnfcs.get(name)
+        return found[0] if found else None
+
+    def vnfc_reports(self, name: str) -> list[VnfcInfo]:
+        return self._vnfcs.get(name, [])
+
+
 class AgentServer:
     def __init__(self, listen: tuple[str, int], bus: EventBus, liveness: HostLiveness,
                  clock: Clock, tick_s: float, *, gate: LeaderGate | None = None) -> None:
@@ -63,7 +93,7 @@ class AgentServer:
         self._clock = clock
         self._tick_s = tick_s
         self.sessions: dict[str, AgentSession] = {}
-        self.inventories: dict[str, Inventory] = {}
+        self.inventories: dict[str, HostInventory] = {}
         self.agent_lost: dict[str, float] = {}  # host -> wall time the stream broke
         self._cmd_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -264,7 +294,7 @@ class AgentServer:
                     # buffers and the agent's spool hold the rest meanwhile).
                     await self._bus.room()
             elif isinstance(frame, Inventory):
-                self.inventories[host] = frame
+                self.inventories[host] = HostInventory(frame)
             elif isinstance(frame, Reply):
                 fut = session.replies.pop(frame.id, None)
                 if fut is not None and not fut.done():
