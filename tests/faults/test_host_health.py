@@ -13,6 +13,7 @@ import pytest
 from nfvha.controller import health as health_module
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
+from nfvha.controller.faults import FaultManagement
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.liveness import HostLiveness
 from nfvha.faults.manager import AlarmManager
@@ -23,6 +24,7 @@ from nfvha.model.events import Event, EventType, Kind, Severity
 from nfvha.model.settings import Settings
 from nfvha.model.topology import Topology, parse_topology
 from nfvha.store.alarms import SqliteAlarmStore
+from nfvha.store.sqlite import SqliteEventStore
 from nfvha.util.clock import ManualClock
 from nfvha.wire.frames import Heartbeat
 
@@ -43,10 +45,12 @@ class Notices:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str]] = []  # host, previous, now
+        self.reasons: list[list[str]] = []
 
     def publish_host_health(self, health: HostHealth, previous: str, *, api_root: str,
                             change_id: str | None = None) -> list[str]:
         self.sent.append((health.hostName, previous, health.healthStatus))
+        self.reasons.append(health.reasons)
         return []
 
 
@@ -170,14 +174,18 @@ async def test_the_agent_server_tells_health_of_each_liveness_transition(
     told: list[str] = []
     server.watch_host_state(told.append)
     server.watch_host_state(site.health.on_host_state)
+    # A first heartbeat has no event: told at once.
     server._apply(site.liveness.heartbeat(Heartbeat(host="h2", boot="b1", n=1)))
     assert told == ["h2"] and site.status("h2") == "HEALTHY"
     site.clock.advance(1.5)  # everyone silent past the boot grace: suspect
     server._apply(site.liveness.tick())
+    # Suspect and down have events: told once those are stored (and alarmed).
+    assert told == ["h2"]
+    for _ in range(3):
+        await asyncio.sleep(0)
     # h1, never heard of by the controller nor by h2 (up until this tick): down at once.
-    assert told == ["h2", "h1", "h1", "h2", "h3"]
+    assert told == ["h2", "h1", "h2", "h3"]
     assert [site.status(h) for h in HOSTS] == ["FAILED", "DEGRADED", "DEGRADED"]
-    await asyncio.sleep(0)  # the liveness events go to the bus as before
     kinds = [e.kind for batch in bus.published for e in batch]
     assert kinds.count(Kind.HOST_SUSPECT) == 3 and kinds.count(Kind.HOST_DOWN) == 1
 
@@ -194,3 +202,50 @@ def test_a_failing_health_listener_does_not_stop_liveness(site: Site) -> None:
     server.watch_host_state(after.append)
     server._apply(site.liveness.heartbeat(Heartbeat(host="h1", boot="b1", n=1)))
     assert after == ["h1"]
+
+
+@pytest.mark.req("FM-9")
+async def test_a_host_down_is_notified_failed_with_its_alarm_as_the_reason(
+        tmp_path: Path) -> None:
+    """As the controller wires it: liveness -> event -> alarm -> health. The FAILED
+    notification carries the host-failure alarm, not a bare status."""
+    clock = ManualClock()
+    power = {"h3": "on"}
+    liveness = HostLiveness(HOSTS, SETTINGS, clock, lambda h: power.get(h))  # type: ignore
+    store = SqliteEventStore(tmp_path / "events.db")
+    alarm_store, ager = SqliteAlarmStore(tmp_path / "events.db"), SqliteAlarmStore(
+        tmp_path / "events.db")
+    alarms = AlarmManager(topology(), alarm_store, clock, SETTINGS)
+    faults = FaultManagement(alarms, ager, SETTINGS, clock)
+    bus = EventBus(store, clock)
+    bus.subscribe(faults.on_events)
+    notices = Notices()
+    health = HealthPublisher(HOSTS, liveness, alarms, cast(Notifier, notices), AlarmStream(),
+                             "/vnffm/v1", clock)
+    faults.add_sink(health.on_changes)
+    server = AgentServer(("127.0.0.1", 0), bus, liveness, clock, tick_s=1.0)
+    server.watch_host_state(health.on_host_state)
+    try:
+        for h in HOSTS:
+            server._apply(liveness.heartbeat(Heartbeat(host=h, boot="b1", n=1)))
+        clock.advance(0.2)
+        for h in ("h1", "h2"):
+            server._apply(liveness.heartbeat(Heartbeat(host=h, boot="b1", n=2)))
+        power["h3"] = "off"  # h3 lost its power: suspect, and down by its fence device
+        clock.advance(0.2)
+        server._apply(liveness.tick())
+
+        async def failed() -> None:  # the commit in the bus's thread, then the decision
+            while not any(n[0] == "h3" and n[2] == "FAILED" for n in notices.sent):
+                await bus.wait_after(bus.last_id, 0.05)
+
+        await asyncio.wait_for(failed(), 30)
+        [(prev, reasons)] = [(n[1], r) for n, r in zip(notices.sent, notices.reasons,
+                                                        strict=True) if n[0] == "h3"
+                             and n[2] != "HEALTHY"]
+        assert prev == "HEALTHY" and any(r.startswith("host-failure") for r in reasons)
+        assert health.current["h3"].alarmIds
+    finally:
+        bus.close()
+        for s in (store, alarm_store, ager):
+            s.close()

@@ -166,7 +166,8 @@ class AgentServer:
             self._apply(self._liveness.tick())
 
     def _apply(self, transitions: list[Transition]) -> None:
-        events = [e for t in transitions if (e := self._transition_event(t)) is not None]
+        evented = [(t, e) for t in transitions if (e := self._transition_event(t)) is not None]
+        events = [e for _, e in evented]
         for t in transitions:
             if t.new == HostState.DOWN:
                 # Its agent is gone with it; the broken stream is a consequence, not news.
@@ -174,14 +175,21 @@ class AgentServer:
                 if s is not None:
                     s.writer.close()
                 self.inventories.pop(t.host, None)
-        for t in transitions:
+        # A transition with an event (suspect, down, up again) is told once its event is
+        # stored and decided: its alarm then says why (a host down is "host-failure: ...",
+        # not a bare FAILED). One without (a first heartbeat) is told at once.
+        later = list(dict.fromkeys(t.host for t, _ in evented))
+        self._tell_host_state([t.host for t in transitions if t.host not in later])
+        if events:
+            background(self._publish(events, then=lambda: self._tell_host_state(later)))
+
+    def _tell_host_state(self, hosts: list[str]) -> None:
+        for host in dict.fromkeys(hosts):
             for listener in self._host_state_listeners:
                 try:
-                    listener(t.host)
+                    listener(host)
                 except Exception:  # a consumer's bug must not stop liveness
-                    log.exception("host state listener failed for %s", t.host)
-        if events:
-            background(self._publish(events))
+                    log.exception("host state listener failed for %s", host)
 
     def _transition_event(self, t: Transition) -> Event | None:
         entity = f"host/{t.host}"
@@ -210,11 +218,15 @@ class AgentServer:
             event_time=self._clock.wall(), detected_mono_ns=at_mono_ns,
         )
 
-    async def _publish(self, events: list[Event]) -> None:
+    async def _publish(self, events: list[Event], then: Callable[[], None] | None = None
+                       ) -> None:
+        """Store ``events``; then ``then()``, stored or not (but not when cancelled)."""
         try:
             await self._bus.publish(events)
         except StoreUnavailable:
             log.exception("could not store controller events %s", [e.kind for e in events])
+        if then is not None:
+            then()
 
     # -- agent streams -----------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
