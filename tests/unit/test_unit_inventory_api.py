@@ -4,6 +4,7 @@ bounded), ``/v1/hosts``, ``/v1/vms``, ``/v1/vnfcs`` in pages (``limit``, ``offse
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from rich.console import Console
 
 from nfvha.api.app import PAGE_MAX, create_app
+from nfvha.cli.render import list_everything, status_tables
 from nfvha.controller.agents import AgentServer, AgentSession, HostInventory
 from nfvha.controller.bus import EventBus
 from nfvha.controller.liveness import HostLiveness
@@ -177,3 +180,26 @@ async def test_an_unknown_vm_or_vnfc_is_named_with_a_bounded_hint(api: Api) -> N
     assert r.status_code == 404 and "gw-vm1" in r.json()["detail"]
     r = await api.client.post("/v1/vnfcs/nope/start")
     assert r.status_code == 404 and "gw-a" in r.json()["detail"]
+
+
+async def test_the_status_table_shows_everything_or_what_is_not_healthy(api: Api) -> None:
+    """What ``nfvha status`` prints: every item of a small deployment, or (a large one,
+    or lists=None) the counts and what is not healthy."""
+    api.report("host1", vm_states={"gw-vm1": "crashed"})
+    api.report("host2")
+    api.report("host3")
+    full = await full_status(api.client)
+    status = full["status"]
+    assert list_everything(status)
+
+    def printed(lists: dict[str, Any] | None) -> str:
+        out = Console(file=io.StringIO(), width=200)
+        out.print(status_tables(status, lists, [], "http://t"))
+        return cast(io.StringIO, out.file).getvalue()
+
+    everything = printed({k: full[k] for k in ("hosts", "vms", "vnfcs")})
+    assert all(v.name in everything for v in api.topology.vms)
+    assert "VMs 9 (running 8, crashed 1)" in everything
+    partial = printed(None)
+    assert "gw-vm1" in partial and "web-vm1" not in partial
+    assert "only the 1 of 9 not healthy" in partial and "--all" in partial

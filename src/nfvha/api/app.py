@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
+from itertools import islice
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlencode
 
@@ -68,9 +69,10 @@ PAGED: dict[int | str, dict[str, Any]] = {200: {"headers": {
 T = TypeVar("T")
 
 
-def _hint(names: list[str]) -> str:
-    more = len(names) - HINT_NAMES
-    return ", ".join(names[:HINT_NAMES]) + (f", ... ({more} more)" if more > 0 else "")
+def _hint(names: Iterable[str], total: int) -> str:
+    """The first few of ``total`` names (without walking the rest)."""
+    more = total - HINT_NAMES
+    return ", ".join(islice(names, HINT_NAMES)) + (f", ... ({more} more)" if more > 0 else "")
 
 
 def _page_headers(request: Request, response: Response, total: int, offset: int,
@@ -122,14 +124,14 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
             # Where it runs now: evacuation moves VMs (ADR 0011).
             return host_repair.host_of(vm) if host_repair is not None else static
         except KeyError:
-            valid = _hint([v.name for v in topology.vms])
+            valid = _hint((v.name for v in topology.vms), len(topology.vms))
             raise HTTPException(404, f"no VM named '{vm}'; valid: {valid}") from None
 
     def vm_of_vnfc(vnfc: str) -> str:
         try:
             return topology.component(vnfc)[1].vm
         except KeyError:
-            valid = _hint([c.name for _, c in topology.components()])
+            valid = _hint((c.name for _, c in topology.components()), view.component_count())
             raise HTTPException(404, f"no VNFC named '{vnfc}'; valid: {valid}") from None
 
     async def operate(host: str, op: CommandOp, target: str) -> OperationResult:
@@ -212,7 +214,7 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
     @app.get("/v1/hosts/{name}/conditions")
     async def conditions(name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
                          ) -> list[dict[str, Any]]:
-        if name not in topology.host_names():
+        if not topology.has_host(name):
             raise HTTPException(404, f"no host named '{name}'")
         return bus.store.host_conditions(name, limit)
 

@@ -204,6 +204,9 @@ class InventoryView:
         return VmView(host=host, **info.model_dump())
 
     # -- VNFCs -----------------------------------------------------------------------
+    def component_count(self) -> int:
+        return len(self._components)
+
     def component_specs(self, vnf: str | None = None
                         ) -> Sequence[tuple[VnfSpec, ComponentSpec]]:
         """Every VNFC with its VNF, or those of ``vnf``. KeyError: no such VNF."""
