@@ -23,6 +23,7 @@ from rich.table import Table
 
 from nfvha.bench.stats import summary
 from nfvha.model.topology import Topology, load_topology
+from nfvha.testbed.apiclient import full_status, get_all
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultInjector
 from nfvha.testbed.observe import EventWaiter, wait_serving
@@ -52,7 +53,7 @@ class DetectBench:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
         while loop.time() < end:
-            st = (await self.client.get("/v1/status")).json()
+            st = await full_status(self.client)
             if pred(st):
                 return
             await asyncio.sleep(0.05)
@@ -104,7 +105,7 @@ class DetectBench:
             h["name"] == host and h["agent"]["connected"]
             and time.time() - h["agent"]["connected_time"] >= reset_s for h in st["hosts"]),
             timeout_s=reset_s + 30)
-        before = {v["name"]: v["pid"] for v in (await self.client.get("/v1/vms")).json()
+        before = {v["name"]: v["pid"] for v in await get_all(self.client, "/v1/vms")
                   if v["host"] == host}
         await self.events.sync()
         inj = self.faults.inject("agent-crash", host)

@@ -11,9 +11,9 @@ import httpx
 from rich.console import Console, Group
 from rich.live import Live
 
-from nfvha.cli.render import status_tables
+from nfvha.cli.render import list_everything, status_tables
 from nfvha.model.topology import load_topology
-from nfvha.testbed.apiclient import FailoverTransport
+from nfvha.testbed.apiclient import FailoverTransport, get_all
 from nfvha.testbed.deploy import Testbed
 
 
@@ -23,10 +23,17 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
     async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0, headers=tb.headers,
                                  transport=transport) as client:
         async def render() -> Group:
-            status = (await client.get("/v1/status")).json()
+            r = await client.get("/v1/status")
+            r.raise_for_status()
+            status = r.json()
+            lists = None
+            if list_everything(status):  # else the summary's not-healthy ones
+                hosts, vms, vnfcs = await asyncio.gather(*(
+                    get_all(client, f"/v1/{kind}") for kind in ("hosts", "vms", "vnfcs")))
+                lists = {"hosts": hosts, "vms": vms, "vnfcs": vnfcs}
             after = max(0, status["last_event_id"] - 40)
             events = (await client.get(f"/v1/events?after={after}")).json()
-            return status_tables(status, events, tb.api_url)
+            return status_tables(status, lists, events, tb.api_url)
 
         if once:
             console.print(await render())

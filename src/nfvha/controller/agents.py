@@ -35,6 +35,8 @@ from nfvha.wire.frames import (
     Hello,
     Inventory,
     Reply,
+    VmInfo,
+    VnfcInfo,
     Welcome,
     encode,
 )
@@ -51,6 +53,34 @@ class AgentSession:
     broken: bool = False  # an event of this stream could not be stored
 
 
+class HostInventory:
+    """An agent's latest inventory, its VMs and VNFCs indexed by name once, when it
+    arrives: the views look a VM or VNFC up per item, and a scan of the host's list
+    each time made a listing O(VMs x VMs per host)."""
+
+    def __init__(self, frame: Inventory) -> None:
+        self.frame = frame
+        self._vms: dict[str, VmInfo] = {}
+        for vm in frame.vms:
+            self._vms.setdefault(vm.name, vm)  # the first one, as a scan found it
+        # One name may be reported twice on a host (a VM and its standby VM both placed
+        # there after an evacuation): every report, in the agent's order.
+        self._vnfcs: dict[str, list[VnfcInfo]] = {}
+        for c in frame.vnfcs:
+            self._vnfcs.setdefault(c.name, []).append(c)
+
+    def vm(self, name: str) -> VmInfo | None:
+        return self._vms.get(name)
+
+    def vnfc(self, name: str) -> VnfcInfo | None:
+        """The first report of VNFC ``name``."""
+        found = self._vnfcs.get(name)
+        return found[0] if found else None
+
+    def vnfc_reports(self, name: str) -> list[VnfcInfo]:
+        return self._vnfcs.get(name, [])
+
+
 class AgentServer:
     def __init__(self, listen: tuple[str, int], bus: EventBus, hosts: HostStates,
                  clock: Clock, *, gate: LeaderGate | None = None) -> None:
@@ -63,7 +93,7 @@ class AgentServer:
         self._hosts = hosts
         self._clock = clock
         self.sessions: dict[str, AgentSession] = {}
-        self.inventories: dict[str, Inventory] = {}
+        self.inventories: dict[str, HostInventory] = {}
         self.agent_lost: dict[str, float] = {}  # host -> wall time the stream broke
         self._cmd_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -91,14 +121,11 @@ class AgentServer:
             self.inventories.pop(host, None)
 
     def _own_event(self, kind: Kind, entity: str, severity: Severity, cause: str,
-                   description: str, at_mono_ns: int, *, clears: bool = False,
-                   host: str | None = None) -> Event:
+                   description: str, at_mono_ns: int, *, clears: bool = False) -> Event:
+        """An event about the agent itself (lost, back): the hypervisor level (MW-2)."""
         return Event(
-            host=host or entity.partition("/")[2], seq=0, origin="controller", kind=kind,
-            entity=entity, severity=severity,
-            event_type=EventType.EQUIPMENT_ALARM if kind in (Kind.HOST_DOWN, Kind.HOST_UP)
-            else EventType.COMMUNICATIONS_ALARM if kind == Kind.HOST_SUSPECT
-            else EventType.PROCESSING_ERROR_ALARM,
+            host=entity.partition("/")[2], seq=0, origin="controller", kind=kind,
+            entity=entity, severity=severity, event_type=EventType.PROCESSING_ERROR_ALARM,
             probable_cause=cause, description=description, clears=clears,
             event_time=self._clock.wall(), detected_mono_ns=at_mono_ns,
         )
@@ -182,8 +209,12 @@ class AgentServer:
                     functools.partial(self._acknowledge, host, session, ev.seq))
                 if session.broken:
                     return
+                if not self._bus.has_room():
+                    # The store lags far behind: read on once it caught up (the socket
+                    # buffers and the agent's spool hold the rest meanwhile).
+                    await self._bus.room()
             elif isinstance(frame, Inventory):
-                self.inventories[host] = frame
+                self.inventories[host] = HostInventory(frame)
             elif isinstance(frame, Reply):
                 fut = session.replies.pop(frame.id, None)
                 if fut is not None and not fut.done():

@@ -153,6 +153,8 @@ class Testbed:
         self.tokens = {role: new_token() for role in ("admin", "operator", "reader")}
         self.amf_port = 0
         self.own_ams: dict[str, AmfConfig] = {}  # VNF -> its own AM's (vnfm: own)
+        # id(AM config) -> (it, its endpoints by component name)
+        self._endpoints: dict[int, tuple[AmfConfig, dict[str, ComponentEndpoint]]] = {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -179,7 +181,7 @@ class Testbed:
         self.amf_port = AMF_PORT if self.plan is not None else free_tcp_port()
         endpoints: dict[str, list[ComponentEndpoint]] = {}
         for vnf, c in t.components():
-            port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+            port = self._vnfc_port(t.vm_position(c.vm), c.port)
             endpoints.setdefault(vnf.name, []).append(ComponentEndpoint(
                 name=c.name, vnf=vnf.name, vm=c.vm, host=t.vm(c.vm).host,
                 address=vm_ips[c.vm], port=port, sync_port=port + 1))
@@ -205,9 +207,17 @@ class Testbed:
         return AmfConfig(listen_ip=listen, port=self.amf_port, components=components,
                          vips=vips, balancers=balancers)
 
+    def _endpoint(self, amf: AmfConfig, component: str) -> ComponentEndpoint:
+        """``component``'s endpoint in ``amf``, by name (indexed once per AM config)."""
+        known = self._endpoints.get(id(amf))
+        if known is None or known[0] is not amf:
+            known = (amf, {c.name: c for c in reversed(amf.components)})  # the first wins
+            self._endpoints[id(amf)] = known
+        return known[1][component]
+
     def _ha_args(self, amf: AmfConfig, state: str, component: str) -> list[str]:
         """The counter's availability-management flags: it registers with the VNFM."""
-        ep = next(c for c in amf.components if c.name == component)
+        ep = self._endpoint(amf, component)
         args = ["--am", f"{amf.listen_ip}:{amf.port}", "--component", component,
                 "--state", state]
         return [*args, "--sync-port", str(ep.sync_port)] if state == "sync" else args
@@ -217,7 +227,7 @@ class Testbed:
         """How a VNFC is started: the counter, or (program ``lb``, IF-2) the load
         balancer in front of the members of the VNF its VNF balances."""
         t = self.topology
-        port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+        port = self._vnfc_port(t.vm_position(c.vm), c.port)
         bind = "0.0.0.0" if self.plan is not None else "127.0.0.1"
         am = amf if vnf.vnfm == "generic" else self.own_ams.get(vnf.name)
         if c.program == "counter":
@@ -225,7 +235,7 @@ class Testbed:
                     "--port", str(port), "--bind", bind,
                     *(self._ha_args(am, vnf.state, c.name) if am is not None else [])]
         assert vnf.balances is not None  # the topology check: lb only in a balancer VNF
-        members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vms.index(t.vm(m.vm)), m.port)}"
+        members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vm_position(m.vm), m.port)}"
                    for m in t.vnf(vnf.balances).components]
         # A member without the active role answers GET with "ERR not-active": not
         # eligible (N+M spares), without counting as a failure. A request is retried on
@@ -240,9 +250,9 @@ class Testbed:
     def component_address(self, component: str) -> tuple[str, int]:
         """Where a VNFC serves, as seen from the root namespace."""
         t = self.topology
-        c = next(c for _, c in t.components() if c.name == component)
+        c = t.component(component)[1]
         ip = self.plan.vm(c.vm).data_ip if self.plan is not None else "127.0.0.1"
-        return ip, self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+        return ip, self._vnfc_port(t.vm_position(c.vm), c.port)
 
     def vip(self, vnf: str) -> tuple[str, int] | None:
         """A VNF's service address (VIP and port), if it has one on this test bed."""
@@ -261,6 +271,8 @@ class Testbed:
         return self.topology.host(host).fence
 
     def write_configs(self) -> tuple[ControllerConfig, dict[str, AgentConfig]]:
+        """Every process's configuration, in time linear in hosts + VMs + VNFCs (but
+        (ADR 0015: no peer lists any more)."""
         t, run = self.topology, self.run
         controller_ip, hosts, vm_ips = self._addresses()
         controller_port = CONTROLLER_PORT if self.plan is not None else free_tcp_port()
@@ -278,7 +290,7 @@ class Testbed:
                 # A standby VM (ADR 0010) is launched with the VNFCs of the VM it stands
                 # by for, exactly as they run there.
                 runs = vm.standby_for or vm.name
-                idx = t.vms.index(t.vm(runs))
+                idx = t.vm_position(runs)
                 vnfcs = [
                     VnfcLaunch(name=c.name, port=self._vnfc_port(idx, c.port),
                                argv=self._vnfc_argv(vnf, c, amf, vm_ips))
@@ -497,7 +509,7 @@ class Testbed:
         comps = self.topology.components_on(runs)
         if not comps:
             raise KeyError(f"VM {vm} has no VNFC")
-        idx = self.topology.vms.index(self.topology.vm(runs))
+        idx = self.topology.vm_position(runs)
         ip = self.plan.vm(vm).data_ip if self.plan is not None else "127.0.0.1"
         return ip, self._vnfc_port(idx, comps[0][1].port)
 
