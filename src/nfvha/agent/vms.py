@@ -1,9 +1,11 @@
 """VMs and their VNFCs on one host: start, stop, watch, records, last words.
 
 A VM's death is seen through a pidfd (event-driven, the VM is not our child);
-a VM's hang through its guest link's heartbeat; a VNFC's death through the
-guest, which is its parent. After an agent restart, running VMs are adopted
-from the state file and never restarted.
+a VM's hang through its guest link's heartbeat, armed once the guest reports it
+has booted (a VM that does not boot within its ``boot_timeout_s`` is reported as
+such, not as hung); a VNFC's death through the guest, which is its parent.
+After an agent restart, running VMs are adopted from the state file and never
+restarted.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ class VmRuntime:
     guest_seq: int = 0  # highest guest event seq handled: the guest re-sends until acked
     last_sample: dict[str, Any] | None = None
     vnfcs: dict[str, VnfcRuntime] = field(default_factory=dict)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # every VNFC runs
+    booted: asyncio.Event = field(default_factory=asyncio.Event)  # its guest is up
+    boot_timed_out: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     # Held while a VM is being started or its previous life cleaned up, so a restart
     # never lands in a cgroup that the clean-up of the crash is still emptying.
@@ -232,13 +236,15 @@ class VmManager:
         self._on_change()
 
     # -- VM lifecycle ------------------------------------------------------
-    async def start_vm(self, name: str, timeout_s: float = 15.0,
+    async def start_vm(self, name: str, timeout_s: float | None = None,
                        disk: DiskMode = "keep", spec: VmLaunch | None = None
                        ) -> dict[str, Any]:
         """``disk``: boot from the disk as it is (a reboot), from the initial (empty)
         disk, or from the last snapshot (ADR 0010). A running VM is left alone.
         With ``spec``, a VM this host may never have had: the VIM re-creates an
-        evacuated VM here (ADR 0011)."""
+        evacuated VM here (ADR 0011). Answers once the VM has booted, died or run out
+        of its boot time (an error), or after ``timeout_s`` (the caller's budget;
+        None: its boot time) with ``ready`` false while it is still booting."""
         if spec is not None:
             if spec.name != name:
                 raise KeyError(f"spec is for VM '{spec.name}', not '{name}'")
@@ -247,7 +253,7 @@ class VmManager:
         async with rt.lifecycle:
             return await self._start_vm(rt, timeout_s, disk)
 
-    async def _start_vm(self, rt: VmRuntime, timeout_s: float,
+    async def _start_vm(self, rt: VmRuntime, timeout_s: float | None,
                         disk: DiskMode = "keep") -> dict[str, Any]:
         name = rt.spec.name
         if rt.state in ("running", "starting", "hung") and rt.pid is not None and rt.start_ticks \
@@ -284,6 +290,8 @@ class VmManager:
         rt.stopping = False
         rt.guest_seq = 0
         rt.ready = asyncio.Event()
+        rt.booted = asyncio.Event()
+        rt.boot_timed_out = asyncio.Event()
         rt.exited = asyncio.Event()
         rt.state = "starting"
         spawned = await spawn_detached(
@@ -300,14 +308,19 @@ class VmManager:
         self._watch(rt)
         self._log_action(name, "start", f"pid {rt.pid}")
         self._on_change()
-        ready = asyncio.create_task(rt.ready.wait())
-        exited = asyncio.create_task(rt.exited.wait())
-        await asyncio.wait([ready, exited], timeout=timeout_s,
-                           return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        exited.cancel()
+        waits = [asyncio.create_task(e.wait())
+                 for e in (rt.ready, rt.booted, rt.exited, rt.boot_timed_out)]
+        # The boot watch ends the wait at the VM's boot time at the latest; a shorter
+        # budget of the caller's is answered "not ready yet" (the watch goes on).
+        budget = spec.boot_timeout_s + 1.0 if timeout_s is None else timeout_s
+        await asyncio.wait(waits, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         if rt.exited.is_set():
             raise RuntimeError(f"VM {name} died while booting; see its last words")
+        if rt.boot_timed_out.is_set() and not rt.booted.is_set():
+            raise RuntimeError(f"VM {name} did not boot within its boot time"
+                               f" ({spec.boot_timeout_s:g} s)")
         if not rt.ready.is_set():
             return {"vm": name, "pid": rt.pid, "ready": False, "disk": disk_done,
                     "data_ip": spec.data_ip}
@@ -388,6 +401,7 @@ class VmManager:
                 rt.spec.name, self._vm_dir(rt.spec.name) / "guest.sock", self._clock,
                 self._cfg.settings.guest_heartbeat_interval_ms,
                 self._cfg.settings.guest_heartbeat_misses, self,
+                boot_timeout_s=rt.spec.boot_timeout_s,
             )
             rt.link.start()
 
@@ -531,7 +545,7 @@ class VmManager:
             if fut is not None and not fut.done():
                 fut.set_result(event)
             if all(x.state == "running" for x in rt.vnfcs.values()):
-                rt.ready.set()
+                self._ready(rt)
         else:
             v.state = "stopped" if event.expected else "exited"
             v.since = self._clock.wall()
@@ -560,12 +574,46 @@ class VmManager:
             v = rt.vnfcs.get(name)
             if v is not None:
                 v.state, v.pid = g.state, g.pid
-        if rt.vnfcs and all(x.state == "running" for x in rt.vnfcs.values()):
-            rt.ready.set()
-        if not rt.vnfcs:
-            rt.ready.set()
+        if not rt.vnfcs or all(x.state == "running" for x in rt.vnfcs.values()):
+            self._ready(rt)
         if rt.state == "starting" and rt.ready.is_set():
             rt.state = "running"
+        self._on_change()
+
+    def _ready(self, rt: VmRuntime) -> None:
+        """Every VNFC of the VM runs: it has booted, whatever its guest said so far."""
+        rt.ready.set()
+        if rt.link is not None:
+            rt.link.mark_booted()
+
+    def guest_booted(self, vm: str) -> None:
+        rt = self.vms[vm]
+        rt.booted.set()
+        if rt.boot_timed_out.is_set() and rt.state == "starting":
+            # Reported as failing to boot, it came up after all: that clears it.
+            rt.state = "running"
+            self._log_action(vm, "booted", "after its boot time")
+            self._emit.emit(
+                Kind.VM_STARTED, f"vm/{vm}", severity=Severity.INDETERMINATE,
+                event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-start",
+                description=f"VM {vm} booted after all (pid {rt.pid})", clears=True,
+                details={"pid": rt.pid, "late": True},
+            )
+            self._on_change()
+
+    def guest_boot_timeout(self, vm: str, detected_mono_ns: int) -> None:
+        rt = self.vms[vm]
+        if rt.state != "starting":
+            return
+        rt.boot_timed_out.set()
+        s = rt.spec.boot_timeout_s
+        self._log_action(vm, "boot-timeout", f"not up after {s:g} s")
+        self._emit.emit(
+            Kind.VM_BOOT_TIMEOUT, f"vm/{vm}", severity=Severity.CRITICAL,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-boot-failure",
+            description=f"VM {vm} did not boot within {s:g} s (its guest never reported"
+            " it is up)", detected_mono_ns=detected_mono_ns, details={"boot_timeout_s": s},
+        )
         self._on_change()
 
     def guest_hung(self, vm: str, detected_mono_ns: int) -> None:

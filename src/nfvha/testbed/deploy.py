@@ -280,7 +280,8 @@ class Testbed:
                 ]
                 vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
                                     netns=run.vm_netns(vm.name) if self.plan else None,
-                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs))
+                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs,
+                                    boot_timeout_s=vm.boot_timeout_s))
             mgmt_ip, hb_port = hosts[host]
             hspec = t.host(host)
             host_ip = self.plan.host(host).data_ip if self.plan is not None else "127.0.0.1"
