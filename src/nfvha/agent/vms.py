@@ -93,7 +93,7 @@ class VmManager:
         on_change: Any,
         persist: Any,
     ) -> None:
-        self._persist = persist  # () -> None: write the state file now
+        self._persist = persist  # async () -> None: write the state file now
         self._cfg = cfg
         self._run = run
         self._clock = clock
@@ -261,32 +261,12 @@ class VmManager:
             return {"vm": name, "pid": rt.pid, "already": True}
         spec = rt.spec
         vm_dir = self._vm_dir(name)
-        vm_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            disk_done = await asyncio.to_thread(VmDisk(vm_dir).prepare, disk)
-        except OSError as e:
-            raise RuntimeError(f"VM {name}: cannot prepare its disk ({disk}): {e}") from None
+        # Everything that blocks (disk, cgroup, network, files) in a thread: the VMs of
+        # one host start in parallel, none waits for another's set-up (each VM's
+        # lifecycle lock keeps its own start and clean-up apart).
+        disk_done, cg_paths = await asyncio.to_thread(self._prepare_vm, spec, vm_dir, disk)
         if disk != "keep":
             self._log_action(name, "disk", json.dumps(disk_done))
-        cg_paths: list[str] = []
-        if self._cgroups is not None:
-            rel = self._cgroup_rel(name)
-            if self._cgroups.exists(rel):
-                self._cgroups.kill_all(rel)  # leftovers of a previous life
-            self._cgroups.create(rel, memory_bytes=spec.memory_mb << 20, cpu_cores=spec.cpu)
-            cg_paths = cgroup_procs_paths(self._cgroups, rel)
-        if self._plan is not None:
-            # Attached to this host's bridge, wherever it ran before.
-            await asyncio.to_thread(create_vm_network, self._plan, name, host=self._cfg.host)
-        guest_cfg = {
-            "vm": name,
-            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
-            "memory_hog_chunk_mb": 16,
-            "release_service_addresses": spec.netns is not None,
-        }
-        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
-        with contextlib.suppress(FileNotFoundError):
-            (vm_dir / "guest.sock").unlink()
         rt.stopping = False
         rt.guest_seq = 0
         rt.ready = asyncio.Event()
@@ -304,7 +284,7 @@ class VmManager:
         )
         rt.pid, rt.start_ticks, rt.since = spawned.pid, spawned.start_ticks, self._clock.wall()
         # Recorded before anything else: an agent crash from here on must find it to adopt.
-        self._persist()
+        await self._persist()
         self._watch(rt)
         self._log_action(name, "start", f"pid {rt.pid}")
         self._on_change()
@@ -334,6 +314,38 @@ class VmManager:
         self._on_change()
         return {"vm": name, "pid": rt.pid, "ready": True, "disk": disk_done,
                 "data_ip": spec.data_ip}
+
+    def _prepare_vm(self, spec: VmLaunch, vm_dir: Path, disk: DiskMode
+                    ) -> tuple[dict[str, Any], list[str]]:
+        """What a VM needs before it boots (blocking; run in a thread): its disk,
+        cgroup and network, its guest's config. Returns what was done to the disk and
+        the cgroup.procs files the VM joins."""
+        name = spec.name
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            disk_done = VmDisk(vm_dir).prepare(disk)
+        except OSError as e:
+            raise RuntimeError(f"VM {name}: cannot prepare its disk ({disk}): {e}") from None
+        cg_paths: list[str] = []
+        if self._cgroups is not None:
+            rel = self._cgroup_rel(name)
+            if self._cgroups.exists(rel):
+                self._cgroups.kill_all(rel)  # leftovers of a previous life
+            self._cgroups.create(rel, memory_bytes=spec.memory_mb << 20, cpu_cores=spec.cpu)
+            cg_paths = cgroup_procs_paths(self._cgroups, rel)
+        if self._plan is not None:
+            # Attached to this host's bridge, wherever it ran before.
+            create_vm_network(self._plan, name, host=self._cfg.host)
+        guest_cfg = {
+            "vm": name,
+            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
+            "memory_hog_chunk_mb": 16,
+            "release_service_addresses": spec.netns is not None,
+        }
+        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
+        with contextlib.suppress(FileNotFoundError):
+            (vm_dir / "guest.sock").unlink()
+        return disk_done, cg_paths
 
     async def snapshot_vm(self, name: str) -> dict[str, Any]:
         """Copy a running VM's disk as its last snapshot (ADR 0010). The VM is frozen

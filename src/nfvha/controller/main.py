@@ -117,7 +117,8 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
                             fencing.power_status)
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
                          tick_s=cfg.settings.host_heartbeat_interval_ms / 4000,
-                         gate=term.gate if term is not None else None)
+                         gate=term.gate if term is not None else None,
+                         command_queue_timeout_s=cfg.settings.agent_command_queue_timeout_s)
     done.push_async_callback(agents.close)
     await agents.start()
     placement = Placement(topology, cfg.db_path.with_name(PLACEMENT_FILE))

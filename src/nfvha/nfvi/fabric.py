@@ -262,10 +262,13 @@ def _disable_ipv6_on_root_link(link: str) -> None:
             f.write("1")
 
 
-def _add_netns(netns: str) -> None:
-    if netns not in list_netns():
+def _add_netns(netns: str) -> bool:
+    """Create ``netns`` unless it exists; True if it was created now."""
+    created = not os.path.exists(os.path.join(NETNS_DIR, netns))
+    if created:
         _ip("netns", "add", netns)
     _disable_ipv6_in_netns(netns)
+    return created
 
 
 # --- planning --------------------------------------------------------------------------
@@ -413,31 +416,23 @@ def create_vm_network(plan: FabricPlan, vm: str, *, host: str | None = None) -> 
     v = plan.vm(vm)
     h = plan.host(host or v.host)
     host_side = f"v{plan.vm_index(vm)}"
-    _add_netns(v.netns)
-    attached_here = _ip_ok("link", "show", "eth0", netns=v.netns) and _ip_ok(
-        "link", "show", host_side, netns=h.netns
-    )
+    # Few ``ip`` runs (a host starts its VMs in parallel, each run is a process): a new
+    # namespace has no eth0, so nothing of a veth to look for or clean up.
+    fresh = _add_netns(v.netns)
+    has_eth0 = not fresh and _ip_ok("link", "show", "eth0", netns=v.netns)
+    attached_here = has_eth0 and _ip_ok("link", "show", host_side, netns=h.netns)
     if not attached_here:
         # A stale half (after a crash, or attached to another host) goes first; deleting
         # one end of a veth deletes the other.
-        _ip("link", "del", "eth0", netns=v.netns, check=False)
+        if has_eth0:
+            _ip("link", "del", "eth0", netns=v.netns, check=False)
         _ip("link", "del", host_side, netns=h.netns, check=False)
+        # The same MAC on every host: peers' ARP caches stay right when the VM moves.
         _ip(
-            "link",
-            "add",
-            "name",
-            host_side,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            v.netns,
+            "link", "add", "name", host_side, "type", "veth", "peer", "name", "eth0",
+            "address", vm_mac(v.data_ip), "netns", v.netns,
             netns=h.netns,
         )
-        # The same MAC on every host: peers' ARP caches stay right when the VM moves.
-        _ip("link", "set", "eth0", "address", vm_mac(v.data_ip), netns=v.netns)
     _ip_batch([f"link set {host_side} master br0", f"link set {host_side} up"], netns=h.netns)
     _ip_batch(
         [
