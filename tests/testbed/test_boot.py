@@ -24,6 +24,7 @@ import pytest
 from bedkit import assert_nothing_left, run_pids
 
 from nfvha.model.topology import parse_topology
+from nfvha.testbed import deploy
 from nfvha.testbed.deploy import Testbed, namespaces_available
 from nfvha.testbed.observe import EventWaiter
 
@@ -41,7 +42,21 @@ async def _open_then_stall(self):
     self.console.log(f"test: stalling the boot for {stall} s")
     time.sleep(stall)  # the guest answers nothing meanwhile: a loaded host
 
+crashes = dict(kv.split("=") for kv in os.environ.get("NFVHA_TEST_BOOT_CRASH", "").split(",")
+               if kv)
+_start = guest.Guest._start
+
+def _start_or_crash(self, vnfc):
+    how = crashes.get(self.config.vm)
+    marker = self.vm_dir / "crashed-at-boot"  # outside its disk: a repair keeps it
+    if how == "always" or (how == "once" and not marker.exists()):
+        marker.touch()
+        self.console.log("test: crashing at boot")
+        os._exit(3)
+    _start(self, vnfc)
+
 guest.Guest._open_channel = _open_then_stall
+guest.Guest._start = _start_or_crash
 sys.exit(guest.main(sys.argv[1:]))
 '''
 
@@ -69,6 +84,21 @@ TOPOLOGY: dict[str, Any] = {
 }
 
 
+def boot_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalls: dict[str, float],
+                crashes: dict[str, str] | None = None) -> str:
+    """A python for the test bed whose guests stall at boot (``stalls``: VM -> seconds)
+    or crash at boot (``crashes``: VM -> ``once`` or ``always``)."""
+    monkeypatch.setenv("NFVHA_TEST_BOOT_STALL", ",".join(f"{k}={v}" for k, v in stalls.items()))
+    monkeypatch.setenv("NFVHA_TEST_BOOT_CRASH",
+                       ",".join(f"{k}={v}" for k, v in (crashes or {}).items()))
+    slow = tmp_path / "slow_guest.py"
+    slow.write_text(SLOW_GUEST)
+    wrapper = tmp_path / "python"
+    wrapper.write_text(WRAPPER.format(python=sys.executable, slow_guest=slow))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return str(wrapper)
+
+
 @asynccontextmanager
 async def slow_testbed(topology: dict[str, Any], stalls: dict[str, float], tmp_path: Path,
                        monkeypatch: pytest.MonkeyPatch
@@ -78,13 +108,8 @@ async def slow_testbed(topology: dict[str, Any], stalls: dict[str, float], tmp_p
     if not ok:
         pytest.skip(why)
     monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path / "runs"))
-    monkeypatch.setenv("NFVHA_TEST_BOOT_STALL", ",".join(f"{k}={v}" for k, v in stalls.items()))
-    slow = tmp_path / "slow_guest.py"
-    slow.write_text(SLOW_GUEST)
-    wrapper = tmp_path / "python"
-    wrapper.write_text(WRAPPER.format(python=sys.executable, slow_guest=slow))
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    tb = Testbed(parse_topology(topology, "test_boot.py"), python=str(wrapper))
+    python = boot_python(tmp_path, monkeypatch, stalls)
+    tb = Testbed(parse_topology(topology, "test_boot.py"), python=python)
     pids: list[int] = []
     try:
         await asyncio.to_thread(tb.start_infrastructure)
@@ -191,3 +216,68 @@ async def test_a_hosts_vms_start_in_parallel(tmp_path: Path,
         # The most VMs booting at one moment: one at a time would be 1.
         at_once = max(sum(1 for t0, t1 in booting if t0 <= t < t1) for t, _ in booting)
         assert at_once >= PARALLEL_VMS - 2, booting
+
+
+def repaired_topology(vnfm: str) -> dict[str, Any]:
+    return {
+        "name": "repairs",
+        "sites": [{"name": "s1", "racks": [{"name": "r1", "hosts": [{"name": "h1"}]}]}],
+        "vms": [{"name": "vm-ok", "host": "h1", "memory_mb": 64},
+                {"name": "vm-flaky", "host": "h1", "memory_mb": 64}],
+        "vnfs": [{"name": "a", "redundancy": "none", "stateful": False, "vnfm": vnfm,
+                  "repair_action": "restart-initial",
+                  "components": [{"name": "a-1", "vm": "vm-ok", "port": 7000}]},
+                 {"name": "b", "redundancy": "none", "stateful": False, "vnfm": vnfm,
+                  "repair_action": "restart-initial",
+                  "components": [{"name": "b-1", "vm": "vm-flaky", "port": 7000}]}],
+    }
+
+
+@pytest.mark.req("REC-2")
+async def test_start_waits_for_the_repair_the_vim_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM that dies while booting is repaired by the VIM's policy (restart-initial):
+    the deployment's start waits for that repair instead of tearing everything down."""
+    ok, why = namespaces_available()
+    if not ok:
+        pytest.skip(why)
+    monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path / "runs"))
+    python = boot_python(tmp_path, monkeypatch, {}, {"vm-flaky": "once"})
+    tb = Testbed(parse_topology(repaired_topology("none"), "test_boot.py"), python=python)
+    await tb.start()
+    pids: list[int] = []
+    try:
+        pids = run_pids(tb)
+        async with httpx.AsyncClient(base_url=tb.api_url, timeout=30.0,
+                                     headers=tb.headers) as client:
+            vms = {v["name"]: v["state"] for v in (await client.get("/v1/vms")).json()}
+            assert vms == {"vm-ok": "running", "vm-flaky": "running"}
+            crashed = (await client.get("/v1/events", params={"kind": "vm.crashed"})).json()
+            assert [e["entity"] for e in crashed] == ["vm/vm-flaky"]
+            repaired = (await client.get("/v1/events", params={"kind": "vm.repaired"})).json()
+            assert [(e["entity"], e["details"]["ok"]) for e in repaired] == [
+                ("vm/vm-flaky", True)]
+    finally:
+        await asyncio.to_thread(tb.down)
+        assert_nothing_left(tb, pids)
+
+
+@pytest.mark.req("REC-2")
+async def test_start_fails_on_a_real_failure_naming_the_vm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM that dies at every boot: its repair fails, and the start says so."""
+    ok, why = namespaces_available()
+    if not ok:
+        pytest.skip(why)
+    monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path / "runs"))
+    python = boot_python(tmp_path, monkeypatch, {}, {"vm-flaky": "always"})
+    tb = Testbed(parse_topology(repaired_topology("none"), "test_boot.py"), python=python)
+    with pytest.raises(deploy.TestbedError) as failed:
+        await tb.start()
+    message = str(failed.value)
+    assert message.startswith("VM vm-flaky did not start: 409"), message
+    assert "died while booting" in message, message
+    # Failed, or given up after its repairs failed again: either way not up.
+    assert "the VIM's repair of it failed" in message \
+        or "the VIM's repair of it was given up" in message, message
+    assert_nothing_left(tb, [])

@@ -447,13 +447,68 @@ class Testbed:
                         f" see {self.run.root}/*/*.log")
                 await asyncio.sleep(0.05)
 
-    async def start_vms(self, timeout_s: float = 60.0) -> None:
+    async def start_vms(self, timeout_s: float = 60.0, repair_wait_s: float = 120.0,
+                        repair_grace_s: float = 5.0) -> None:
+        """Start every VM but the standbys. A VM whose start fails (it died while
+        booting, or is not up yet) may be under repair by the VIM's own policy
+        (ADR 0010) - e.g. a slow boot on a loaded machine taken for a failure: that
+        repair is waited for (``repair_wait_s``) and the VM confirmed running. Only a
+        real failure - the repair failed or was given up, nobody repairs it, or it is
+        not running in time - fails the start, naming the VM and why."""
         async with httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s,
                                      headers=self.headers) as client:
+            async def vm_state(vm: str) -> str | None:
+                r = await client.get("/v1/vms")
+                r.raise_for_status()
+                return next((str(v["state"]) for v in r.json() if v["name"] == vm), None)
+
+            async def settle(vm: str, why: str) -> None:
+                """Until the VM runs and no repair is under way (or it cannot be)."""
+                loop = asyncio.get_running_loop()
+                end = loop.time() + repair_wait_s
+                grace_end = loop.time() + repair_grace_s
+                while True:
+                    r = await client.get(f"/v1/vms/{vm}/repair")
+                    if r.status_code == 404:  # no VM repair policy in this controller
+                        raise TestbedError(f"VM {vm} did not start: {why}")
+                    r.raise_for_status()
+                    repair = r.json()
+                    state, vm_is = repair["state"], await vm_state(vm)
+                    last = repair.get("last_repair") or {}
+                    if state in ("repair-failed", "gave-up"):
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; the VIM's repair of it"
+                            f" {'failed' if state == 'repair-failed' else 'was given up'}"
+                            f": {last.get('error') or 'it failed again after each repair'}")
+                    if state == "ok" and vm_is == "running":
+                        return
+                    now = loop.time()
+                    if state == "awaiting-confirmation" and now > grace_end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; its repair action is"
+                            " 'confirm' and nobody asked for a repair")
+                    if now > end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; still {vm_is} (repair state"
+                            f" {state}) after waiting {repair_wait_s:g} s")
+                    if state == "ok" and vm_is not in ("starting", "running") \
+                            and now > grace_end:
+                        # Failed, and no repair started: its failure event arrived
+                        # long ago (the grace), so none is coming.
+                        raise TestbedError(f"VM {vm} did not start: {why}; it is {vm_is}"
+                                           " and the VIM is not repairing it")
+                    await asyncio.sleep(0.1)
+
             async def start(vm: str) -> None:
-                r = await client.post(f"/v1/vms/{vm}/start")
-                if r.status_code != 200 or not r.json()["result"].get("ready", True):
-                    raise TestbedError(f"VM {vm} did not start: {r.status_code} {r.text}")
+                try:
+                    r = await client.post(f"/v1/vms/{vm}/start")
+                except httpx.TimeoutException:
+                    why = f"no answer within {timeout_s:g} s"
+                else:
+                    if r.status_code == 200 and r.json()["result"].get("ready", True):
+                        return
+                    why = f"{r.status_code} {r.text}"
+                await settle(vm, why)
 
             # A standby VM stays stopped until a failover starts it (ADR 0010).
             await asyncio.gather(*(start(v.name) for v in self.topology.vms
