@@ -12,7 +12,8 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from nfvha.cli.render import status_tables
-from nfvha.model.topology import load_topology
+from nfvha.model.topology import TopologyError, load_topology
+from nfvha.nfvi.fabric import topology_limit_problems
 from nfvha.testbed.apiclient import FailoverTransport
 from nfvha.testbed.deploy import Testbed
 
@@ -43,6 +44,9 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
 async def _main(args: argparse.Namespace) -> int:
     console = Console()
     topology = load_topology(args.file)
+    problems = topology_limit_problems(topology)
+    if problems:  # refused before anything is created
+        raise TopologyError(str(args.file), [f"(top level): {p}" for p in problems])
     size = getattr(args, "cluster", None)
     if size:
         from nfvha.testbed.cluster import ClusterTestbed

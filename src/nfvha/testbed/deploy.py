@@ -27,7 +27,7 @@ from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import ComponentSpec, FenceSpec, Topology, VnfSpec
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
-from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
+from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
 from nfvha.nfvi.spawn import Spawned, spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
@@ -189,7 +189,7 @@ class Testbed:
                 assert v.service_address is not None
                 if v.service_address.kind == "vip":
                     ip = v.service_address.address or self.plan.vips[k]
-                    vips[v.name] = f"{ip}/{PREFIXLEN}"
+                    vips[v.name] = f"{ip}/{self.plan.prefixlen}"
         listen = self.plan.root_data_ip if self.plan is not None else "127.0.0.1"
         # Reports about members go to the VNFM only if it manages both sides.
         balancers = {v.name: v.balances for v in t.vnfs if v.balances is not None
