@@ -76,6 +76,7 @@ class VmRuntime:
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # every VNFC runs
     booted: asyncio.Event = field(default_factory=asyncio.Event)  # its guest is up
     boot_timed_out: asyncio.Event = field(default_factory=asyncio.Event)
+    awaiting_start: bool = False  # a vm.start waits for it to boot (and reports it)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     # Held while a VM is being started or its previous life cleaned up, so a restart
     # never lands in a cgroup that the clean-up of the crash is still emptying.
@@ -291,11 +292,16 @@ class VmManager:
         waits = [asyncio.create_task(e.wait())
                  for e in (rt.ready, rt.booted, rt.exited, rt.boot_timed_out)]
         # The boot watch ends the wait at the VM's boot time at the latest; a shorter
-        # budget of the caller's is answered "not ready yet" (the watch goes on).
+        # budget of the caller's is answered "not ready yet" (the watch goes on, and
+        # the VM is reported started when it is: _ready).
         budget = spec.boot_timeout_s + 1.0 if timeout_s is None else timeout_s
-        await asyncio.wait(waits, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
+        rt.awaiting_start = True
+        try:
+            await asyncio.wait(waits, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rt.awaiting_start = False
+            for w in waits:
+                w.cancel()
         if rt.exited.is_set():
             raise RuntimeError(f"VM {name} died while booting; see its last words")
         if rt.boot_timed_out.is_set() and not rt.booted.is_set():
@@ -597,21 +603,22 @@ class VmManager:
         rt.ready.set()
         if rt.link is not None:
             rt.link.mark_booted()
-
-    def guest_booted(self, vm: str) -> None:
-        rt = self.vms[vm]
-        rt.booted.set()
-        if rt.boot_timed_out.is_set() and rt.state == "starting":
-            # Reported as failing to boot, it came up after all: that clears it.
+        if rt.state == "starting" and not rt.awaiting_start and rt.pid is not None:
+            # Its vm.start has answered already (not ready yet, or past its boot time:
+            # then this clears that): it is reported started now.
+            vm = rt.spec.name
             rt.state = "running"
-            self._log_action(vm, "booted", "after its boot time")
+            self._log_action(vm, "ready", "after its start was answered")
             self._emit.emit(
                 Kind.VM_STARTED, f"vm/{vm}", severity=Severity.INDETERMINATE,
                 event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-start",
-                description=f"VM {vm} booted after all (pid {rt.pid})", clears=True,
-                details={"pid": rt.pid, "late": True},
+                description=f"VM {vm} started (pid {rt.pid}), after its start was answered",
+                clears=True, details={"pid": rt.pid, "late": True},
             )
             self._on_change()
+
+    def guest_booted(self, vm: str) -> None:
+        self.vms[vm].booted.set()
 
     def guest_boot_timeout(self, vm: str, detected_mono_ns: int) -> None:
         rt = self.vms[vm]

@@ -187,18 +187,32 @@ class DetectBench:
         await self._all_vms_running(max(0.0, end - loop.time()))
 
     async def _all_vms_running(self, timeout_s: float) -> None:
+        """Start what does not run until everything does. A start that fails is tried
+        again (a host that just came back may be judged again, a repair may be under
+        way): only the time limit ends this."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
+        errors: dict[str, str] = {}
+
+        async def start(vm: str) -> None:
+            r = await self.client.post(f"/v1/vms/{vm}/start", timeout=60.0)
+            if r.status_code != 200:
+                errors[vm] = f"{r.status_code} {r.text}"
+
         while True:
+            repairing = any(r["ended_mono_ns"] is None
+                            for r in (await self.client.get("/v1/host-repairs")).json())
             states = {v["name"]: v["state"] for v in (await self.client.get("/v1/vms")).json()}
             down = [v.name for v in self.t.vms if states.get(v.name) != "running"]
             if not down:
                 break
             if loop.time() > end:
-                raise TimeoutError(f"VMs not running again within {timeout_s:.0f} s:"
-                                   f" {', '.join(f'{v} ({states.get(v)})' for v in down)}")
-            await asyncio.gather(*(self._post(f"/v1/vms/{vm}/start") for vm in down
-                                   if states.get(vm) != "starting"))
+                raise TimeoutError(
+                    f"VMs not running again within {timeout_s:.0f} s: "
+                    + ", ".join(f"{v} ({states.get(v)}{'; ' + errors[v] if v in errors else ''})"
+                                for v in down))
+            if not repairing:
+                await asyncio.gather(*(start(vm) for vm in down if states.get(vm) != "starting"))
             await asyncio.sleep(0.2)
         for v in self.t.vms:
             await self._serving(v.name)
