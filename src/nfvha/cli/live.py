@@ -23,11 +23,19 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
     transport = FailoverTransport(urls) if len(urls) > 1 else None  # any controller answers
     async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0, headers=tb.headers,
                                  transport=transport) as client:
-        async def render() -> Group:
+        async def fetch() -> Group:
             status = (await client.get("/v1/status")).json()
             after = max(0, status["last_event_id"] - 40)
             events = (await client.get(f"/v1/events?after={after}")).json()
             return status_tables(status, events, tb.api_url)
+
+        async def render() -> Group | str:
+            # A busy controller (a big deployment just started) may answer late: the
+            # run is up all the same, the table comes with the next refresh.
+            try:
+                return await fetch()
+            except httpx.HTTPError as e:
+                return f"nfvha: no status from the controller yet ({type(e).__name__})"
 
         if once:
             console.print(await render())
@@ -36,7 +44,7 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
         with Live(await render(), console=console, refresh_per_second=4) as live:
             while not stop.is_set():
                 with contextlib.suppress(httpx.HTTPError):
-                    live.update(await render())
+                    live.update(await fetch())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
 
