@@ -350,12 +350,19 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from nfvha.nfvi.fabric import topology_limit_problems
+
     try:
         t = load_topology(args.file)
+        problems = topology_limit_problems(t)
+        if problems:
+            # The test bed's fabric (one run's addresses and links) cannot hold it.
+            raise TopologyError(str(args.file), [f"(top level): {p}" for p in problems])
     except TopologyError as e:
         print(e, file=sys.stderr)
         return 1
-    print(f"{args.file}: ok ({len(t.host_names())} hosts, {len(t.vms)} VMs, {len(t.vnfs)} VNFs)")
+    print(f"{args.file}: ok ({len(t.host_names())} hosts, {len(t.vms)} VMs, {len(t.vnfs)} VNFs;"
+          " within the fabric's limits)")
     return 0
 
 

@@ -14,6 +14,7 @@ import itertools
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -35,6 +36,7 @@ from nfvha.wire.frames import (
     Hello,
     Inventory,
     Reply,
+    Started,
     VmInfo,
     VnfcInfo,
     Welcome,
@@ -50,6 +52,7 @@ class AgentSession:
     writer: asyncio.StreamWriter
     connected_time: float
     replies: dict[int, asyncio.Future[Reply]] = field(default_factory=dict)
+    started: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     broken: bool = False  # an event of this stream could not be stored
 
 
@@ -83,7 +86,8 @@ class HostInventory:
 
 class AgentServer:
     def __init__(self, listen: tuple[str, int], bus: EventBus, hosts: HostStates,
-                 clock: Clock, *, gate: LeaderGate | None = None) -> None:
+                 clock: Clock, *, gate: LeaderGate | None = None,
+                 command_queue_timeout_s: float = 10.0) -> None:
         """``hosts``: the director's host states as the controller mirrors them.
         ``gate``: in a cluster, the leader's (ADR 0013): every command carries its
         epoch and none goes out once the term is over; None: a single controller."""
@@ -99,6 +103,8 @@ class AgentServer:
         self._server: asyncio.Server | None = None
         self._closing = False
         hosts.on_change(self._host_changed)
+        # How long a command may wait at its agent before the agent starts it.
+        self.command_queue_timeout_s = command_queue_timeout_s
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, *self._listen,
@@ -215,6 +221,10 @@ class AgentServer:
                     await self._bus.room()
             elif isinstance(frame, Inventory):
                 self.inventories[host] = HostInventory(frame)
+            elif isinstance(frame, Started):
+                began = session.started.pop(frame.id, None)
+                if began is not None and not began.done():
+                    began.set_result(None)
             elif isinstance(frame, Reply):
                 fut = session.replies.pop(frame.id, None)
                 if fut is not None and not fut.done():
@@ -244,7 +254,12 @@ class AgentServer:
             f"agent on {host} lost: its event stream broke", self._clock.mono_ns())]))
 
     async def command(self, host: str, op: CommandOp, target: str,
-                      args: dict[str, object] | None = None, timeout_s: float = 20.0) -> Reply:
+                      args: dict[str, object] | None = None, timeout_s: float = 20.0,
+                      *, queue_timeout_s: float | None = None) -> Reply:
+        """Send a command and wait for its reply: first up to ``queue_timeout_s``
+        (default: the server's) for the agent to start it - it may be busy with the
+        host's other work - then ``timeout_s`` from that start. Raises TimeoutError,
+        ConnectionError, NotLeader."""
         session = self.sessions.get(host)
         if session is None:
             raise ConnectionError(f"agent on {host} is not connected")
@@ -256,11 +271,24 @@ class AgentServer:
             if not epoch or not self._gate.is_leader():
                 raise NotLeader(f"{op} {target}: this controller does not lead")
         cmd = Command(id=next(self._cmd_ids), op=op, target=target, args=dict(args or {}),
-                      leader_epoch=epoch)
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+                      leader_epoch=epoch, timeout_s=timeout_s)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Reply] = loop.create_future()
+        began: asyncio.Future[None] = loop.create_future()
         session.replies[cmd.id] = fut
+        session.started[cmd.id] = began
         session.writer.write(encode(cmd))
+        queue_s = self.command_queue_timeout_s if queue_timeout_s is None else queue_timeout_s
         try:
+            # An agent that replies without saying it started (an older one) is fine.
+            waits: list[asyncio.Future[Any]] = [fut, began]
+            await asyncio.wait(waits, timeout=queue_s, return_when=asyncio.FIRST_COMPLETED)
+            if fut.done():
+                return fut.result()
+            if not began.done():
+                raise TimeoutError(f"agent on {host} did not start {op} {target} within"
+                                   f" {queue_s:g} s")
             return await asyncio.wait_for(fut, timeout_s)
         finally:
             session.replies.pop(cmd.id, None)
+            session.started.pop(cmd.id, None)

@@ -40,7 +40,7 @@ class HostStatus(Protocol):
 
 
 class LivenessView(Protocol):
-    """Where host health reads liveness from: ``HostLiveness`` today, the mirror of
+    """Where host health reads liveness from: the controller's mirror of
     the HA director's host states with ADR 0014."""
 
     def state(self, host: str) -> HostStatus: ...

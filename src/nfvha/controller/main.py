@@ -116,7 +116,8 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     done.push_async_callback(stop_api)
     liveness = link.hosts  # the director's host states, mirrored
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
-                         gate=term.gate if term is not None else None)
+                         gate=term.gate if term is not None else None,
+                         command_queue_timeout_s=cfg.settings.agent_command_queue_timeout_s)
     done.push_async_callback(agents.close)
     await agents.start()
     placement = Placement(topology, cfg.db_path.with_name(PLACEMENT_FILE))

@@ -100,6 +100,10 @@ class VmSpec(Strict):
     host: Name
     cpu: float = Field(0.5, gt=0, le=64, description="CPU limit in cores")
     memory_mb: int = Field(256, ge=32, le=1_048_576)
+    # How long the VM may take to boot (its guest up, its VNFCs launched). Hang
+    # detection is armed only after boot; a VM still not up after this is reported as
+    # failing to boot. Generous: a loaded host boots slowly, and real VMs take seconds.
+    boot_timeout_s: float = Field(60.0, gt=0, le=3600)
     # A pre-provisioned standby (REC-2, ADR 0010): kept stopped, started with the VNFCs
     # of the VM named here when that one fails (its VNF's repair_action is
     # failover-standby-vm); the failed one becomes the standby.

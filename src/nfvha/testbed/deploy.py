@@ -29,7 +29,7 @@ from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import ComponentSpec, FenceSpec, Topology, VnfSpec
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
-from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
+from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
 from nfvha.nfvi.spawn import Spawned, spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
@@ -193,7 +193,7 @@ class Testbed:
                 assert v.service_address is not None
                 if v.service_address.kind == "vip":
                     ip = v.service_address.address or self.plan.vips[k]
-                    vips[v.name] = f"{ip}/{PREFIXLEN}"
+                    vips[v.name] = f"{ip}/{self.plan.prefixlen}"
         listen = self.plan.root_data_ip if self.plan is not None else "127.0.0.1"
         # Reports about members go to the VNFM only if it manages both sides.
         balancers = {v.name: v.balances for v in t.vnfs if v.balances is not None
@@ -298,7 +298,8 @@ class Testbed:
                 ]
                 vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
                                     netns=run.vm_netns(vm.name) if self.plan else None,
-                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs))
+                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs,
+                                    boot_timeout_s=vm.boot_timeout_s))
             mgmt_ip, hb_port = hosts[host]
             hspec = t.host(host)
             host_ip = self.plan.host(host).data_ip if self.plan is not None else "127.0.0.1"
@@ -478,13 +479,68 @@ class Testbed:
                         f" see {self.run.root}/*/*.log")
                 await asyncio.sleep(0.05)
 
-    async def start_vms(self, timeout_s: float = 60.0) -> None:
+    async def start_vms(self, timeout_s: float = 60.0, repair_wait_s: float = 120.0,
+                        repair_grace_s: float = 5.0) -> None:
+        """Start every VM but the standbys. A VM whose start fails (it died while
+        booting, or is not up yet) may be under repair by the VIM's own policy
+        (ADR 0010) - e.g. a slow boot on a loaded machine taken for a failure: that
+        repair is waited for (``repair_wait_s``) and the VM confirmed running. Only a
+        real failure - the repair failed or was given up, nobody repairs it, or it is
+        not running in time - fails the start, naming the VM and why."""
         async with httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s,
                                      headers=self.headers) as client:
+            async def vm_state(vm: str) -> str | None:
+                r = await client.get("/v1/vms")
+                r.raise_for_status()
+                return next((str(v["state"]) for v in r.json() if v["name"] == vm), None)
+
+            async def settle(vm: str, why: str) -> None:
+                """Until the VM runs and no repair is under way (or it cannot be)."""
+                loop = asyncio.get_running_loop()
+                end = loop.time() + repair_wait_s
+                grace_end = loop.time() + repair_grace_s
+                while True:
+                    r = await client.get(f"/v1/vms/{vm}/repair")
+                    if r.status_code == 404:  # no VM repair policy in this controller
+                        raise TestbedError(f"VM {vm} did not start: {why}")
+                    r.raise_for_status()
+                    repair = r.json()
+                    state, vm_is = repair["state"], await vm_state(vm)
+                    last = repair.get("last_repair") or {}
+                    if state in ("repair-failed", "gave-up"):
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; the VIM's repair of it"
+                            f" {'failed' if state == 'repair-failed' else 'was given up'}"
+                            f": {last.get('error') or 'it failed again after each repair'}")
+                    if state == "ok" and vm_is == "running":
+                        return
+                    now = loop.time()
+                    if state == "awaiting-confirmation" and now > grace_end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; its repair action is"
+                            " 'confirm' and nobody asked for a repair")
+                    if now > end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; still {vm_is} (repair state"
+                            f" {state}) after waiting {repair_wait_s:g} s")
+                    if state == "ok" and vm_is not in ("starting", "running") \
+                            and now > grace_end:
+                        # Failed, and no repair started: its failure event arrived
+                        # long ago (the grace), so none is coming.
+                        raise TestbedError(f"VM {vm} did not start: {why}; it is {vm_is}"
+                                           " and the VIM is not repairing it")
+                    await asyncio.sleep(0.1)
+
             async def start(vm: str) -> None:
-                r = await client.post(f"/v1/vms/{vm}/start")
-                if r.status_code != 200 or not r.json()["result"].get("ready", True):
-                    raise TestbedError(f"VM {vm} did not start: {r.status_code} {r.text}")
+                try:
+                    r = await client.post(f"/v1/vms/{vm}/start")
+                except httpx.TimeoutException:
+                    why = f"no answer within {timeout_s:g} s"
+                else:
+                    if r.status_code == 200 and r.json()["result"].get("ready", True):
+                        return
+                    why = f"{r.status_code} {r.text}"
+                await settle(vm, why)
 
             # A standby VM stays stopped until a failover starts it (ADR 0010).
             await asyncio.gather(*(start(v.name) for v in self.topology.vms
