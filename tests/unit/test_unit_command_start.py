@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from nfvha.controller.agents import AgentServer, AgentSession
+from nfvha.controller.hoststates import HostStates
 from nfvha.util.clock import ManualClock
 from nfvha.wire.frames import (
     CONTROLLER_FRAME,
@@ -56,8 +57,9 @@ class Stream:
 
 @pytest.fixture
 async def stream() -> AsyncIterator[Stream]:
-    server = AgentServer(("127.0.0.1", 0), None, None, ManualClock(), 0.1,  # type: ignore[arg-type]
-                         command_queue_timeout_s=5.0)
+    clock = ManualClock()
+    server = AgentServer(("127.0.0.1", 0), None, HostStates(["h1"], clock),  # type: ignore[arg-type]
+                         clock, command_queue_timeout_s=5.0)
     writer, reader = FakeWriter(), asyncio.StreamReader()
     session = AgentSession(Hello(host="h1", agent_pid=1, incarnation="i", started_time=0.0),
                            writer, 0.0)  # type: ignore[arg-type]

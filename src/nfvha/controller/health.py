@@ -41,7 +41,7 @@ class HostStatus(Protocol):
 
 class LivenessView(Protocol):
     """Where host health reads liveness from: the controller's mirror of
-    the HA director's host states with ADR 0014."""
+    the HA director's host states (ADR 0014)."""
 
     def state(self, host: str) -> HostStatus: ...
 
