@@ -120,10 +120,12 @@ class DirectorLink:
         self._term: Term | None = None
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="director-link")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="director-link")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -373,19 +375,24 @@ class DirectorLink:
 
     def heartbeat_ages(self) -> dict[str, int | None]:
         """Milliseconds since each host's last heartbeat, as the director last said
-        (aged by the time since), without waiting: a stale answer starts a refresh."""
+        (aged by the time since), without waiting: a stale answer starts a refresh.
+        Safe from a worker thread (the API builds its listings off the loop)."""
         cached = self._cache.get("hosts")
         now = time.monotonic()
-        if (cached is None or now - cached[0] >= self._cache_s) and "hosts" not in self._inflight \
-                and self.connected.is_set():
-            task = background(self.query("hosts"), name="director-hosts")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if (cached is None or now - cached[0] >= self._cache_s) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._refresh_hosts)
         if cached is None:
             return {}
         aged = int((now - cached[0]) * 1000)
         return {h: (v["last_heartbeat_ms_ago"] + aged
                     if v.get("last_heartbeat_ms_ago") is not None else None)
                 for h, v in cached[1].items()}
+
+    def _refresh_hosts(self) -> None:
+        if "hosts" in self._inflight or not self.connected.is_set():
+            return
+        task = background(self.query("hosts"), name="director-hosts")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _ask_director(self, what: str) -> Any:
         qid = next(self._ids)
