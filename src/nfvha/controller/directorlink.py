@@ -116,6 +116,7 @@ class DirectorLink:
         self._answers: dict[int, asyncio.Future[Answer]] = {}
         self._cache: dict[str, tuple[float, Any]] = {}
         self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._next_answer: dict[str, asyncio.Future[Any]] = {}
         self._repairs = 0
         self._term: Term | None = None
         self.connected = asyncio.Event()
@@ -359,19 +360,37 @@ class DirectorLink:
         self._send(Answer(id=msg.id, result=result))
 
     # -- reads of the director's state (the API) --------------------------------------------------
-    async def query(self, what: str) -> Any:
-        """The director's answer to ``what`` ("availability", "hosts"), at most
-        ``cache_s`` old; concurrent askers share one question."""
-        now = time.monotonic()
+    async def query(self, what: str, max_age_s: float = 0.0) -> Any:
+        """The director's answer to ``what`` ("availability", "hosts"). With
+        ``max_age_s`` 0 it was computed after this call began (a client that polls
+        after a fault must not be told the state from before it); askers that arrive
+        while a question is out share the next one, so the director answers one
+        question at a time however many ask. A cached answer younger than
+        ``max_age_s`` is taken as it is."""
         cached = self._cache.get(what)
-        if cached is not None and now - cached[0] < self._cache_s:
+        if max_age_s and cached is not None and time.monotonic() - cached[0] < max_age_s:
             return cached[1]
-        task = self._inflight.get(what)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._ask_director(what))
-            self._inflight[what] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(what, None))
-        return await asyncio.shield(task)
+        nxt = self._next_answer.get(what)
+        if nxt is None:
+            nxt = self._next_answer[what] = asyncio.get_running_loop().create_future()
+        if what not in self._inflight:
+            self._inflight[what] = background(self._ask_rounds(what), name=f"ask-{what}")
+        return await asyncio.shield(nxt)
+
+    async def _ask_rounds(self, what: str) -> None:
+        try:
+            while (fut := self._next_answer.pop(what, None)) is not None:
+                try:
+                    result = await self._ask_director(what)
+                except Exception as e:
+                    if not fut.done():
+                        fut.set_exception(e)
+                        fut.exception()  # retrieved: a caller may have given up
+                    continue
+                if not fut.done():
+                    fut.set_result(result)
+        finally:
+            self._inflight.pop(what, None)
 
     def heartbeat_ages(self) -> dict[str, int | None]:
         """Milliseconds since each host's last heartbeat, as the director last said
@@ -391,7 +410,7 @@ class DirectorLink:
     def _refresh_hosts(self) -> None:
         if "hosts" in self._inflight or not self.connected.is_set():
             return
-        task = background(self.query("hosts"), name="director-hosts")
+        task = background(self.query("hosts", self._cache_s), name="director-hosts")
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _ask_director(self, what: str) -> Any:
