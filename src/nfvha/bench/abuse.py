@@ -1,0 +1,580 @@
+"""``nfvha bench abuse``: the controller's API flooded while a 2N VNF serves (issue 11).
+
+On the real test bed under the generic VNFM, the 2N VNF under test (``--vnf``, gw of
+the default topology) is probed on its VIP every 5 ms (the scenario probe) from
+before the first phase to the end. Faults are VNFC crashes of the other VNFs' VNFCs
+(never the 2N VNF's, nor a load balancer's, nor another 2N VNF's: those are watched),
+in turn; their escalation is raised so that repeated crashes stay VNFC restarts.
+
+1. idle: ``--faults`` crashes one after another, each once the last one's VNFC is back
+   in service. Detection = the stored event's ``received_mono_ns`` - the injection time
+   (CLOCK_MONOTONIC: one clock machine-wide) -> ``detect_p99_idle_ms``.
+2. flood, ``--duration`` seconds, from loopback (an address the intake trusts), by
+   three processes of their own (``nfvha.bench.flood``): large bodies (10 MB and
+   200 kB; well-formed, nested, huge numbers) to every route that takes one, hundreds
+   of keep-alive connections doing cheap GETs, and slow clients trickling headers or
+   bodies a byte at a time. Meanwhile the same faults again, spread over the flood ->
+   ``detect_p99_ms``; the probe's longest interruption -> ``probe_outage_ms``; the
+   watched VNFs (the 2N VNF and every VNF not faulted) whose service instances had no
+   active at some moment, seen by the API (``/v1/availability`` every 50 ms) or at the
+   components themselves (each SU asked every 20 ms) -> ``actives_lost``; how late the
+   availability manager's lease grants came, as the 2N VNF's components timed them ->
+   ``lease_late_max_ms``.
+3. settle: ``--settle`` seconds after the flood ended, the controller's RSS (its VIM
+   process and its HA director) minus before the flood -> ``rss_growth_mb``.
+
+A failed phase does not lose what was measured: the figures so far are printed with
+the error (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from nfvha.amf.model import ServiceGroup
+from nfvha.bench.abusewatch import (
+    ActiveWatch,
+    AvailabilityPoll,
+    WatchedVnf,
+    grants_late_ms,
+    rss_mb,
+)
+from nfvha.bench.floodprocs import FloodProcs
+from nfvha.bench.stats import percentile
+from nfvha.model.topology import EscalationStep, Topology, load_topology
+from nfvha.scenarios.probe import ServiceProbe, lost_increments, outages_after
+from nfvha.testbed.deploy import Testbed
+from nfvha.testbed.faults import FaultError, FaultInjector
+from nfvha.testbed.observe import EventWaiter, udp_request
+from nfvha.util.files import read_json
+
+FIGURES = ("actives_lost", "probe_outage_ms", "lease_late_max_ms", "detect_p99_ms",
+           "detect_p99_idle_ms", "rss_growth_mb")
+READY_TIMEOUT_S = 60.0  # the deployment fully assigned, a crashed VNFC back: generous
+EVENT_TIMEOUT_S = 30.0
+# Repeated crashes of one VNFC stay VNFC restarts (the bench's faults are not meant to
+# escalate into VM repairs).
+NO_ESCALATION = EscalationStep(max=1000, probation_s=60)
+
+
+@dataclass(frozen=True)
+class AbuseOptions:
+    vnf: str = "gw"
+    duration_s: float = 30.0
+    faults: int = 10
+    connections: int = 300
+    slow: int = 100
+    body_workers: int = 4
+    flood_cpu: float = 1.0  # cores for the flood processes; 0: not capped
+    settle_s: float = 3.0
+    sizes: tuple[int, ...] = (10_000_000, 200_000)
+
+
+@dataclass(frozen=True)
+class AbusePlan:
+    vnf: str  # the 2N VNF under test
+    targets: list[str]  # the VNFCs crashed, in turn
+    watched: list[str]  # the VNFs whose actives must hold: the 2N VNF and the unfaulted
+
+
+def make_plan(t: Topology, vnf: str) -> AbusePlan:
+    """Which VNFCs to crash and which VNFs to watch; ValueError if the topology has no
+    2N VNF ``vnf`` under the generic VNFM with a VIP, or nothing else to fault."""
+    try:
+        spec = t.vnf(vnf)
+    except KeyError:
+        raise ValueError(f"no VNF '{vnf}'; valid: {', '.join(v.name for v in t.vnfs)}"
+                         ) from None
+    if spec.redundancy != "2n" or spec.vnfm != "generic" or spec.service_address is None \
+            or spec.service_address.kind != "vip":
+        raise ValueError(f"VNF '{vnf}' must be 2N under the generic VNFM with a VIP")
+    faulted = [v for v in t.vnfs if v.vnfm == "generic" and v.name != vnf
+               and v.redundancy != "2n" and v.balances is None]
+    if not faulted:
+        raise ValueError("no VNF to fault: the faults go to the VNFCs of generic-VNFM VNFs"
+                         f" other than '{vnf}' that are neither 2N nor load balancers")
+    names = {v.name for v in faulted}
+    return AbusePlan(vnf=vnf, targets=[c.name for v in faulted for c in v.components],
+                     watched=[v.name for v in t.vnfs
+                              if v.vnfm == "generic" and v.name not in names])
+
+
+def bench_topology(t: Topology, plan: AbusePlan) -> Topology:
+    targets = set(plan.targets)
+    vnfs = []
+    for v in t.vnfs:
+        if any(c.name in targets for c in v.components):
+            v = v.model_copy(update={"escalation": v.escalation.model_copy(
+                update={"vnfc_restart": NO_ESCALATION})})
+        vnfs.append(v)
+    return t.model_copy(update={"vnfs": vnfs})
+
+
+@dataclass
+class AbuseResult:
+    actives_lost: int | None = None
+    probe_outage_ms: float | None = None
+    lease_late_max_ms: float | None = None
+    detect_p99_ms: float | None = None
+    detect_p99_idle_ms: float | None = None
+    rss_growth_mb: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The six figures first, in this order; then what else was measured."""
+        return {**{k: getattr(self, k) for k in FIGURES}, **self.extra,
+                "errors": self.errors}
+
+
+@dataclass(frozen=True)
+class Crash:
+    target: str
+    pid: int
+    injected_mono_ns: int
+
+
+def _p99(samples: list[float]) -> float | None:
+    return round(percentile(samples, 99), 1) if samples else None
+
+
+class AbuseBench:
+    def __init__(self, tb: Testbed, client: httpx.AsyncClient, plan: AbusePlan,
+                 opts: AbuseOptions, progress: Callable[[str], None]) -> None:
+        self.tb = tb
+        self.t = tb.topology
+        self.client = client
+        self.plan = plan
+        self.opts = opts
+        self.say = progress
+        self.events = EventWaiter(client)
+        self.faults = FaultInjector(tb.run, tb.topology)
+        self.result = AbuseResult()
+        self.probe: ServiceProbe | None = None
+        self._crashes = 0
+
+    # -- the deployment ------------------------------------------------------------------
+
+    async def availability(self) -> list[dict[str, Any]]:
+        r = await self.client.get("/v1/availability")
+        r.raise_for_status()
+        found: list[dict[str, Any]] = r.json()
+        return found
+
+    async def _until(self, cond: Callable[[], Awaitable[bool]], what: str,
+                     timeout_s: float = READY_TIMEOUT_S, interval_s: float = 0.05) -> None:
+        end = time.monotonic() + timeout_s
+        while not await cond():
+            if time.monotonic() > end:
+                raise TimeoutError(f"{what} within {timeout_s:.0f} s")
+            await asyncio.sleep(interval_s)
+
+    async def fully_assigned(self) -> bool:
+        for a in await self.availability():
+            spec = self.t.vnf(a["vnf"])
+            standbys = 0 if spec.redundancy in ("none", "n-way-active") else 1
+            if not all(u["readiness"] == "in-service" for u in a["service_units"]):
+                return False
+            if not all(len(si["active"]) >= 1 and len(si["standby"]) >= standbys
+                       for si in a["service_instances"]):
+                return False
+        return True
+
+    async def active_su(self) -> str | None:
+        a = next(x for x in await self.availability() if x["vnf"] == self.plan.vnf)
+        active = a["service_instances"][0]["active"]
+        return str(active[0]) if active else None
+
+    def counters(self, vnfs: list[str]) -> dict[str, tuple[str, int]]:
+        """The counter components of ``vnfs`` (they answer GRANTS; an LB does not)."""
+        return {c.name: self.tb.component_address(c.name) for v in vnfs
+                for c in self.t.vnf(v).components if c.program == "counter"}
+
+    def watched(self) -> list[WatchedVnf]:
+        out = []
+        for name in self.plan.watched:
+            spec = self.t.vnf(name)
+            out.append(WatchedVnf(
+                name=name, request="STATS" if spec.balances is not None else "GET abuse-watch",
+                n_sis=len(ServiceGroup.from_vnf(spec).sis),
+                addrs=[self.tb.component_address(c.name) for c in spec.components]))
+        return out
+
+    async def prepare(self) -> None:
+        """Every VNF fully assigned, the 2N VNF's standby in sync, the probe answered."""
+        await self._until(self.fully_assigned, "the deployment fully assigned")
+        spec = self.t.vnf(self.plan.vnf)
+        if spec.state == "sync":
+            async def synced() -> bool:
+                su = await self.active_su()
+                return su is not None and await asyncio.to_thread(
+                    udp_request, self.tb.component_address(su), "SYNC", 0.2) == "SYNC up"
+
+            await self._until(synced, f"{self.plan.vnf}'s state sync to its standby up")
+        vip = self.tb.vip(self.plan.vnf)
+        if vip is None:
+            raise RuntimeError(f"{self.plan.vnf} has no VIP on this test bed")
+        self.probe = ServiceProbe(vip, f"abuse-{self.tb.run.run_id}", stateful=spec.stateful)
+        self.probe.start()
+        probe = self.probe
+
+        async def answered() -> bool:
+            return any(s.reply_ns is not None for s in probe.snapshot()[-20:])
+
+        await self._until(answered, "the probe answered", interval_s=0.01)
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def _running_pid(self, target: str) -> int | None:
+        vm = next(c.vm for _, c in self.t.components() if c.name == target)
+        with contextlib.suppress(FileNotFoundError, KeyError, ValueError, TypeError):
+            rec = read_json(self.tb.run.vm_dir(vm) / "vnfcs.json")[target]
+            if rec.get("state") == "running" and rec.get("pid") is not None:
+                return int(rec["pid"])
+        return None
+
+    async def crash_next(self, deadline: float) -> Crash:
+        """Crash the next target as soon as it runs (a VNFC restarted by the VNFM);
+        TimeoutError if it does not run again before ``deadline`` (monotonic s)."""
+        target = self.plan.targets[self._crashes % len(self.plan.targets)]
+        self._crashes += 1
+        while True:
+            pid = self._running_pid(target)
+            if pid is not None:
+                with contextlib.suppress(FaultError):  # gone in between: wait again
+                    inj = self.faults.inject("vnfc-crash", target)
+                    return Crash(target, pid, inj.injected_mono_ns)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} not running again in time")
+            await asyncio.sleep(0.02)
+
+    async def detection_ms(self, crashes: list[Crash], after: int) -> list[float]:
+        """Each crash's detection, from its stored event (matched by the pid killed).
+        Waits up to EVENT_TIMEOUT_S for the events still missing."""
+        found: dict[Crash, dict[str, Any]] = {}
+        end = time.monotonic() + EVENT_TIMEOUT_S
+        while True:
+            r = await self.client.get("/v1/events", params={
+                "kind": "vnfc.crashed", "after": after, "limit": 2000}, timeout=60.0)
+            r.raise_for_status()
+            for c in crashes:
+                for ev in r.json():
+                    if ev["entity"] == f"vnfc/{c.target}" \
+                            and (ev.get("details") or {}).get("pid") == c.pid:
+                        found[c] = ev
+            missing = [c for c in crashes if c not in found]
+            if not missing:
+                break
+            if time.monotonic() > end:
+                raise TimeoutError("no vnfc.crashed stored for " + ", ".join(
+                    f"{c.target} (pid {c.pid})" for c in missing))
+            await asyncio.sleep(0.2)
+        return [(found[c]["received_mono_ns"] - c.injected_mono_ns) / 1e6 for c in crashes]
+
+    async def back_in_service(self, crash: Crash) -> None:
+        """The crash stored, then its VNFC restarted and in service again."""
+        await self.events.wait("vnfc.crashed", f"vnfc/{crash.target}", timeout_s=EVENT_TIMEOUT_S)
+
+        async def back() -> bool:
+            pid = self._running_pid(crash.target)
+            if pid is None or pid == crash.pid:
+                return False
+            return any(u["name"] == crash.target and u["readiness"] == "in-service"
+                       for a in await self.availability() for u in a["service_units"])
+
+        await self._until(back, f"{crash.target} back in service")
+
+    # -- the phases ------------------------------------------------------------------------------
+
+    async def idle_phase(self) -> None:
+        self.say(f"idle: {self.opts.faults} VNFC crashes of {', '.join(self.plan.targets)}")
+        gw = self.counters([self.plan.vnf])
+        await asyncio.to_thread(grants_late_ms, gw, reset=True)
+        start_ns = time.monotonic_ns()
+        first = await self.events.sync()
+        crashes = []
+        for _ in range(self.opts.faults):
+            await self.events.sync()  # the crash's event comes after this
+            crash = await self.crash_next(time.monotonic() + READY_TIMEOUT_S)
+            crashes.append(crash)
+            await self.back_in_service(crash)
+        samples = await self.detection_ms(crashes, first)
+        self.result.detect_p99_idle_ms = _p99(samples)
+        self.result.extra["detect_idle_ms"] = [round(s, 1) for s in samples]
+        late = await asyncio.to_thread(grants_late_ms, gw, reset=False)
+        self.result.extra["lease_late_max_idle_ms"] = round(max(late.values()), 1)
+        self.result.extra["probe_outage_idle_ms"] = self._outage_ms(start_ns,
+                                                                    time.monotonic_ns())
+
+    def _outage_ms(self, start_ns: int, end_ns: int) -> float:
+        assert self.probe is not None
+        window = [s for s in self.probe.snapshot() if start_ns <= s.sent_ns <= end_ns]
+        return round(max((o.ms for o in outages_after(window, start_ns)), default=0.0), 1)
+
+    async def some_alarm(self) -> str:
+        """An alarm that exists, for the flood's PATCH (the idle phase raised some)."""
+        r = await self.client.get("/vnffm/v1/alarms")
+        r.raise_for_status()
+        alarms = r.json()
+        return str(alarms[0]["id"]) if alarms else "no-such-alarm"
+
+    def _rss(self) -> float:
+        d = self.tb.run.controller_dir
+        return rss_mb([d / "controller.pid", d / "director.pid"])
+
+    async def flood_phase(self, floods: FloodProcs) -> None:
+        o = self.opts
+        await self._until(self.fully_assigned, "the deployment fully assigned again")
+        alarm = await self.some_alarm()
+        gw = self.counters([self.plan.vnf])
+        rss_before = await asyncio.to_thread(self._rss)
+        self.result.extra["rss_before_mb"] = round(rss_before, 1)
+        first = await self.events.sync()
+        await asyncio.to_thread(grants_late_ms, gw, reset=True)
+
+        watch = ActiveWatch(self.watched())
+        stop = asyncio.Event()
+        crashes: list[Crash] = []
+        failed: BaseException | None = None
+        start_ns: int | None = None
+        async with httpx.AsyncClient(base_url=self.tb.api_url, headers=self.tb.headers,
+                                     timeout=10.0) as poll_client:
+            poll = AvailabilityPoll(poll_client, self.plan.watched)
+            watch.start()
+            watchers = [asyncio.create_task(poll.run(stop)),
+                        asyncio.create_task(self._rss_peak(stop))]
+            # The flood processes end by themselves a little after the bench stops them.
+            own = o.duration_s + 30.0
+            sizes = ",".join(str(s) for s in o.sizes)
+            self.say(f"flood: {o.duration_s:g} s; {o.body_workers} body senders,"
+                     f" {o.connections} connections, {o.slow} slow clients")
+            try:
+                await floods.start("bodies", "bodies", own, o.body_workers,
+                                   ["--alarm", alarm, "--sizes", sizes])
+                await floods.start("connections", "connections", own, o.connections, [])
+                await floods.start("slow", "slow", own, o.slow, [])
+                start_ns = time.monotonic_ns()
+                await self._flood_faults(start_ns, floods, crashes)
+            except Exception as e:  # what was measured until then still counts
+                failed = e
+            finally:
+                end_ns = time.monotonic_ns()
+                await floods.stop()
+                stop.set()
+                watch.stop()
+                peaks = await asyncio.gather(*watchers, return_exceptions=True)
+        if start_ns is None:
+            raise failed or RuntimeError("the flood did not start")
+        r = self.result
+        r.extra["flood_s"] = round((end_ns - start_ns) / 1e9, 1)
+        r.probe_outage_ms = self._outage_ms(start_ns, end_ns)
+        self._actives(watch, poll)
+        if isinstance(peaks[1], float):
+            r.extra["rss_peak_mb"] = round(peaks[1], 1)
+        with self.measuring("flood: lease lateness"):
+            late = await asyncio.to_thread(grants_late_ms, gw, reset=False)
+            r.lease_late_max_ms = round(max(late.values()), 1)
+            r.extra["lease_late_ms"] = {k: round(v, 1) for k, v in late.items()}
+
+        self.say(f"settle: {o.settle_s:g} s")
+        await asyncio.sleep(o.settle_s)
+        with self.measuring("flood: controller RSS"):
+            rss_after = await asyncio.to_thread(self._rss)
+            r.extra["rss_after_mb"] = round(rss_after, 1)
+            r.rss_growth_mb = round(rss_after - rss_before, 1)
+        with self.measuring("flood: detection"):
+            samples = await self.detection_ms(crashes, first)
+            r.detect_p99_ms = _p99(samples)
+            r.extra["detect_ms"] = [round(s, 1) for s in samples]
+        if failed is not None:
+            raise failed
+
+    @contextlib.contextmanager
+    def measuring(self, what: str) -> Iterator[None]:
+        """One measurement: its failure is recorded, and the next one is still taken."""
+        try:
+            yield
+        except Exception as e:
+            self.result.errors.append(f"{what}: {type(e).__name__}: {e}")
+            self.say(f"{what} failed: {e}")
+
+    async def _flood_faults(self, start_ns: int, floods: FloodProcs,
+                            crashes: list[Crash]) -> None:
+        """The faults, one per slot of the flood (into ``crashes``); then the rest of
+        the flood."""
+        o = self.opts
+        slot_s = o.duration_s / max(1, o.faults)
+        start = start_ns / 1e9
+        for i in range(o.faults):
+            await self._sleep_until(start + (i + 0.5) * slot_s, floods)
+            try:
+                crashes.append(await self.crash_next(start + (i + 1.5) * slot_s))
+            except TimeoutError as e:
+                self.result.errors.append(f"flood: fault {i + 1}: {e}")
+        await self._sleep_until(start + o.duration_s, floods)
+
+    async def _sleep_until(self, when_s: float, floods: FloodProcs) -> None:
+        while (left := when_s - time.monotonic()) > 0:
+            if len(floods.running()) < len(floods.started):
+                gone = set(floods.started) - set(floods.running())
+                raise RuntimeError(f"flood process(es) {', '.join(sorted(gone))} ended early;"
+                                   f" see {floods.dir}")
+            await asyncio.sleep(min(left, 0.2))
+
+    async def _rss_peak(self, stop: asyncio.Event) -> float:
+        peak = 0.0
+        while not stop.is_set():
+            with contextlib.suppress(RuntimeError, OSError, ValueError, KeyError):
+                peak = max(peak, await asyncio.to_thread(self._rss))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        return peak
+
+    def _actives(self, watch: ActiveWatch, poll: AvailabilityPoll) -> None:
+        at_components = {n for n, s in watch.seen.items() if s.lost}
+        at_api = set(poll.lost)
+        lost = at_components | at_api
+        self.result.actives_lost = len(lost)
+        self.result.extra["actives_lost_vnfs"] = {
+            n: "both" if n in at_components and n in at_api
+            else "components" if n in at_components else "api" for n in sorted(lost)}
+        self.result.extra["watched_vnfs"] = self.plan.watched
+        self.result.extra["component_watch"] = watch.summary()
+        self.result.extra["availability_poll"] = poll.summary()
+
+    def finish_probe(self) -> None:
+        if self.probe is None:
+            return
+        self.probe.stop()
+        samples = self.probe.snapshot()
+        self.result.extra["probe_requests"] = len(samples)
+        self.result.extra["probe_failed"] = sum(1 for s in samples if s.reply_ns is None)
+        if self.t.vnf(self.plan.vnf).stateful:
+            self.result.extra["state_lost"] = lost_increments(samples)
+
+
+async def bench(topology: Topology, opts: AbuseOptions,
+                progress: Callable[[str], None]) -> AbuseResult:
+    plan = make_plan(topology, opts.vnf)
+    tb = Testbed(bench_topology(topology, plan))
+    progress(f"deploying run {tb.run.run_id}")
+    await tb.start()
+    result = AbuseResult()
+    floods = FloodProcs(tb, cpu_cores=opts.flood_cpu or None)
+    try:
+        async with httpx.AsyncClient(base_url=tb.api_url, timeout=30.0,
+                                     headers=tb.headers) as client:
+            b = AbuseBench(tb, client, plan, opts, progress)
+            result = b.result
+            result.extra["targets"] = plan.targets
+            result.extra["mode"] = "netns" if tb.namespaced else "loopback"
+            try:
+                await b.prepare()
+                for name, phase in (("idle", b.idle_phase),
+                                    ("flood", lambda: b.flood_phase(floods))):
+                    with b.measuring(name):
+                        await phase()
+            except (TimeoutError, httpx.HTTPError, RuntimeError) as e:
+                result.errors.append(f"prepare: {type(e).__name__}: {e}")
+            finally:
+                b.finish_probe()
+    finally:
+        await floods.stop()
+        if floods.started:
+            result.extra["flood"] = floods.stats()
+        await asyncio.to_thread(tb.down)
+    return result
+
+
+# -- output --------------------------------------------------------------------------------------
+
+TARGETS = {"actives_lost": "0", "probe_outage_ms": "0", "lease_late_max_ms": "< lease",
+           "detect_p99_ms": "<= 2 x idle", "detect_p99_idle_ms": "",
+           "rss_growth_mb": "< 50"}
+
+
+def results_table(r: dict[str, Any], duration_s: float) -> Table:
+    table = Table(title=f"nfvha bench abuse: the API flooded for {duration_s:g} s while a"
+                        " 2N VNF serves")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    for k in FIGURES:
+        v = r.get(k)
+        table.add_row(k, "-" if v is None else f"{v}", TARGETS[k])
+    for k in ("lease_late_max_idle_ms", "probe_outage_idle_ms", "rss_before_mb",
+              "rss_peak_mb", "rss_after_mb", "state_lost"):
+        if k in r:
+            table.add_row(k, f"{r[k]}", "")
+    return table
+
+
+def flood_table(flood: dict[str, Any]) -> Table:
+    table = Table(title="the flood: requests per kind (answers by status)")
+    for col in ("kind", "sent", "answered", "status", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(col, justify="left" if col in ("kind", "status") else "right")
+    for mode, stats in flood.items():
+        if "error" in stats:
+            table.add_row(mode, "-", "-", stats["error"], "", "", "")
+            continue
+        for kind, t in stats["requests"].items():
+            status = " ".join(f"{s}:{n}" for s, n in sorted(t["status"].items()))
+            table.add_row(kind, str(t["sent"]), str(t["answered"]), status,
+                          str(t["p50_ms"]), str(t["p99_ms"]), str(t["max_ms"]))
+        table.add_row(f"[b]{mode}[/b]", str(stats["sent"]), str(stats["answered"]),
+                      f"{stats['sent_per_s']}/s sent, {stats['answered_per_s']}/s answered",
+                      "", "", "")
+    return table
+
+
+def options(args: argparse.Namespace) -> AbuseOptions:
+    return AbuseOptions(vnf=args.vnf, duration_s=args.duration, faults=args.faults,
+                        connections=args.connections, slow=args.slow,
+                        body_workers=args.body_workers, flood_cpu=args.flood_cpu,
+                        settle_s=args.settle)
+
+
+def run_abuse_bench(args: argparse.Namespace) -> int:
+    if args.duration <= 0 or args.faults < 1 or min(args.connections, args.slow,
+                                                     args.body_workers) < 1:
+        print("nfvha bench abuse: --duration must be > 0; --faults, --connections, --slow"
+              " and --body-workers >= 1", file=sys.stderr)
+        return 2
+    if args.flood_cpu < 0 or args.settle < 0:
+        print("nfvha bench abuse: --flood-cpu and --settle must be >= 0", file=sys.stderr)
+        return 2
+    err = Console(stderr=True)
+    try:
+        result = asyncio.run(bench(load_topology(args.file), options(args),
+                                   lambda line: err.print(f"  {line}")))
+    except ValueError as e:  # the plan: the topology does not fit
+        print(f"nfvha bench abuse: {e}", file=sys.stderr)
+        return 2
+    out = result.to_json()
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        console = Console()
+        console.print(results_table(out, args.duration))
+        if "flood" in out:
+            console.print(flood_table(out["flood"]))
+        poll = out.get("availability_poll") or {}
+        if (poll.get("p99_ms") or 0) > 1000 or poll.get("failed"):
+            console.print(f"The API was slow under the flood: /v1/availability p99"
+                          f" {poll.get('p99_ms')} ms, {poll.get('failed')} failed; the"
+                          " actives were also watched at the components.")
+        for error in result.errors:
+            console.print(f"[red]error[/red] {error}")
+    return 1 if result.errors else 0
