@@ -7,7 +7,7 @@ Layers, lowest first::
     1  nfvha.model, nfvha.wire
     2  nfvha.store, nfvha.nfvi, nfvha.samples, nfvha.amf
     3  nfvha.agent
-    4  nfvha.controller
+    4  nfvha.controller, nfvha.director
     5  nfvha.api, nfvha.vnfam
     6  nfvha.testbed, nfvha.bench, nfvha.scenarios
     7  nfvha.cli
@@ -23,7 +23,9 @@ Rules:
 * Every nfvha package must be assigned a layer, so a new package cannot slip through.
 * The light processes - ``nfvha.agent.hostd``, ``nfvha.nfvi.guest``, ``nfvha.nfvi.spawn``
   and ``nfvha.samples.*`` - import only the standard library, ``nfvha.util`` and the
-  light library modules ``nfvha.amf.sdk``/``nfvha.amf.vip`` (the VNFC side). Since
+  light library modules ``nfvha.amf.sdk``/``nfvha.amf.vip`` (the VNFC side),
+  ``nfvha.agent.liveness_endpoint`` and ``nfvha.wire.liveness`` (the host supervisor's
+  liveness, ADR 0015). Since
   ``python -m`` also runs every enclosing package's ``__init__`` and every imported
   module runs its own imports, that holds for everything they pull in, too.
 """
@@ -52,6 +54,7 @@ LAYERS: dict[str, int] = {
     "nfvha.agent": 3,
     "nfvha.faults": 3,
     "nfvha.controller": 4,
+    "nfvha.director": 4,
     "nfvha.api": 5,
     "nfvha.vnfam": 5,
     "nfvha.testbed": 6,
@@ -61,9 +64,12 @@ LAYERS: dict[str, int] = {
 }
 ENTRY_MODULES = frozenset({"nfvha.agent.main", "nfvha.agent.hostd", "nfvha.controller.main"})
 ENTRY_PACKAGES = ("nfvha.cli",)
-# nfvha.amf itself (its __init__) is light because a VNFC importing nfvha.amf.sdk runs it.
+# nfvha.amf itself (its __init__) is light because a VNFC importing nfvha.amf.sdk runs it;
+# so is nfvha.wire's, run by the host supervisor's import of nfvha.wire.liveness.
 LIGHT_MODULES = frozenset({"nfvha.agent.hostd", "nfvha.nfvi.guest", "nfvha.nfvi.spawn",
-                           "nfvha.amf", "nfvha.amf.sdk", "nfvha.amf.vip"})
+                           "nfvha.amf", "nfvha.amf.sdk", "nfvha.amf.vip",
+                           "nfvha.agent.liveness_endpoint", "nfvha.wire",
+                           "nfvha.wire.liveness"})
 LIGHT_PACKAGES = ("nfvha.samples",)
 LIGHT_MAY_IMPORT = ("nfvha.util",)
 
@@ -230,7 +236,8 @@ def test_the_tree_is_really_scanned() -> None:
     edges = [(m, i) for m in MODULES for i in real_imports(m) if within(i.target, "nfvha")]
     assert len(edges) > 100
     assert {"nfvha.nfvi.guest", "nfvha.nfvi.spawn", "nfvha.agent.hostd",
-            "nfvha.samples.counter", "nfvha.samples.vswitch"} <= set(LIGHT)
+            "nfvha.samples.counter", "nfvha.samples.vswitch", "nfvha.wire",
+            "nfvha.wire.liveness", "nfvha.agent.liveness_endpoint"} <= set(LIGHT)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

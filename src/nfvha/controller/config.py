@@ -17,6 +17,13 @@ from nfvha.model.topology import FenceSpec
 class HostEntry(Strict):
     name: str
     fence: FenceSpec = Field(default_factory=FenceSpec)
+    # Liveness confirmation by witnesses (ADR 0015): a witness is sent probe requests
+    # at mgmt_ip:probe_port, a suspect is pinged at probe_ip:probe_port (its data
+    # network address). Absent (older configs): it is neither asked nor probed.
+    rack: str = ""  # "site/rack": witnesses are taken from other racks first
+    mgmt_ip: str | None = None
+    probe_ip: str | None = None
+    probe_port: int = Field(0, ge=0, le=65_535)
 
     @field_validator("fence", mode="before")
     @classmethod

@@ -89,8 +89,10 @@ class Director:
         self._last_event_id: int | None = None
         self._udp: socket.socket | None = None
         self._addresses = {h.name: h for h in cfg.hosts}
-        # Probe results are taken from the witnesses' management addresses only.
-        self._witness_at = {h.mgmt_ip: h.name for h in cfg.hosts if h.mgmt_ip is not None}
+        # Probe results are taken from the witnesses' own sockets only (on the loopback
+        # fallback every host is 127.0.0.1, with a port of its own).
+        self._witness_at = {(h.mgmt_ip, h.probe_port): h.name for h in cfg.hosts
+                            if h.mgmt_ip is not None}
         self._sqlite_store: SqliteAssignmentStore | None = None
         self._unpublished: OrderedDict[int, list[Event]] = OrderedDict()
         self._etcd: EtcdClient | None = None
@@ -167,7 +169,7 @@ class Director:
                 d = lw.decode(data)
             except lw.BadDatagram:
                 return
-            witness = self._witness_at.get(addr[0])
+            witness = self._witness_at.get(addr)
             if d.kind is lw.Kind.PROBE_RESULT and self.liveness is not None \
                     and witness is not None:
                 self._apply(self.liveness.probe_result(witness, d.name, d.nonce, d.reached))

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import yaml
 
-from nfvha.agent.config import AgentConfig, PeerAddress, ProcessLaunch, VmLaunch, VnfcLaunch
+from nfvha.agent.config import AgentConfig, ProcessLaunch, VmLaunch, VnfcLaunch
 from nfvha.controller.config import AmfConfig, ComponentEndpoint, ControllerConfig, HostEntry
 from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import ComponentSpec, FenceSpec, Topology, VnfSpec
@@ -268,6 +268,10 @@ class Testbed:
         plan_json = self.plan.to_json() if self.plan is not None else None
         agents: dict[str, AgentConfig] = {}
         amf = self._amf_config(vm_ips)
+        # Where witnesses ping a host (ADR 0015): its data address, another path than
+        # the management network its heartbeats take.
+        probe_ips = {h.name: h.data_ip for h in self.plan.hosts} if self.plan is not None \
+            else dict.fromkeys(hosts, "127.0.0.1")
         for host in t.host_names():
             vms = []
             for vm in t.vms_on(host):
@@ -297,9 +301,7 @@ class Testbed:
             agents[host] = AgentConfig(
                 run_id=run.run_id, host=host, python=self.python,
                 controller_ip=controller_ip, controller_port=controller_port,
-                heartbeat_port=hb_port, mgmt_ip=mgmt_ip,
-                peers=[PeerAddress(host=h, ip=ip, port=p)
-                       for h, (ip, p) in hosts.items() if h != host],
+                heartbeat_port=hb_port, mgmt_ip=mgmt_ip, probe_ip=probe_ips[host],
                 settings=settings, vms=vms, processes=procs, fabric=plan_json,
                 links=["mgmt0", "data0"] if self.plan is not None else [],
                 cgroups=self.cgroups is not None,
@@ -313,7 +315,10 @@ class Testbed:
             auth=auth,
             run_id=run.run_id, listen_ip=controller_ip, port=controller_port,
             api_port=self.api_port, db_path=run.controller_dir / "events.db",
-            hosts=[HostEntry(name=h, fence=self._fence(h)) for h in t.host_names()],
+            hosts=[HostEntry(name=h.name, fence=self._fence(h.name),
+                             rack=f"{site.name}/{rack.name}", mgmt_ip=hosts[h.name][0],
+                             probe_ip=probe_ips[h.name], probe_port=hosts[h.name][1])
+                   for site, rack, h in t.hosts()],
             settings=settings, fabric=plan_json, topology_file=run.topology_file,
             amf=amf, vm_launch=[v for a in agents.values() for v in a.vms],
         )

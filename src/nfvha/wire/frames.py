@@ -117,16 +117,3 @@ CONTROLLER_FRAME: TypeAdapter[Welcome | Ack | Command] = TypeAdapter(ControllerF
 def encode(frame: Frame) -> bytes:
     return frame.model_dump_json().encode() + b"\n"
 
-
-class Heartbeat(Frame):
-    """UDP datagram from a host supervisor to the controller and to its peers.
-
-    Host liveness is the supervisor's job, not the agent's, so an agent crash is
-    reported as an agent failure and never makes the host look dead."""
-
-    t: Literal["hb"] = "hb"
-    host: str
-    boot: str  # new on every host power-on
-    n: int
-    # peer host -> milliseconds since its last heartbeat was received here
-    peers_seen_ms: dict[str, int] = Field(default_factory=dict)
