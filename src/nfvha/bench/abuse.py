@@ -478,6 +478,7 @@ async def bench(topology: Topology, opts: AbuseOptions,
                                      headers=tb.headers) as client:
             b = AbuseBench(tb, client, plan, opts, progress)
             result = b.result
+            result.extra["run_id"] = tb.run.run_id
             result.extra["targets"] = plan.targets
             result.extra["mode"] = "netns" if tb.namespaced else "loopback"
             try:
