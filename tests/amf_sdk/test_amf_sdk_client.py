@@ -508,3 +508,27 @@ async def test_grant_lateness_counts_from_the_oldest_unanswered_request() -> Non
     finally:
         await client.close()
         await am.stop()
+
+
+async def test_grant_lateness_spans_a_reconnect() -> None:
+    """An AM that stalls past the lease costs the session too: the wait counts from the
+    request the old session never had answered to the first grant of the new one."""
+    clock = ManualClock()
+    am = await FakeAM(lease_ms=1000, ping_interval_ms=10_000).start()
+    client = make_client(am, Roles(), clock=clock)
+    try:
+        await client.start()
+        conn = await am.accept()
+        await _until(lambda: client.grants >= 1)
+        conn.silent = True
+        client._request_lease()  # at t, never answered
+        await conn.wait_leases(2)
+        clock.advance(2.0)
+        grants = client.grants
+        conn.close()  # the session is lost; the new one's first request is granted
+        await am.accept()
+        await _until(lambda: client.grants > grants)
+        assert client.grant_rtt_max_ms() == 2000.0
+    finally:
+        await client.close()
+        await am.stop()

@@ -160,9 +160,10 @@ class ComponentClient:
         # How late grants come: the send time of the oldest lease request still
         # unanswered (a grant answers every request up to its own), and the longest
         # request -> grant time since the last ``grant_rtt_max_ms(reset=True)``.
-        # Measured from the oldest request, not the granted one: requests older than
-        # the lease are forgotten above, so an AM stalled longer than that would
-        # otherwise look punctual.
+        # Measured from the oldest request, not the granted one, and across a
+        # reconnect: requests older than the lease are forgotten above and a silent AM
+        # costs the session, so an AM stalled longer than the lease would otherwise
+        # look punctual.
         self._unanswered_since_ns: int | None = None
         self._grant_rtt_max_ns = 0
         self._orders: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -359,7 +360,6 @@ class ComponentClient:
 
     def _drop_session(self) -> None:
         self.connected.clear()
-        self._unanswered_since_ns = None  # no grant comes for those any more
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()

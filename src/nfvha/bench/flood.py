@@ -18,8 +18,9 @@ MODE:
 
 It ends after ``--duration`` or on SIGTERM and writes what it did to ``--stats``
 (JSON): per kind of request, how many were sent and answered, the answers by status
-(or ``timeout``, ``reset``, ``refused``), latency p50/p99/max; for the slow clients
-how long the server held them. Standard library and ``nfvha.util`` only.
+(or ``timeout``, ``reset``, ``refused``, ``unanswered at the end``), latency
+p50/p99/max; for the slow clients how long the server held them (``held``: still when
+the flood ended). Standard library and ``nfvha.util`` only.
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ class Flood:
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     ValueError):
                 outcome = "reset"
+            except asyncio.CancelledError:  # the flood ended with this one unanswered
+                tally.record("unanswered at the end", (time.monotonic() - t0) * 1e3)
+                raise
             finally:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, OSError):
@@ -191,6 +195,9 @@ class Flood:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             tally.record("reset", (time.monotonic() - t0) * 1e3)
             return False
+        except asyncio.CancelledError:
+            tally.record("unanswered at the end", (time.monotonic() - t0) * 1e3)
+            raise
         tally.record(str(status), (time.monotonic() - t0) * 1e3)
         return keep
 
@@ -211,6 +218,9 @@ class Flood:
             t0 = time.monotonic()
             try:
                 outcome = await self.trickle(reader, writer, headers_only)
+            except asyncio.CancelledError:  # the flood ended while it was held
+                tally.record("held", (time.monotonic() - t0) * 1e3)
+                raise
             finally:
                 writer.close()
             tally.record(outcome, (time.monotonic() - t0) * 1e3)
