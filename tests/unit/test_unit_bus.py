@@ -10,9 +10,8 @@ import pytest
 
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
-from nfvha.controller.liveness import HostLiveness
+from nfvha.controller.hoststates import HostStates
 from nfvha.model.events import Event, EventType, Kind, Severity, StoredEvent
-from nfvha.model.settings import Settings
 from nfvha.store.base import Arrival, StoreUnavailable
 from nfvha.store.sqlite import SqliteEventStore
 from nfvha.testbed.deploy import free_tcp_port
@@ -103,7 +102,7 @@ async def test_agent_stream_acks_pipelined_events_in_order(tmp_path: Path) -> No
     store = CountingStore(tmp_path / "e.db")
     bus = EventBus(store, ManualClock())
     server = AgentServer(("127.0.0.1", free_tcp_port()), bus,
-                         HostLiveness(["h1"], Settings(), ManualClock()), ManualClock(), 1.0)
+                         HostStates(["h1"], ManualClock()), ManualClock())
     await server.start()
     try:
         frames = [encode(EventFrame(event=event("h1", i))) for i in range(1, 201)]
@@ -120,7 +119,7 @@ async def test_agent_stream_is_closed_not_acked_past_an_unstored_event(
     store.fail_after = 0
     bus = EventBus(store, ManualClock())
     server = AgentServer(("127.0.0.1", free_tcp_port()), bus,
-                         HostLiveness(["h1"], Settings(), ManualClock()), ManualClock(), 1.0)
+                         HostStates(["h1"], ManualClock()), ManualClock())
     await server.start()
     try:
         frames = [encode(EventFrame(event=event("h1", i))) for i in range(1, 4)]

@@ -11,8 +11,10 @@ from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel
 
 from nfvha.amf.manager import VnfAvailability
+from nfvha.amf.ports import PerformedAction, RepairRefused
 from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
+from nfvha.api.limits import install_limits
 from nfvha.api.masakari import masakari_router
 from nfvha.api.problems import install_problem_handlers
 from nfvha.api.tokens import tokens_router
@@ -23,16 +25,12 @@ from nfvha.controller.correlator import Verdict
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.hostrepair import HostRepair
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
-from nfvha.controller.vmrepair import (
-    PerformedAction,
-    RepairRefused,
-    VmRepairPolicy,
-    VmRepairStatus,
-)
+from nfvha.controller.vmrepair import VmRepairPolicy, VmRepairStatus
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream, sse_response
+from nfvha.model.api import ApiLimits
 from nfvha.model.auth import AuthConfig
 from nfvha.model.events import Event, Kind, StoredEvent
 from nfvha.model.topology import Topology
@@ -54,16 +52,18 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                am_status: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                host_repair: HostRepair | None = None, *,
                vm_repair: VmRepairPolicy | None = None,
-               tokens: TokenCheck | None = None) -> FastAPI:
+               tokens: TokenCheck | None = None, limits: ApiLimits | None = None) -> FastAPI:
     """``tokens``: check API tokens against, and manage them in, the controller's token
     store (VNFHA-12); without one, an in-memory store of ``auth.tokens`` (not kept).
     ``am_status``: the availability manager's status, asked of the HA director
-    (ADR 0014)."""
+    (ADR 0014). ``limits``: what a request may be (body size per route, ADR 0016); the
+    defaults without."""
     if tokens is None:
         tokens = TokenCheck(MemoryTokenStore(auth.tokens), auth.tokens, clock)
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.middleware("http")(Authenticator(auth, tokens).middleware)
+    install_limits(app, limits or ApiLimits())
     app.include_router(tokens_router(tokens), prefix="/v1/tokens", tags=["API tokens"])
     app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
                        tags=["ETSI VNF FM"])

@@ -433,7 +433,7 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_vnf_am(args: argparse.Namespace) -> int:
-    from nfvha.vnfam.main import run
+    from nfvha.amf.own.main import run
 
     return run(args)
 
@@ -632,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--vnf", default="gw", help="the VNF whose active is killed each round")
     bc.set_defaults(func=_cmd_bench_chaos)
 
-    from nfvha.vnfam.options import add_options as vnf_am_options
+    from nfvha.amf.own.options import add_options as vnf_am_options
 
     va = sub.add_parser("vnf-am", help="run a VNF's own availability manager over the VIM's"
                                        " API (vnfm: own; started by 'nfvha up')")

@@ -370,7 +370,7 @@ class DirectorLink:
         qid = next(self._ids)
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._answers[qid] = fut
-        if not self._send(Query(id=qid, what=what)):  # type: ignore[arg-type]
+        if not self._send(Query(id=qid, what=what)):
             self._answers.pop(qid, None)
             raise ConnectionError("the HA director is not connected")
         try:

@@ -15,12 +15,12 @@ import uuid
 from datetime import UTC, datetime
 
 from nfvha.controller.hoststates import HostStates as HostLiveness
-from nfvha.model.hosts import HostState
 from nfvha.faults.manager import AlarmChange, AlarmManager
 from nfvha.faults.model import HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
 from nfvha.model.events import Severity
+from nfvha.model.hosts import HostState
 from nfvha.util.clock import Clock
 
 

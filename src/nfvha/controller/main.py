@@ -10,17 +10,16 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-
 from typing import Any
 
 import uvicorn
 
 from nfvha.api.app import create_app
+from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
-from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.cluster import ClusterController, TermContext, gate_fencing
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.controlplane import ControlPlaneAlarms
@@ -37,6 +36,7 @@ from nfvha.controller.vmrepair import VmRepairPolicy
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
+from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
 from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
@@ -153,7 +153,7 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
                      fm_root, cfg.auth, clock, health, _am_status(link), host_repair,
                      vm_repair=vm_repair,
                      tokens=None if stores.tokens is None
-                     else TokenCheck(stores.tokens, cfg.auth.tokens, clock))
+                     else TokenCheck(stores.tokens, cfg.auth.tokens, clock), limits=cfg.api)
     tasks = [asyncio.create_task(faults.run(), name="fault-management"),
              asyncio.create_task(health.run(), name="host-health"),
              asyncio.create_task(vm_repair.run(), name="vm-repair")]
@@ -165,7 +165,8 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
         done.callback(task.cancel)
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off",
-                                           timeout_graceful_shutdown=2))
+                                           timeout_graceful_shutdown=2,
+                                           **cfg.api.server_options()))
     stop = stop or asyncio.Event()
     if term is None:  # a cluster member's process owns its signals (serve_cluster)
         loop = asyncio.get_running_loop()

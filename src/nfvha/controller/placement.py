@@ -5,10 +5,8 @@ current placement is kept in ``placement.json`` beside the controller's database
 restarted controller still knows it; the test bed's fault injector reads it too.
 
 An agent event about a VM (or one of its VNFCs) from a host the VM no longer runs on
-is *stale*: a host powered on after its VMs were re-created elsewhere may still send
-what it spooled before it went down. Stale events are stored and alarmed as any
-other, but the availability manager must not act on them (it would "repair" the VM
-that now runs elsewhere).
+is *stale* (``nfvha.model.placement``): stored and alarmed as any other, but not
+handed to the availability manager.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nfvha.model.events import Event
+from nfvha.model.placement import is_current
 from nfvha.model.topology import AffinityLevel, Topology
 from nfvha.util.files import atomic_write_json, read_json
 
@@ -65,16 +64,7 @@ class Placement:
 
     def is_current(self, ev: Event) -> bool:
         """False for an agent's event about a VM or VNFC from a host it left."""
-        if ev.origin != "agent":
-            return True
-        kind, _, name = ev.entity.partition("/")
-        vm = name if kind == "vm" else self._vm_of_vnfc.get(name) if kind == "vnfc" else None
-        if kind == "vnfc":
-            # The VM it ran in, as the agent reports it: after a failover to a standby VM
-            # (ADR 0010) that is not the topology's.
-            cause = str(ev.details.get("cause_entity") or "")
-            vm = str(ev.details.get("vm") or cause.partition("/")[2] or vm or "") or None
-        return vm is None or vm not in self._host or self._host[vm] == ev.host
+        return is_current(ev, self._host, self._vm_of_vnfc)
 
     def current(self, events: Iterable[Event]) -> list[Event]:
         return [ev for ev in events if self.is_current(ev)]

@@ -210,6 +210,9 @@ class HostLiveness:
         # entry whose generation is not the host's current suspicion's is stale.
         self._due: list[tuple[int, int, str]] = []
         self._generations = itertools.count(1)
+        # Suspects whose reason changed without a transition (a confirmation round's
+        # outcome): the director passes them on, then clears this.
+        self.reasons_changed: dict[str, None] = {}
 
     # -- inputs ------------------------------------------------------------------------
     def heartbeat(self, host: str, boot: int, seq: int) -> list[Transition]:
@@ -243,7 +246,7 @@ class HostLiveness:
         rec = self.hosts[target]
         if reached:
             s.reached = True
-            rec.reason = f"unreachable from the controller, but {witness} reaches it"
+            self._note(target, rec, f"unreachable from the controller, but {witness} reaches it")
             return []
         s.not_reached.add(witness)
         if s.reached or len(s.not_reached) < len(s.asked):
@@ -286,6 +289,11 @@ class HostLiveness:
         rec.state, rec.reason, rec.since_mono_ns = new, reason, now
         return t
 
+    def _note(self, host: str, rec: HostRecord, reason: str) -> None:
+        if rec.reason != reason:
+            rec.reason = reason
+            self.reasons_changed[host] = None
+
     def _suspect(self, host: str, reason: str, now: int, out: TickResult) -> None:
         out.transitions.append(self._move(host, self.hosts[host], HostState.SUSPECT, reason,
                                           now))
@@ -306,11 +314,11 @@ class HostLiveness:
         heapq.heappush(self._due, (now + self._confirm_retry_ns, s.generation, host))
         s.nonce, s.asked, s.not_reached, s.reached = 0, (), set(), False
         if power == "on":
-            rec.reason = "unreachable, but its fence device reports power on"
+            self._note(host, rec, "unreachable, but its fence device reports power on")
             return
         witnesses = self._up.choose(host, rec.rack, self._witnesses, self._rack_of, self._rng)
         if not witnesses:
-            rec.reason = "unreachable; no fence device and no peer up to confirm"
+            self._note(host, rec, "unreachable; no fence device and no peer up to confirm")
             return
         s.nonce = self._rng.getrandbits(64) or 1
         s.asked = tuple(witnesses)

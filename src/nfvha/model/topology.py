@@ -151,7 +151,7 @@ class VnfSpec(Strict):
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     repair_action: RepairAction = "confirm"
     # Who manages the VNF's availability: nfvha's generic VNFM in the controller;
-    # "own": the VNF's own AM (nfvha.vnfam, the same engine over the VIM's API, one
+    # "own": the VNF's own AM (nfvha.amf.own, the same engine over the VIM's API, one
     # per VNF; the test bed starts it); "none": nobody from nfvha (a VNF with an HA
     # manager of its own make). The VIM still detects, alarms and repairs VMs on
     # request for all of them.

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from nfvha.agent.config import AgentConfig, ProcessLaunch, VmLaunch, VnfcLaunch
+from nfvha.amf.own.config import VnfAmConfig
 from nfvha.controller.config import AmfConfig, ComponentEndpoint, ControllerConfig, HostEntry
 from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import ComponentSpec, FenceSpec, Topology, VnfSpec
@@ -34,7 +35,6 @@ from nfvha.nfvi.spawn import Spawned, spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
 from nfvha.util.procs import is_same_process
 from nfvha.util.runpaths import RunPaths, new_run_id, run_root
-from nfvha.vnfam.config import VnfAmConfig
 
 CONTROLLER_PORT = 7700
 HEARTBEAT_PORT = 7701
@@ -427,7 +427,7 @@ class Testbed:
         """Start (or restart) the own AM of ``vnf`` beside the controller: its network
         and cgroup, the run's marker (``nfvha down`` removes it). Returns its pid."""
         d = self.own_am_dir(vnf)
-        return self.spawn_control(["nfvha.vnfam.main", "--config", str(d / "vnf-am.json")],
+        return self.spawn_control(["nfvha.amf.own.main", "--config", str(d / "vnf-am.json")],
                                   d / "vnf-am.log", d / "vnf-am.pid", env).pid
 
     def boot_host(self, host: str, env: dict[str, str]) -> None:
