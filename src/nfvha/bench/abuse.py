@@ -54,10 +54,10 @@ from nfvha.bench.abusewatch import (
 from nfvha.bench.floodprocs import FloodProcs
 from nfvha.bench.stats import percentile
 from nfvha.model.topology import EscalationStep, Topology, load_topology
-from nfvha.scenarios.probe import ServiceProbe, lost_increments, outages_after
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
 from nfvha.testbed.observe import EventWaiter, udp_request
+from nfvha.testbed.probe import ServiceProbe, lost_increments, outages_after
 from nfvha.util.files import read_json
 
 FIGURES = ("actives_lost", "probe_outage_ms", "lease_late_max_ms", "detect_p99_ms",
