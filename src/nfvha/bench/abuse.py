@@ -50,6 +50,7 @@ from nfvha.bench.abusewatch import (
     WatchedVnf,
     grants_late_ms,
     rss_mb,
+    sched_ms,
 )
 from nfvha.bench.floodprocs import FloodProcs
 from nfvha.bench.stats import percentile
@@ -144,6 +145,16 @@ class Crash:
     target: str
     pid: int
     injected_mono_ns: int
+
+
+def _sched_share(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
+                 wall_ns: int) -> dict[str, dict[str, float]]:
+    """Per process: CPU time and time waiting for a CPU, in % of the wall time between
+    the two readings (100 % = one core's worth)."""
+    wall_ms = max(1.0, wall_ns / 1e6)
+    return {name: {"cpu_pct": round(100 * (after[name][0] - cpu) / wall_ms, 1),
+                   "runqueue_wait_pct": round(100 * (after[name][1] - wait) / wall_ms, 1)}
+            for name, (cpu, wait) in before.items() if name in after}
 
 
 def _p99(samples: list[float]) -> float | None:
@@ -260,9 +271,12 @@ class AbuseBench:
                 raise TimeoutError(f"{target} not running again in time")
             await asyncio.sleep(0.02)
 
-    async def detection_ms(self, crashes: list[Crash], after: int) -> list[float]:
+    async def detection_ms(self, crashes: list[Crash], after: int,
+                           phase: str) -> list[float]:
         """Each crash's detection, from its stored event (matched by the pid killed).
-        Waits up to EVENT_TIMEOUT_S for the events still missing."""
+        Waits up to EVENT_TIMEOUT_S for the events still missing; a crash whose event
+        never comes is an error that says what was stored for its VNFC instead, and
+        the others still count."""
         found: dict[Crash, dict[str, Any]] = {}
         end = time.monotonic() + EVENT_TIMEOUT_S
         while True:
@@ -275,13 +289,22 @@ class AbuseBench:
                             and (ev.get("details") or {}).get("pid") == c.pid:
                         found[c] = ev
             missing = [c for c in crashes if c not in found]
-            if not missing:
+            if not missing or time.monotonic() > end:
                 break
-            if time.monotonic() > end:
-                raise TimeoutError("no vnfc.crashed stored for " + ", ".join(
-                    f"{c.target} (pid {c.pid})" for c in missing))
             await asyncio.sleep(0.2)
-        return [(found[c]["received_mono_ns"] - c.injected_mono_ns) / 1e6 for c in crashes]
+        for c in missing:
+            self.result.errors.append(
+                f"{phase}: no vnfc.crashed stored for {c.target} (pid {c.pid});"
+                f" its events since: {await self._events_of(c.target, after)}")
+        return [(found[c]["received_mono_ns"] - c.injected_mono_ns) / 1e6
+                for c in crashes if c in found]
+
+    async def _events_of(self, vnfc: str, after: int) -> str:
+        r = await self.client.get("/v1/events", params={
+            "entity": f"vnfc/{vnfc}", "after": after, "limit": 50}, timeout=60.0)
+        r.raise_for_status()
+        return ", ".join(f"{e['kind']} pid {(e.get('details') or {}).get('pid')}"
+                         f" ({e['description']})" for e in r.json()) or "none"
 
     async def back_in_service(self, crash: Crash) -> None:
         """The crash stored, then its VNFC restarted and in service again."""
@@ -303,6 +326,7 @@ class AbuseBench:
         gw = self.counters([self.plan.vnf])
         await asyncio.to_thread(grants_late_ms, gw, reset=True)
         start_ns = time.monotonic_ns()
+        sched_before = self._sched()
         first = await self.events.sync()
         crashes = []
         for _ in range(self.opts.faults):
@@ -310,7 +334,9 @@ class AbuseBench:
             crash = await self.crash_next(time.monotonic() + READY_TIMEOUT_S)
             crashes.append(crash)
             await self.back_in_service(crash)
-        samples = await self.detection_ms(crashes, first)
+        self.result.extra["sched_idle"] = _sched_share(sched_before, self._sched(),
+                                                       time.monotonic_ns() - start_ns)
+        samples = await self.detection_ms(crashes, first, "idle")
         self.result.detect_p99_idle_ms = _p99(samples)
         self.result.extra["detect_idle_ms"] = [round(s, 1) for s in samples]
         late = await asyncio.to_thread(grants_late_ms, gw, reset=False)
@@ -334,6 +360,22 @@ class AbuseBench:
         d = self.tb.run.controller_dir
         return rss_mb([d / "controller.pid", d / "director.pid"])
 
+    def _sched(self) -> dict[str, tuple[float, float]]:
+        """CPU and run-queue wait so far of the controller's two processes and the 2N
+        VNF's components (their main threads: the event loops)."""
+        pids = {}
+        for name in ("controller", "director"):
+            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+                pids[name] = int(read_json(self.tb.run.controller_dir / f"{name}.pid")["pid"])
+        for c in self.t.vnf(self.plan.vnf).components:
+            if (pid := self._running_pid(c.name)) is not None:
+                pids[c.name] = pid
+        out = {}
+        for name, pid in pids.items():
+            with contextlib.suppress(OSError, ValueError):
+                out[name] = sched_ms(pid)
+        return out
+
     async def flood_phase(self, floods: FloodProcs) -> None:
         o = self.opts
         await self._until(self.fully_assigned, "the deployment fully assigned again")
@@ -349,6 +391,7 @@ class AbuseBench:
         crashes: list[Crash] = []
         failed: BaseException | None = None
         start_ns: int | None = None
+        sched_before: dict[str, tuple[float, float]] = {}
         async with httpx.AsyncClient(base_url=self.tb.api_url, headers=self.tb.headers,
                                      timeout=10.0) as poll_client:
             poll = AvailabilityPoll(poll_client, self.plan.watched)
@@ -366,11 +409,13 @@ class AbuseBench:
                 await floods.start("connections", "connections", own, o.connections, [])
                 await floods.start("slow", "slow", own, o.slow, [])
                 start_ns = time.monotonic_ns()
+                sched_before = self._sched()
                 await self._flood_faults(start_ns, floods, crashes)
             except Exception as e:  # what was measured until then still counts
                 failed = e
             finally:
                 end_ns = time.monotonic_ns()
+                sched_after = self._sched()
                 await floods.stop()
                 stop.set()
                 watch.stop()
@@ -380,6 +425,7 @@ class AbuseBench:
         r = self.result
         r.extra["flood_s"] = round((end_ns - start_ns) / 1e9, 1)
         r.probe_outage_ms = self._outage_ms(start_ns, end_ns)
+        r.extra["sched_flood"] = _sched_share(sched_before, sched_after, end_ns - start_ns)
         self._actives(watch, poll)
         if isinstance(peaks[1], float):
             r.extra["rss_peak_mb"] = round(peaks[1], 1)
@@ -395,7 +441,7 @@ class AbuseBench:
             r.extra["rss_after_mb"] = round(rss_after, 1)
             r.rss_growth_mb = round(rss_after - rss_before, 1)
         with self.measuring("flood: detection"):
-            samples = await self.detection_ms(crashes, first)
+            samples = await self.detection_ms(crashes, first, "flood")
             r.detect_p99_ms = _p99(samples)
             r.extra["detect_ms"] = [round(s, 1) for s in samples]
         if failed is not None:

@@ -197,6 +197,14 @@ def rss_mb(pid_files: list[Path]) -> float:
     return total_kb / 1024
 
 
+def sched_ms(pid: int) -> tuple[float, float]:
+    """(CPU time, time waiting on a run queue) of a process's main thread so far, in ms
+    (``/proc/<pid>/schedstat``): over the flood, the second says whether a late
+    process was starved of CPU or busy."""
+    cpu_ns, wait_ns, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(cpu_ns) / 1e6, int(wait_ns) / 1e6
+
+
 # -- lease grants, as the components saw them --------------------------------------------
 
 
