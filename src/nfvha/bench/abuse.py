@@ -257,18 +257,22 @@ class AbuseBench:
         return None
 
     async def crash_next(self, deadline: float) -> Crash:
-        """Crash the next target as soon as it runs (a VNFC restarted by the VNFM);
-        TimeoutError if it does not run again before ``deadline`` (monotonic s)."""
-        target = self.plan.targets[self._crashes % len(self.plan.targets)]
-        self._crashes += 1
+        """Crash the next target in turn that runs (the others may still be restarting:
+        the VNFM's restarts go through the VIM, which the flood may slow down);
+        TimeoutError if none runs before ``deadline`` (monotonic s)."""
+        n = len(self.plan.targets)
+        turn = [self.plan.targets[(self._crashes + k) % n] for k in range(n)]
         while True:
-            pid = self._running_pid(target)
-            if pid is not None:
-                with contextlib.suppress(FaultError):  # gone in between: wait again
+            for k, target in enumerate(turn):
+                pid = self._running_pid(target)
+                if pid is None:
+                    continue
+                with contextlib.suppress(FaultError):  # gone in between: the next one
                     inj = self.faults.inject("vnfc-crash", target)
+                    self._crashes += k + 1
                     return Crash(target, pid, inj.injected_mono_ns)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{target} not running again in time")
+                raise TimeoutError(f"none of {', '.join(turn)} running again in time")
             await asyncio.sleep(0.02)
 
     async def detection_ms(self, crashes: list[Crash], after: int,
@@ -424,6 +428,8 @@ class AbuseBench:
             raise failed or RuntimeError("the flood did not start")
         r = self.result
         r.extra["flood_s"] = round((end_ns - start_ns) / 1e9, 1)
+        # Wall-clock time of the flood's start, to find it in the run's logs.
+        r.extra["flood_started"] = round(time.time() - (time.monotonic_ns() - start_ns) / 1e9, 3)
         r.probe_outage_ms = self._outage_ms(start_ns, end_ns)
         r.extra["sched_flood"] = _sched_share(sched_before, sched_after, end_ns - start_ns)
         self._actives(watch, poll)
