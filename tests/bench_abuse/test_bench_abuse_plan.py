@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nfvha.bench.abuse import FIGURES, AbuseResult, bench_topology, make_plan
+from nfvha.bench.abuseplan import FIGURES, AbuseResult, bench_topology, make_plan
 from nfvha.bench.abusewatch import is_serving, serving_round
 from nfvha.model.topology import default_topology_path, load_topology
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from nfvha.bench.abuse import FIGURES, AbuseOptions, bench
+from nfvha.bench.abuse import bench
+from nfvha.bench.abuseplan import FIGURES, AbuseOptions
 from nfvha.cli import main
 from nfvha.model.topology import parse_topology
 from nfvha.nfvi.cleanup import find_runs

@@ -29,21 +29,23 @@ the error (exit status 1).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from rich.console import Console
-from rich.table import Table
 
 from nfvha.amf.model import ServiceGroup
+from nfvha.bench.abuseplan import (
+    AbuseOptions,
+    AbusePlan,
+    AbuseResult,
+    bench_topology,
+    make_plan,
+)
 from nfvha.bench.abusewatch import (
     ActiveWatch,
     AvailabilityPoll,
@@ -54,90 +56,15 @@ from nfvha.bench.abusewatch import (
 )
 from nfvha.bench.floodprocs import FloodProcs
 from nfvha.bench.stats import percentile
-from nfvha.model.topology import EscalationStep, Topology, load_topology
+from nfvha.model.topology import Topology
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
 from nfvha.testbed.observe import EventWaiter, udp_request
 from nfvha.testbed.probe import ServiceProbe, lost_increments, outages_after
 from nfvha.util.files import read_json
 
-FIGURES = ("actives_lost", "probe_outage_ms", "lease_late_max_ms", "detect_p99_ms",
-           "detect_p99_idle_ms", "rss_growth_mb")
 READY_TIMEOUT_S = 60.0  # the deployment fully assigned, a crashed VNFC back: generous
 EVENT_TIMEOUT_S = 30.0
-# Repeated crashes of one VNFC stay VNFC restarts (the bench's faults are not meant to
-# escalate into VM repairs).
-NO_ESCALATION = EscalationStep(max=1000, probation_s=60)
-
-
-@dataclass(frozen=True)
-class AbuseOptions:
-    vnf: str = "gw"
-    duration_s: float = 30.0
-    faults: int = 10
-    connections: int = 300
-    slow: int = 100
-    body_workers: int = 4
-    flood_cpu: float = 1.0  # cores for the flood processes; 0: not capped
-    settle_s: float = 3.0
-    sizes: tuple[int, ...] = (10_000_000, 200_000)
-
-
-@dataclass(frozen=True)
-class AbusePlan:
-    vnf: str  # the 2N VNF under test
-    targets: list[str]  # the VNFCs crashed, in turn
-    watched: list[str]  # the VNFs whose actives must hold: the 2N VNF and the unfaulted
-
-
-def make_plan(t: Topology, vnf: str) -> AbusePlan:
-    """Which VNFCs to crash and which VNFs to watch; ValueError if the topology has no
-    2N VNF ``vnf`` under the generic VNFM with a VIP, or nothing else to fault."""
-    try:
-        spec = t.vnf(vnf)
-    except KeyError:
-        raise ValueError(f"no VNF '{vnf}'; valid: {', '.join(v.name for v in t.vnfs)}"
-                         ) from None
-    if spec.redundancy != "2n" or spec.vnfm != "generic" or spec.service_address is None \
-            or spec.service_address.kind != "vip":
-        raise ValueError(f"VNF '{vnf}' must be 2N under the generic VNFM with a VIP")
-    faulted = [v for v in t.vnfs if v.vnfm == "generic" and v.name != vnf
-               and v.redundancy != "2n" and v.balances is None]
-    if not faulted:
-        raise ValueError("no VNF to fault: the faults go to the VNFCs of generic-VNFM VNFs"
-                         f" other than '{vnf}' that are neither 2N nor load balancers")
-    names = {v.name for v in faulted}
-    return AbusePlan(vnf=vnf, targets=[c.name for v in faulted for c in v.components],
-                     watched=[v.name for v in t.vnfs
-                              if v.vnfm == "generic" and v.name not in names])
-
-
-def bench_topology(t: Topology, plan: AbusePlan) -> Topology:
-    targets = set(plan.targets)
-    vnfs = []
-    for v in t.vnfs:
-        if any(c.name in targets for c in v.components):
-            v = v.model_copy(update={"escalation": v.escalation.model_copy(
-                update={"vnfc_restart": NO_ESCALATION})})
-        vnfs.append(v)
-    return t.model_copy(update={"vnfs": vnfs})
-
-
-@dataclass
-class AbuseResult:
-    actives_lost: int | None = None
-    probe_outage_ms: float | None = None
-    lease_late_max_ms: float | None = None
-    detect_p99_ms: float | None = None
-    detect_p99_idle_ms: float | None = None
-    rss_growth_mb: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """The six figures first, in this order; then what else was measured."""
-        return {**{k: getattr(self, k) for k in FIGURES}, **self.extra,
-                "errors": self.errors}
 
 
 @dataclass(frozen=True)
@@ -549,88 +476,3 @@ async def bench(topology: Topology, opts: AbuseOptions,
             result.extra["flood"] = floods.stats()
         await asyncio.to_thread(tb.down)
     return result
-
-
-# -- output --------------------------------------------------------------------------------------
-
-def _cell(v: object) -> str:
-    return "-" if v is None else str(v)
-
-
-def results_table(r: dict[str, Any], duration_s: float, lease_ms: int) -> Table:
-    targets = {"actives_lost": "0", "probe_outage_ms": "0",
-               "lease_late_max_ms": f"< {lease_ms} (the lease)",
-               "detect_p99_ms": "<= 2 x idle", "detect_p99_idle_ms": "",
-               "rss_growth_mb": "< 50"}
-    table = Table(title=f"nfvha bench abuse: the API flooded for {duration_s:g} s")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    for k in FIGURES:
-        table.add_row(k, _cell(r.get(k)), targets[k])
-    for k in ("lease_late_max_idle_ms", "probe_outage_idle_ms", "rss_before_mb",
-              "rss_peak_mb", "rss_after_mb", "state_lost"):
-        if k in r:
-            table.add_row(k, f"{r[k]}", "")
-    return table
-
-
-def flood_table(flood: dict[str, Any]) -> Table:
-    table = Table(title="the flood: requests per kind (answers by status)")
-    for col in ("kind", "sent", "answered", "status", "p50 ms", "p99 ms", "max ms"):
-        table.add_column(col, justify="left" if col in ("kind", "status") else "right")
-    for mode, stats in flood.items():
-        if "error" in stats:
-            table.add_row(mode, "-", "-", stats["error"], "", "", "")
-            continue
-        for kind, t in stats["requests"].items():
-            status = " ".join(f"{s}:{n}" for s, n in sorted(t["status"].items()))
-            table.add_row(kind, str(t["sent"]), str(t["answered"]), status,
-                          _cell(t["p50_ms"]), _cell(t["p99_ms"]), _cell(t["max_ms"]))
-        table.add_row(f"[b]{mode}[/b]", str(stats["sent"]), str(stats["answered"]),
-                      f"{stats['sent_per_s']}/s sent, {stats['answered_per_s']}/s answered",
-                      "", "", "")
-    return table
-
-
-def options(args: argparse.Namespace) -> AbuseOptions:
-    return AbuseOptions(vnf=args.vnf, duration_s=args.duration, faults=args.faults,
-                        connections=args.connections, slow=args.slow,
-                        body_workers=args.body_workers, flood_cpu=args.flood_cpu,
-                        settle_s=args.settle)
-
-
-def run_abuse_bench(args: argparse.Namespace) -> int:
-    if args.duration <= 0 or args.faults < 1 or min(args.connections, args.slow,
-                                                     args.body_workers) < 1:
-        print("nfvha bench abuse: --duration must be > 0; --faults, --connections, --slow"
-              " and --body-workers >= 1", file=sys.stderr)
-        return 2
-    if args.flood_cpu < 0 or args.settle < 0:
-        print("nfvha bench abuse: --flood-cpu and --settle must be >= 0", file=sys.stderr)
-        return 2
-    err = Console(stderr=True)
-    topology = load_topology(args.file)
-    try:
-        result = asyncio.run(bench(topology, options(args),
-                                   lambda line: err.print(f"  {line}")))
-    except ValueError as e:  # the plan: the topology does not fit
-        print(f"nfvha bench abuse: {e}", file=sys.stderr)
-        return 2
-    out = result.to_json()
-    if args.json:
-        print(json.dumps(out, indent=1))
-    else:
-        console = Console()
-        console.print(results_table(out, args.duration,
-                                    topology.settings.amf_active_lease_ms))
-        if "flood" in out:
-            console.print(flood_table(out["flood"]))
-        poll = out.get("availability_poll") or {}
-        if (poll.get("p99_ms") or 0) > 1000 or poll.get("failed"):
-            console.print(f"The API was slow under the flood: /v1/availability p99"
-                          f" {poll.get('p99_ms')} ms, {poll.get('failed')} failed; the"
-                          " actives were also watched at the components.")
-        for error in result.errors:
-            console.print(f"[red]error[/red] {error}")
-    return 1 if result.errors else 0

@@ -356,7 +356,7 @@ def _cmd_bench_chaos(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_abuse(args: argparse.Namespace) -> int:
-    from nfvha.bench.abuse import run_abuse_bench
+    from nfvha.bench.abusereport import run_abuse_bench
 
     return run_abuse_bench(args)
 
