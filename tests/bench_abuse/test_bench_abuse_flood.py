@@ -139,7 +139,7 @@ async def test_bodies_over_the_limit_are_refused_at_once(tmp_path: Path,
     assert all(set(kinds[k]["status"]) <= {"413", "reset", at_end} for k in big), kinds
     assert any(kinds[k]["status"].get("413") for k in big)
     assert all(set(kinds[k]["status"]) <= {"400", at_end} for k in small), kinds
-    assert all(kinds[k]["status"].get("400") for k in small), kinds
+    assert any(kinds[k]["status"].get("400") for k in small), kinds
 
 
 async def test_slow_clients_are_held_until_the_server_drops_them(tmp_path: Path,
