@@ -227,8 +227,15 @@ class AbuseBench:
             self.result.errors.append(
                 f"{phase}: no vnfc.crashed stored for {c.target} (pid {c.pid});"
                 f" its events since: {await self._events_of(c.target, after)}")
-        return [(found[c]["received_mono_ns"] - c.injected_mono_ns) / 1e6
-                for c in crashes if c in found]
+        stored = [(c, found[c]) for c in crashes if c in found]
+        # Where the time went: the agent's detection, then the way to the stored event
+        # (the agent's stream read by the controller's loop).
+        self.result.extra[f"detect_split_{phase}"] = {
+            "agent_p99_ms": _p99([(ev["detected_mono_ns"] - c.injected_mono_ns) / 1e6
+                                  for c, ev in stored]),
+            "to_controller_p99_ms": _p99([(ev["received_mono_ns"] - ev["detected_mono_ns"])
+                                          / 1e6 for c, ev in stored])}
+        return [(ev["received_mono_ns"] - c.injected_mono_ns) / 1e6 for c, ev in stored]
 
     async def _events_of(self, vnfc: str, after: int) -> str:
         r = await self.client.get("/v1/events", params={
