@@ -330,6 +330,7 @@ class AbuseBench:
         failed: BaseException | None = None
         start_ns: int | None = None
         sched_before: dict[str, tuple[float, float]] = {}
+        flood_cpu_ns: int | None = None
         async with httpx.AsyncClient(base_url=self.tb.api_url, headers=self.tb.headers,
                                      timeout=10.0) as poll_client:
             poll = AvailabilityPoll(poll_client, self.plan.watched)
@@ -346,6 +347,7 @@ class AbuseBench:
                                    ["--alarm", alarm, "--sizes", sizes])
                 await floods.start("connections", "connections", own, o.connections, [])
                 await floods.start("slow", "slow", own, o.slow, [])
+                flood_cpu_ns = floods.cpu_ns()
                 start_ns = time.monotonic_ns()
                 sched_before = self._sched()
                 await self._flood_faults(start_ns, floods, crashes)
@@ -366,6 +368,8 @@ class AbuseBench:
         r.extra["flood_started"] = round(time.time() - (time.monotonic_ns() - start_ns) / 1e9, 3)
         r.probe_outage_ms = self._outage_ms(start_ns, end_ns)
         r.extra["sched_flood"] = _sched_share(sched_before, sched_after, end_ns - start_ns)
+        if flood_cpu_ns is not None and (used := floods.cpu_ns()) is not None:
+            r.extra["flood_cpu_pct"] = round(100 * (used - flood_cpu_ns) / (end_ns - start_ns), 1)
         self._actives(watch, poll)
         if isinstance(peaks[1], float):
             r.extra["rss_peak_mb"] = round(peaks[1], 1)

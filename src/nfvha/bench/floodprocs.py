@@ -41,13 +41,21 @@ class FloodProcs:
     def stats_file(self, name: str) -> Path:
         return self.dir / f"flood-{name}.json"
 
+    @property
+    def _rel(self) -> str:
+        return f"{self.tb.run.tag}/flood"
+
     def _cgroup(self) -> list[str]:
         cg = self.tb.cgroups
         if cg is None:
             return []
-        rel = f"{self.tb.run.tag}/flood"
-        cg.create(rel, cpu_cores=self.cpu_cores or None)
-        return cgroup_procs_paths(cg, rel)
+        cg.create(self._rel, cpu_cores=self.cpu_cores or None)
+        return cgroup_procs_paths(cg, self._rel)
+
+    def cpu_ns(self) -> int | None:
+        """CPU time the flood processes used so far (None without cgroups)."""
+        cg = self.tb.cgroups
+        return cg.cpu_usage_ns(self._rel) if cg is not None and cg.exists(self._rel) else None
 
     async def start(self, name: str, mode: str, duration_s: float, workers: int,
                     extra: list[str]) -> Spawned:
