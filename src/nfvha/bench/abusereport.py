@@ -32,27 +32,57 @@ def results_table(r: dict[str, Any], duration_s: float, lease_ms: int) -> Table:
     for k in FIGURES:
         table.add_row(k, _cell(r.get(k)), targets[k])
     for k in ("lease_late_max_idle_ms", "probe_outage_idle_ms", "rss_before_mb",
-              "rss_peak_mb", "rss_after_mb", "state_lost"):
+              "rss_peak_mb", "rss_after_mb", "state_lost", "flood_cpu_pct"):
         if k in r:
             table.add_row(k, f"{r[k]}", "")
+    # Where detection's time went, idle / flood: the agent, then the way to the store.
+    for part in ("agent_p99_ms", "to_controller_p99_ms"):
+        idle = (r.get("detect_split_idle") or {}).get(part)
+        flood = (r.get("detect_split_flood") or {}).get(part)
+        if idle is not None or flood is not None:
+            table.add_row(f"detect: {part} (idle / flood)", f"{_cell(idle)} / {_cell(flood)}",
+                          "")
+    # Who got the CPU during the flood: % of one core used / spent waiting for one.
+    for name, v in (r.get("sched_flood") or {}).items():
+        table.add_row(f"{name}: CPU % / waiting %", f"{v['cpu_pct']} / {v['runqueue_wait_pct']}",
+                      "")
     return table
 
 
+_SHORT = {"unanswered at the end": "open", "held": "held"}
+
+
+def _by_route(requests: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The flood's kinds of request summed per route (a body kind is "<route> <size>
+    <shape>"): sent, answered, answers by status, the slowest answer."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, t in requests.items():
+        words = kind.split()
+        route = " ".join(words[:2]) if len(words) == 4 else kind
+        r = out.setdefault(route, {"sent": 0, "answered": 0, "status": {}, "max_ms": 0.0})
+        r["sent"] += t["sent"]
+        r["answered"] += t["answered"]
+        r["max_ms"] = max(r["max_ms"], t["max_ms"])
+        for status, n in t["status"].items():
+            r["status"][status] = r["status"].get(status, 0) + n
+    return out
+
+
 def flood_table(flood: dict[str, Any]) -> Table:
-    table = Table(title="the flood: requests per kind (answers by status)")
-    for col in ("kind", "sent", "answered", "status", "p50 ms", "p99 ms", "max ms"):
-        table.add_column(col, justify="left" if col in ("kind", "status") else "right")
+    """Per route (all sizes and shapes of body together; the JSON has each)."""
+    table = Table(title="the flood: requests per route, answers by status")
+    for col in ("route", "sent", "answered", "status", "max ms"):
+        table.add_column(col, justify="left" if col in ("route", "status") else "right")
     for mode, stats in flood.items():
         if "error" in stats:
-            table.add_row(mode, "-", "-", stats["error"], "", "", "")
+            table.add_row(mode, "-", "-", stats["error"], "")
             continue
-        for kind, t in stats["requests"].items():
-            status = " ".join(f"{s}:{n}" for s, n in sorted(t["status"].items()))
-            table.add_row(kind, str(t["sent"]), str(t["answered"]), status,
-                          _cell(t["p50_ms"]), _cell(t["p99_ms"]), _cell(t["max_ms"]))
+        for route, t in _by_route(stats["requests"]).items():
+            status = " ".join(f"{_SHORT.get(s, s)}:{n}" for s, n in sorted(t["status"].items()))
+            table.add_row(route, str(t["sent"]), str(t["answered"]), status,
+                          f"{t['max_ms']:.0f}")
         table.add_row(f"[b]{mode}[/b]", str(stats["sent"]), str(stats["answered"]),
-                      f"{stats['sent_per_s']}/s sent, {stats['answered_per_s']}/s answered",
-                      "", "", "")
+                      f"{stats['sent_per_s']}/s, {stats['answered_per_s']}/s answered", "")
     return table
 
 
