@@ -60,7 +60,7 @@ from nfvha.model.topology import Topology
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
 from nfvha.testbed.observe import EventWaiter, udp_request
-from nfvha.testbed.probe import ServiceProbe, lost_increments, outages_after
+from nfvha.testbed.probe import Outage, ServiceProbe, lost_increments, outages_after
 from nfvha.util.files import read_json
 
 READY_TIMEOUT_S = 60.0  # the deployment fully assigned, a crashed VNFC back: generous
@@ -282,10 +282,14 @@ class AbuseBench:
         self.result.extra["probe_outage_idle_ms"] = self._outage_ms(start_ns,
                                                                     time.monotonic_ns())
 
-    def _outage_ms(self, start_ns: int, end_ns: int) -> float:
+    def _outages(self, start_ns: int, end_ns: int) -> list[Outage]:
+        """The probe's interruptions between ``start_ns`` and ``end_ns``, longest first."""
         assert self.probe is not None
         window = [s for s in self.probe.snapshot() if start_ns <= s.sent_ns <= end_ns]
-        return round(max((o.ms for o in outages_after(window, start_ns)), default=0.0), 1)
+        return sorted(outages_after(window, start_ns), key=lambda o: -o.ms)
+
+    def _outage_ms(self, start_ns: int, end_ns: int) -> float:
+        return round(max((o.ms for o in self._outages(start_ns, end_ns)), default=0.0), 1)
 
     async def some_alarm(self) -> str:
         """An alarm that exists, for the flood's PATCH (the idle phase raised some)."""
@@ -367,6 +371,9 @@ class AbuseBench:
         # Wall-clock time of the flood's start, to find it in the run's logs.
         r.extra["flood_started"] = round(time.time() - (time.monotonic_ns() - start_ns) / 1e9, 3)
         r.probe_outage_ms = self._outage_ms(start_ns, end_ns)
+        # The longest few: when in the flood (s after its start) and how long (ms).
+        r.extra["probe_outages"] = [[round((o.start_ns - start_ns) / 1e9, 2), round(o.ms, 1)]
+                                    for o in self._outages(start_ns, end_ns)[:5]]
         r.extra["sched_flood"] = _sched_share(sched_before, sched_after, end_ns - start_ns)
         if flood_cpu_ns is not None and (used := floods.cpu_ns()) is not None:
             r.extra["flood_cpu_pct"] = round(100 * (used - flood_cpu_ns) / (end_ns - start_ns), 1)
