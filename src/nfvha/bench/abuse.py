@@ -372,6 +372,8 @@ class AbuseBench:
         r.extra["flood_started"] = round(time.time() - (time.monotonic_ns() - start_ns) / 1e9, 3)
         r.probe_outage_ms = self._outage_ms(start_ns, end_ns)
         # The longest few: when in the flood (s after its start) and how long (ms).
+        r.extra["faults_at"] = [[round((c.injected_mono_ns - start_ns) / 1e9, 2), c.target]
+                                for c in crashes]
         r.extra["probe_outages"] = [[round((o.start_ns - start_ns) / 1e9, 2), round(o.ms, 1)]
                                     for o in self._outages(start_ns, end_ns)[:5]]
         r.extra["sched_flood"] = _sched_share(sched_before, sched_after, end_ns - start_ns)
