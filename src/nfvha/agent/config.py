@@ -23,6 +23,9 @@ class VmLaunch(Strict):
     netns: str | None  # None on the loopback fallback
     data_ip: str
     vnfcs: list[VnfcLaunch] = Field(default_factory=list)
+    # Until its guest reports it is up, the VM is starting (not watched for hangs);
+    # past this it is reported as failing to boot.
+    boot_timeout_s: float = Field(60.0, gt=0, le=3600)
 
 
 def launch_spec(args: dict[str, Any]) -> VmLaunch | None:

@@ -88,6 +88,11 @@ class TermWork:
     repairs: Any  # AgentRepair: restart_component, kill_and_restart_component, stop/start_vm
     repair_vm: Callable[..., Any]  # VmRepairPolicy.repair_vm -> RepairTicket
     host_repair: Callable[[str, str, bool], bool] | None  # UC-9: HostRepair.vnfm_hook
+    # Told each host whose liveness moved, once what it means is known here: at once
+    # for a change that makes no event (a first heartbeat, a suspect's new reason),
+    # after its event is stored and its alarm decided for the others (host health
+    # then says why, FM-9).
+    host_state_settled: Callable[[str], None] | None = None
 
 
 class DirectorLink:
@@ -115,10 +120,12 @@ class DirectorLink:
         self._term: Term | None = None
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="director-link")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="director-link")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -200,7 +207,7 @@ class DirectorLink:
             if isinstance(msg, Hello):
                 self._hello(msg)
             elif isinstance(msg, HostState):
-                self.hosts.apply(msg)
+                self._host_state(msg)
             elif isinstance(msg, Publish):
                 background(self._publish(msg))
             elif isinstance(msg, Repair):
@@ -211,6 +218,18 @@ class DirectorLink:
                 fut = self._answers.pop(msg.id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
+
+    def _host_state(self, msg: HostState) -> None:
+        old = self.hosts.state(msg.host).state if msg.host in self.hosts.hosts else None
+        self.hosts.apply(msg)
+        work = self._work
+        if work is None or work.host_state_settled is None or old is None:
+            return
+        # The transitions the director makes an event of (suspect, down, up again) are
+        # settled when that event is (``_publish``).
+        if msg.state == old.value or not (msg.state in ("suspect", "down")
+                                          or old.value in ("suspect", "down")):
+            work.host_state_settled(msg.host)
 
     # -- events to the director -------------------------------------------------------------
     def _hello(self, msg: Hello) -> None:
@@ -284,6 +303,10 @@ class DirectorLink:
             self._send(Published(id=msg.id, ok=False, error=str(e)))
             return
         self._send(Published(id=msg.id, ok=True))
+        if work.host_state_settled is not None:
+            for host in dict.fromkeys(e.entity.partition("/")[2] for e in msg.events
+                                      if e.entity.startswith("host/")):
+                work.host_state_settled(host)
 
     def _repair(self, msg: Repair) -> None:
         work = self._work
@@ -352,19 +375,24 @@ class DirectorLink:
 
     def heartbeat_ages(self) -> dict[str, int | None]:
         """Milliseconds since each host's last heartbeat, as the director last said
-        (aged by the time since), without waiting: a stale answer starts a refresh."""
+        (aged by the time since), without waiting: a stale answer starts a refresh.
+        Safe from a worker thread (the API builds its listings off the loop)."""
         cached = self._cache.get("hosts")
         now = time.monotonic()
-        if (cached is None or now - cached[0] >= self._cache_s) and "hosts" not in self._inflight \
-                and self.connected.is_set():
-            task = background(self.query("hosts"), name="director-hosts")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if (cached is None or now - cached[0] >= self._cache_s) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._refresh_hosts)
         if cached is None:
             return {}
         aged = int((now - cached[0]) * 1000)
         return {h: (v["last_heartbeat_ms_ago"] + aged
                     if v.get("last_heartbeat_ms_ago") is not None else None)
                 for h, v in cached[1].items()}
+
+    def _refresh_hosts(self) -> None:
+        if "hosts" in self._inflight or not self.connected.is_set():
+            return
+        task = background(self.query("hosts"), name="director-hosts")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _ask_director(self, what: str) -> Any:
         qid = next(self._ids)

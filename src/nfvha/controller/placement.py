@@ -30,9 +30,14 @@ class Placement:
         self._path = path
         self._hosts = set(topology.host_names())
         self._host: dict[str, str] = {v.name: v.host for v in topology.vms}
+        self._order = {v.name: i for i, v in enumerate(topology.vms)}
         self._vm_of_vnfc = {c.name: c.vm for _, c in topology.components()}
         if path is not None and path.exists():
             self._load(path)
+        # host -> its VMs (a dict as an ordered set), kept with every move
+        self._on: dict[str, dict[str, None]] = {}
+        for vm, host in self._host.items():
+            self._on.setdefault(host, {})[vm] = None
 
     def _load(self, path: Path) -> None:
         try:
@@ -48,19 +53,30 @@ class Placement:
         return self._host[vm]
 
     def vms_on(self, host: str) -> list[str]:
-        return [vm for vm, h in self._host.items() if h == host]
+        """The VMs on ``host`` now, in topology order."""
+        last = len(self._order)  # a VM the topology does not have: after its own
+        return sorted(self._on.get(host, ()), key=lambda vm: self._order.get(vm, last))
 
     def as_dict(self) -> dict[str, str]:
         return dict(self._host)
 
     def move(self, vm: str, host: str) -> None:
         """Record that ``vm`` runs on ``host`` from now on (persisted first)."""
-        if host not in self._hosts:
-            raise KeyError(f"no host {host!r}")
-        new = {**self._host, vm: host}
+        self.move_all({vm: host})
+
+    def move_all(self, moves: Mapping[str, str]) -> None:
+        """Record several moves at once (a host's evacuation): persisted first, in one
+        write of the file."""
+        for host in moves.values():
+            if host not in self._hosts:
+                raise KeyError(f"no host {host!r}")
+        new = {**self._host, **moves}
         if self._path is not None:
             atomic_write_json(self._path, new)
-        self._host = new
+        for vm, host in moves.items():
+            self._on.get(self._host.get(vm, ""), {}).pop(vm, None)
+            self._on.setdefault(host, {})[vm] = None
+        self._host = new  # replaced whole: readers in other threads see old or new
 
     def is_current(self, ev: Event) -> bool:
         """False for an agent's event about a VM or VNFC from a host it left."""
@@ -71,11 +87,9 @@ class Placement:
 
 
 def zone_of(topology: Topology, host: str, level: AffinityLevel) -> str:
-    for site, rack, h in topology.hosts():
-        if h.name == host:
-            return {"host": host, "rack": f"{site.name}/{rack.name}", "site": site.name,
-                    "none": ""}[level]
-    raise KeyError(host)
+    site, rack = topology.place(host)  # KeyError(host) if there is none
+    return {"host": host, "rack": f"{site.name}/{rack.name}", "site": site.name,
+            "none": ""}[level]
 
 
 def choose_host(topology: Topology, vm: str, placement: Mapping[str, str],
@@ -86,9 +100,10 @@ def choose_host(topology: Topology, vm: str, placement: Mapping[str, str],
     anti-affinity: the redundancy it protects matters more than the VM count (a
     VM packed beside its peer would fail with it)."""
     rules: list[tuple[AffinityLevel, set[str]]] = []
-    for vnf in topology.vnfs:
+    vnfs = {id(v): v for v, _ in topology.components_on(vm)}  # the VNFs it runs
+    for vnf in vnfs.values():
         vms = {c.vm for c in vnf.components}
-        if vm not in vms or vnf.anti_affinity == "none" or vnf.redundancy == "none":
+        if vnf.anti_affinity == "none" or vnf.redundancy == "none":
             continue
         taken = {zone_of(topology, placement[o], vnf.anti_affinity)
                  for o in vms - {vm} if o in placement}

@@ -141,6 +141,10 @@ class VmRepairPolicy:
                     vnfs.append(vnf)
             self._vms[vm.name] = _Vm(vm.name, vnfs, partner.get(vm.name),
                                      serving=vm.standby_for is None, snapshot_due_ns=due)
+        # The VMs periodic snapshots are for (their VNFs never change): the tick looks
+        # at these, not at every VM of the deployment.
+        self._snapshotted = [st for st in self._vms.values()
+                             if st.action == "restart-snapshot"]
 
     # -- what the API and the VNFM see ------------------------------------------------
     def status(self) -> list[VmRepairStatus]:
@@ -347,9 +351,9 @@ class VmRepairPolicy:
     async def tick(self) -> None:
         """Snapshot the serving VMs of restart-snapshot VNFs that are due."""
         now = self._clock.mono_ns()
-        for st in list(self._vms.values()):
-            if st.action != "restart-snapshot" or not st.serving or st.job is not None \
-                    or st.pending or now < st.snapshot_due_ns:
+        for st in self._snapshotted:
+            if not st.serving or st.job is not None or st.pending \
+                    or now < st.snapshot_due_ns:
                 continue
             try:
                 await self.snapshot(st.name)

@@ -53,6 +53,10 @@ class Settings(Strict):
     process_restart_backoff_max_s: float = Field(10.0, gt=0, le=600)
     # A process that ran this long without failing gets its backoff reset.
     restart_backoff_reset_s: float = Field(10.0, gt=0, le=86_400)
+    # A command to an agent may wait this long for the agent to start it (the agent
+    # may be busy with the host's other work, e.g. starting its other VMs); its own
+    # time limit counts from that start.
+    agent_command_queue_timeout_s: float = Field(10.0, gt=0, le=600)
     # Agent -> controller event stream.
     reconnect_backoff_initial_s: float = Field(0.02, gt=0, le=60)
     reconnect_backoff_max_s: float = Field(0.5, gt=0, le=60)

@@ -29,7 +29,7 @@ from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import ComponentSpec, FenceSpec, Topology, VnfSpec
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
-from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
+from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import (
     controller_cgroup,
     director_cgroup,
@@ -164,6 +164,8 @@ class Testbed:
         self.tokens = {role: new_token() for role in ("admin", "operator", "reader")}
         self.amf_port = 0
         self.own_ams: dict[str, AmfConfig] = {}  # VNF -> its own AM's (vnfm: own)
+        # id(AM config) -> (it, its endpoints by component name)
+        self._endpoints: dict[int, tuple[AmfConfig, dict[str, ComponentEndpoint]]] = {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -190,7 +192,7 @@ class Testbed:
         self.amf_port = AMF_PORT if self.plan is not None else free_tcp_port()
         endpoints: dict[str, list[ComponentEndpoint]] = {}
         for vnf, c in t.components():
-            port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+            port = self._vnfc_port(t.vm_position(c.vm), c.port)
             endpoints.setdefault(vnf.name, []).append(ComponentEndpoint(
                 name=c.name, vnf=vnf.name, vm=c.vm, host=t.vm(c.vm).host,
                 address=vm_ips[c.vm], port=port, sync_port=port + 1))
@@ -202,7 +204,7 @@ class Testbed:
                 assert v.service_address is not None
                 if v.service_address.kind == "vip":
                     ip = v.service_address.address or self.plan.vips[k]
-                    vips[v.name] = f"{ip}/{PREFIXLEN}"
+                    vips[v.name] = f"{ip}/{self.plan.prefixlen}"
         listen = self.plan.root_data_ip if self.plan is not None else "127.0.0.1"
         # Reports about members go to the VNFM only if it manages both sides.
         balancers = {v.name: v.balances for v in t.vnfs if v.balances is not None
@@ -216,9 +218,17 @@ class Testbed:
         return AmfConfig(listen_ip=listen, port=self.amf_port, components=components,
                          vips=vips, balancers=balancers)
 
+    def _endpoint(self, amf: AmfConfig, component: str) -> ComponentEndpoint:
+        """``component``'s endpoint in ``amf``, by name (indexed once per AM config)."""
+        known = self._endpoints.get(id(amf))
+        if known is None or known[0] is not amf:
+            known = (amf, {c.name: c for c in reversed(amf.components)})  # the first wins
+            self._endpoints[id(amf)] = known
+        return known[1][component]
+
     def _ha_args(self, amf: AmfConfig, state: str, component: str) -> list[str]:
         """The counter's availability-management flags: it registers with the VNFM."""
-        ep = next(c for c in amf.components if c.name == component)
+        ep = self._endpoint(amf, component)
         args = ["--am", f"{amf.listen_ip}:{amf.port}", "--component", component,
                 "--state", state]
         return [*args, "--sync-port", str(ep.sync_port)] if state == "sync" else args
@@ -228,7 +238,7 @@ class Testbed:
         """How a VNFC is started: the counter, or (program ``lb``, IF-2) the load
         balancer in front of the members of the VNF its VNF balances."""
         t = self.topology
-        port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+        port = self._vnfc_port(t.vm_position(c.vm), c.port)
         bind = "0.0.0.0" if self.plan is not None else "127.0.0.1"
         am = amf if vnf.vnfm == "generic" else self.own_ams.get(vnf.name)
         if c.program == "counter":
@@ -236,7 +246,7 @@ class Testbed:
                     "--port", str(port), "--bind", bind,
                     *(self._ha_args(am, vnf.state, c.name) if am is not None else [])]
         assert vnf.balances is not None  # the topology check: lb only in a balancer VNF
-        members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vms.index(t.vm(m.vm)), m.port)}"
+        members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vm_position(m.vm), m.port)}"
                    for m in t.vnf(vnf.balances).components]
         # A member without the active role answers GET with "ERR not-active": not
         # eligible (N+M spares), without counting as a failure. A request is retried on
@@ -251,9 +261,9 @@ class Testbed:
     def component_address(self, component: str) -> tuple[str, int]:
         """Where a VNFC serves, as seen from the root namespace."""
         t = self.topology
-        c = next(c for _, c in t.components() if c.name == component)
+        c = t.component(component)[1]
         ip = self.plan.vm(c.vm).data_ip if self.plan is not None else "127.0.0.1"
-        return ip, self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+        return ip, self._vnfc_port(t.vm_position(c.vm), c.port)
 
     def vip(self, vnf: str) -> tuple[str, int] | None:
         """A VNF's service address (VIP and port), if it has one on this test bed."""
@@ -272,6 +282,8 @@ class Testbed:
         return self.topology.host(host).fence
 
     def write_configs(self) -> tuple[ControllerConfig, dict[str, AgentConfig]]:
+        """Every process's configuration, in time linear in hosts + VMs + VNFCs (but
+        (ADR 0015: no peer lists any more)."""
         t, run = self.topology, self.run
         controller_ip, hosts, vm_ips = self._addresses()
         controller_port = CONTROLLER_PORT if self.plan is not None else free_tcp_port()
@@ -289,7 +301,7 @@ class Testbed:
                 # A standby VM (ADR 0010) is launched with the VNFCs of the VM it stands
                 # by for, exactly as they run there.
                 runs = vm.standby_for or vm.name
-                idx = t.vms.index(t.vm(runs))
+                idx = t.vm_position(runs)
                 vnfcs = [
                     VnfcLaunch(name=c.name, port=self._vnfc_port(idx, c.port),
                                argv=self._vnfc_argv(vnf, c, amf, vm_ips))
@@ -297,7 +309,8 @@ class Testbed:
                 ]
                 vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
                                     netns=run.vm_netns(vm.name) if self.plan else None,
-                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs))
+                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs,
+                                    boot_timeout_s=vm.boot_timeout_s))
             mgmt_ip, hb_port = hosts[host]
             hspec = t.host(host)
             host_ip = self.plan.host(host).data_ip if self.plan is not None else "127.0.0.1"
@@ -480,13 +493,68 @@ class Testbed:
                         f" see {self.run.root}/*/*.log")
                 await asyncio.sleep(0.05)
 
-    async def start_vms(self, timeout_s: float = 60.0) -> None:
+    async def start_vms(self, timeout_s: float = 60.0, repair_wait_s: float = 120.0,
+                        repair_grace_s: float = 5.0) -> None:
+        """Start every VM but the standbys. A VM whose start fails (it died while
+        booting, or is not up yet) may be under repair by the VIM's own policy
+        (ADR 0010) - e.g. a slow boot on a loaded machine taken for a failure: that
+        repair is waited for (``repair_wait_s``) and the VM confirmed running. Only a
+        real failure - the repair failed or was given up, nobody repairs it, or it is
+        not running in time - fails the start, naming the VM and why."""
         async with httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s,
                                      headers=self.headers) as client:
+            async def vm_state(vm: str) -> str | None:
+                r = await client.get("/v1/vms")
+                r.raise_for_status()
+                return next((str(v["state"]) for v in r.json() if v["name"] == vm), None)
+
+            async def settle(vm: str, why: str) -> None:
+                """Until the VM runs and no repair is under way (or it cannot be)."""
+                loop = asyncio.get_running_loop()
+                end = loop.time() + repair_wait_s
+                grace_end = loop.time() + repair_grace_s
+                while True:
+                    r = await client.get(f"/v1/vms/{vm}/repair")
+                    if r.status_code == 404:  # no VM repair policy in this controller
+                        raise TestbedError(f"VM {vm} did not start: {why}")
+                    r.raise_for_status()
+                    repair = r.json()
+                    state, vm_is = repair["state"], await vm_state(vm)
+                    last = repair.get("last_repair") or {}
+                    if state in ("repair-failed", "gave-up"):
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; the VIM's repair of it"
+                            f" {'failed' if state == 'repair-failed' else 'was given up'}"
+                            f": {last.get('error') or 'it failed again after each repair'}")
+                    if state == "ok" and vm_is == "running":
+                        return
+                    now = loop.time()
+                    if state == "awaiting-confirmation" and now > grace_end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; its repair action is"
+                            " 'confirm' and nobody asked for a repair")
+                    if now > end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; still {vm_is} (repair state"
+                            f" {state}) after waiting {repair_wait_s:g} s")
+                    if state == "ok" and vm_is not in ("starting", "running") \
+                            and now > grace_end:
+                        # Failed, and no repair started: its failure event arrived
+                        # long ago (the grace), so none is coming.
+                        raise TestbedError(f"VM {vm} did not start: {why}; it is {vm_is}"
+                                           " and the VIM is not repairing it")
+                    await asyncio.sleep(0.1)
+
             async def start(vm: str) -> None:
-                r = await client.post(f"/v1/vms/{vm}/start")
-                if r.status_code != 200 or not r.json()["result"].get("ready", True):
-                    raise TestbedError(f"VM {vm} did not start: {r.status_code} {r.text}")
+                try:
+                    r = await client.post(f"/v1/vms/{vm}/start")
+                except httpx.TimeoutException:
+                    why = f"no answer within {timeout_s:g} s"
+                else:
+                    if r.status_code == 200 and r.json()["result"].get("ready", True):
+                        return
+                    why = f"{r.status_code} {r.text}"
+                await settle(vm, why)
 
             # A standby VM stays stopped until a failover starts it (ADR 0010).
             await asyncio.gather(*(start(v.name) for v in self.topology.vms
@@ -511,7 +579,7 @@ class Testbed:
         comps = self.topology.components_on(runs)
         if not comps:
             raise KeyError(f"VM {vm} has no VNFC")
-        idx = self.topology.vms.index(self.topology.vm(runs))
+        idx = self.topology.vm_position(runs)
         ip = self.plan.vm(vm).data_ip if self.plan is not None else "127.0.0.1"
         return ip, self._vnfc_port(idx, comps[0][1].port)
 

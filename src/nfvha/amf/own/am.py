@@ -124,7 +124,9 @@ class VnfAm:
             log.info("AM of %s: VM failures awaiting repair: %s", self.vnf,
                      [(ev.entity, ev.id) for ev in pending])
             self.on_events(pending)
-        for vnfc in self._exited(status):
+        # Read after the event id above: whatever changed since is in the events after it.
+        vms, vnfcs = await self._vim.vms(self.vnf), await self._vim.vnfcs(self.vnf)
+        for vnfc in self._exited(vms, vnfcs):
             log.warning("AM of %s: VNFC %s exited while no AM ran: starting it", self.vnf,
                         vnfc["name"])
             try:
@@ -135,9 +137,10 @@ class VnfAm:
         last: int = status["last_event_id"]
         return last
 
-    def _exited(self, status: dict[str, Any]) -> list[dict[str, Any]]:
-        running = {vm["name"] for vm in status["vms"] if vm.get("state") == "running"}
-        return [c for c in status["vnfcs"] if c.get("vnf") == self.vnf
+    def _exited(self, vms: list[dict[str, Any]], vnfcs: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+        running = {vm["name"] for vm in vms if vm.get("state") == "running"}
+        return [c for c in vnfcs if c.get("vnf") == self.vnf
                 and c.get("state") == "exited" and c.get("vm") in running]
 
     def on_events(self, events: Sequence[StoredEvent]) -> None:
