@@ -476,3 +476,59 @@ async def test_a_grant_runs_from_when_its_request_was_sent() -> None:
     finally:
         await client.close()
         await am.stop()
+
+
+async def test_grant_lateness_counts_from_the_oldest_unanswered_request() -> None:
+    """How late grants come (``nfvha bench abuse`` reads it at the components): from the
+    oldest request still unanswered, also when the AM answers only a later one and the
+    first is older than the lease (forgotten for the lease itself)."""
+    clock = ManualClock()
+    am = await FakeAM(lease_ms=1000, ping_interval_ms=10_000).start()
+    client = make_client(am, Roles(), clock=clock)
+    try:
+        await client.start()
+        conn = await am.accept()
+        await _until(lambda: client.grants >= 1)  # the request sent on welcome
+        assert client.grant_rtt_max_ms() == 0.0
+        conn.silent = True
+        client._request_lease()  # at t, never answered
+        clock.advance(1.5)  # longer than the lease
+        n = client._request_lease()
+        clock.advance(0.25)
+        grants = client.grants
+        await conn.grant(n)
+        await _until(lambda: client.grants > grants)
+        assert client.grant_rtt_max_ms(reset=True) == 1750.0
+        assert client.grant_rtt_max_ms() == 0.0  # nothing answered since the reset
+        n = client._request_lease()
+        clock.advance(0.01)
+        await conn.grant(n)
+        await _until(lambda: client.grants > grants + 1)
+        assert client.grant_rtt_max_ms() == 10.0
+    finally:
+        await client.close()
+        await am.stop()
+
+
+async def test_grant_lateness_spans_a_reconnect() -> None:
+    """An AM that stalls past the lease costs the session too: the wait counts from the
+    request the old session never had answered to the first grant of the new one."""
+    clock = ManualClock()
+    am = await FakeAM(lease_ms=1000, ping_interval_ms=10_000).start()
+    client = make_client(am, Roles(), clock=clock)
+    try:
+        await client.start()
+        conn = await am.accept()
+        await _until(lambda: client.grants >= 1)
+        conn.silent = True
+        client._request_lease()  # at t, never answered
+        await conn.wait_leases(2)
+        clock.advance(2.0)
+        grants = client.grants
+        conn.close()  # the session is lost; the new one's first request is granted
+        await am.accept()
+        await _until(lambda: client.grants > grants)
+        assert client.grant_rtt_max_ms() == 2000.0
+    finally:
+        await client.close()
+        await am.stop()

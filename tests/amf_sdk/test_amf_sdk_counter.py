@@ -80,6 +80,29 @@ async def test_lease_expiry_stops_serving(start_counter: StartCounter) -> None:
         await am.stop()
 
 
+async def test_grants_word_reports_how_late_the_lease_grants_came(
+        am: FakeAM, start_counter: StartCounter) -> None:
+    port = free_port()
+    await start_counter(counter_argv("gw-a", port, am.endpoint))
+    conn = await am.accept()
+    await conn.wait_leases(2)
+    word, late_ms, grants, name = (await udp_ask(LOOPBACK, port, "GRANTS RESET")).split()
+    assert (word, name) == ("GRANTS", "gw-a") and float(late_ms) >= 0 and int(grants) >= 1
+    conn.silent = True  # the AM answers no lease request for a while
+    silent_since = time.monotonic()
+    await conn.wait_leases(conn.leases + 3)  # 3 ping intervals of 200 ms unanswered
+    granted_before = int((await udp_ask(LOOPBACK, port, "GRANTS")).split()[2])
+    unanswered_s = time.monotonic() - silent_since
+    conn.silent = False
+    deadline = time.monotonic() + 5.0
+    while int((reply := await udp_ask(LOOPBACK, port, "GRANTS")).split()[2]) == granted_before:
+        assert time.monotonic() < deadline, "no grant after the AM answered again"
+        await asyncio.sleep(0.02)
+    # From the first unanswered request (sent within one interval of going silent).
+    assert float(reply.split()[1]) >= (unanswered_s - 0.2) * 1000, (reply, unanswered_s)
+    assert await udp_ask(LOOPBACK, port, "GRANTS now") == "ERR usage: GRANTS [RESET]"
+
+
 @pytest.mark.req("IF-3")
 async def test_sync_standby_has_every_acknowledged_change_after_a_crash(
         am: FakeAM, start_counter: StartCounter) -> None:

@@ -85,6 +85,21 @@ def test_create_limits_freeze_thaw_kill_remove(run: RunPaths, cg: CgroupDriver) 
 
 
 @pytest.mark.testbed
+def test_cpu_weight_is_a_share_among_siblings(run: RunPaths, cg: CgroupDriver) -> None:
+    rel = f"{run.tag}/director"
+    cg.create(rel, cpu_weight=1000)
+    if isinstance(cg, CgroupV1):
+        assert (cg.cpu / rel / "cpu.shares").read_text().strip() == "10240"  # 1024 = 100
+    else:
+        assert isinstance(cg, CgroupV2)
+        assert (cg.root / rel / "cpu.weight").read_text().strip() == "1000"
+    for bad in (0, 10_001):
+        with pytest.raises(ValueError, match="cpu_weight"):
+            cg.create(rel, cpu_weight=bad)
+    cg.remove(run.tag)
+
+
+@pytest.mark.testbed
 def test_kill_all_kills_a_frozen_child_and_its_forks(run: RunPaths, cg: CgroupDriver) -> None:
     """A VM frozen by fault injection, with children of its own, still dies with its host."""
     vm = f"{run.tag}/host1/vm-a"

@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from nfvha.scenarios.probe import ServiceProbe
 from nfvha.scenarios.runner import SAL_THRESHOLD_MS, SCENARIOS, RunResult, ScenarioRunner
 from nfvha.testbed.apiclient import get_all
+from nfvha.testbed.probe import ServiceProbe
 from nfvha.util.files import read_json
 from nfvha.util.procs import is_same_process, kill_pid
 

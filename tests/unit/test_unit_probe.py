@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nfvha.scenarios.probe import Sample, lost_increments, outage_after, outages_after
+from nfvha.testbed.probe import Sample, lost_increments, outage_after, outages_after
 
 MS = 1_000_000
 

@@ -157,6 +157,15 @@ class ComponentClient:
         self._ordered: dict[str, tuple[str | None, int]] = {}
         self.grants = 0
         """Grants received so far (all sessions)."""
+        # How late grants come: the send time of the oldest lease request still
+        # unanswered (a grant answers every request up to its own), and the longest
+        # request -> grant time since the last ``grant_rtt_max_ms(reset=True)``.
+        # Measured from the oldest request, not the granted one, and across a
+        # reconnect: requests older than the lease are forgotten above and a silent AM
+        # costs the session, so an AM stalled longer than the lease would otherwise
+        # look punctual.
+        self._unanswered_since_ns: int | None = None
+        self._grant_rtt_max_ns = 0
         self._orders: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -382,6 +391,8 @@ class ComponentClient:
         writer = self._writer
         if writer is not None and not writer.is_closing():
             writer.write(b'{"op":"lease","n":%d}\n' % self._lease_n)
+            if self._unanswered_since_ns is None:
+                self._unanswered_since_ns = now
         return self._lease_n
 
     def _on_grant(self, message: dict[str, Any]) -> None:
@@ -392,6 +403,7 @@ class ComponentClient:
         sent = self._lease_asked.pop(n, None)
         for k in [k for k in self._lease_asked if k < n]:
             del self._lease_asked[k]  # superseded: this grant runs from a later send
+        self._time_grant()
         if message.get("granted") is False:
             # The AM counts this component out of service: whatever it holds, it must
             # not act as active (it is given its roles again once out of every record).
@@ -409,6 +421,22 @@ class ComponentClient:
                 if isinstance(entry, dict):
                     self._consider_granted(entry)
         self._wake_grant_waiters(n)
+
+    def _time_grant(self) -> None:
+        """A grant (or refusal) arrived: how long its oldest unanswered request waited."""
+        if self._unanswered_since_ns is not None:
+            rtt = self._clock.mono_ns() - self._unanswered_since_ns
+            self._grant_rtt_max_ns = max(self._grant_rtt_max_ns, rtt)
+        # What is left was sent after the granted request.
+        self._unanswered_since_ns = min(self._lease_asked.values(), default=None)
+
+    def grant_rtt_max_ms(self, *, reset: bool = False) -> float:
+        """The longest time from a lease request to the grant answering it since the
+        last reset (0.0: none answered since). ``reset`` starts a new measurement."""
+        rtt = self._grant_rtt_max_ns
+        if reset:
+            self._grant_rtt_max_ns = 0
+        return rtt / 1e6
 
     def _consider_granted(self, entry: dict[str, Any]) -> None:
         """Queue an order for an assignment the grant states and the component has

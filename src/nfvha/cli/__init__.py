@@ -384,6 +384,12 @@ def _cmd_bench_chaos(args: argparse.Namespace) -> int:
     return run_chaos_bench(args)
 
 
+def _cmd_bench_abuse(args: argparse.Namespace) -> int:
+    from nfvha.bench.abusereport import run_abuse_bench
+
+    return run_abuse_bench(args)
+
+
 def _cmd_bench_alarms(args: argparse.Namespace) -> int:
     from nfvha.bench.alarms import run_alarms_bench
 
@@ -620,6 +626,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fan-out: alternate without/with the dead subscriber this often")
     ba.add_argument("--runs", type=int, default=20, help="end to end: VM crashes")
     ba.set_defaults(func=_cmd_bench_alarms)
+    bb = bsub.add_parser("abuse", help="the API flooded (large bodies, many connections, slow"
+                                       " clients) while a 2N VNF serves: actives lost, probe"
+                                       " outage, lease lateness, detection, controller RSS")
+    bb.add_argument("--duration", type=float, default=30.0, help="seconds of flood")
+    bb.add_argument("--faults", type=int, default=10,
+                    help="VNFC crashes of other VNFs, idle and again during the flood")
+    bb.add_argument("--json", action="store_true")
+    bb.add_argument("-f", "--file", type=Path, default=default_topology_path())
+    bb.add_argument("--vnf", default="gw", help="the 2N VNF that must keep serving")
+    bb.add_argument("--connections", type=int, default=300,
+                    help="keep-alive connections doing cheap GETs")
+    bb.add_argument("--slow", type=int, default=100, help="slow clients")
+    bb.add_argument("--body-workers", type=int, default=4,
+                    help="senders of large bodies, one request after another")
+    bb.add_argument("--flood-cpu", type=float, default=1.0,
+                    help="cores the flood processes may use together (0: no cap)")
+    bb.add_argument("--settle", type=float, default=3.0,
+                    help="seconds after the flood before the controller's RSS is read")
+    bb.set_defaults(func=_cmd_bench_abuse)
     bf = bsub.add_parser("controller-failover",
                          help="leader controller killed -> another deciding, and -> first"
                               " recovery of a VNF fault injected at the same moment")

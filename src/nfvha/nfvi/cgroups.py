@@ -38,8 +38,13 @@ class CgroupDriver(Protocol):
     version: int
 
     def create(
-        self, rel: str, *, memory_bytes: int | None = None, cpu_cores: float | None = None
-    ) -> None: ...
+        self, rel: str, *, memory_bytes: int | None = None, cpu_cores: float | None = None,
+        cpu_weight: int | None = None,
+    ) -> None:
+        """Create ``rel`` (and its parents). ``cpu_weight``: its share of the CPU among
+        its siblings when they all want one, as cgroup v2's ``cpu.weight`` (1..10000,
+        100 is the default)."""
+        ...
 
     def add_pid(self, rel: str, pid: int) -> None: ...
 
@@ -80,6 +85,12 @@ def detect_cgroups(root: Path = CGROUP_ROOT) -> CgroupDriver:
 def cgroup_procs_paths(driver: CgroupDriver, rel: str) -> list[str]:
     """Absolute ``cgroup.procs`` paths a new process writes its pid to (see spawn.py)."""
     return driver.procs_files(rel)
+
+
+def _check_weight(weight: int) -> int:
+    if not 1 <= weight <= 10_000:
+        raise ValueError(f"cpu_weight must be 1..10000, not {weight}")
+    return weight
 
 
 # --- small file helpers -------------------------------------------------------------
@@ -317,11 +328,15 @@ class CgroupV1(_CgroupBase):
         super().__init__(hierarchies)
 
     def create(
-        self, rel: str, *, memory_bytes: int | None = None, cpu_cores: float | None = None
+        self, rel: str, *, memory_bytes: int | None = None, cpu_cores: float | None = None,
+        cpu_weight: int | None = None,
     ) -> None:
         rel = check_rel(rel)
         for d in self._dirs(rel):
             d.mkdir(parents=True, exist_ok=True)
+        if cpu_weight is not None:
+            # v1 shares: 1024 is the default, as weight 100 is on v2.
+            _write(self.cpu / rel / "cpu.shares", str(_check_weight(cpu_weight) * 1024 // 100))
         if memory_bytes is not None:
             self._set_memory_limit(self.memory / rel, memory_bytes)
         if cpu_cores is not None:
@@ -417,7 +432,8 @@ class CgroupV2(_CgroupBase):
                     _write(d / "cgroup.subtree_control", f"+{c}")
 
     def create(
-        self, rel: str, *, memory_bytes: int | None = None, cpu_cores: float | None = None
+        self, rel: str, *, memory_bytes: int | None = None, cpu_cores: float | None = None,
+        cpu_weight: int | None = None,
     ) -> None:
         rel = check_rel(rel)
         parts = rel.split("/")
@@ -442,6 +458,10 @@ class CgroupV2(_CgroupBase):
                 raise CgroupError(f"cgroup {rel}: the cpu controller is not available")
             quota = max(1000, int(cpu_cores * CFS_PERIOD_US))
             _write(d / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        if cpu_weight is not None:
+            if not (d / "cpu.weight").exists():
+                raise CgroupError(f"cgroup {rel}: the cpu controller is not available")
+            _write(d / "cpu.weight", str(_check_weight(cpu_weight)))
 
     def _frozen_event(self, rel: str) -> bool:
         return _read_keyed(self.root / check_rel(rel) / "cgroup.events", "frozen") == 1

@@ -8,7 +8,7 @@ command saved in ``<run>/hosts/<host>/boot.json``.
 
 Host cgroup layout (v1 and v2 alike): ``nfvha-<run>/<host>/system`` for the host's own
 processes, ``nfvha-<run>/<host>/vm-<vm>`` for its VMs, ``nfvha-<run>/control`` for the
-controller.
+controller, ``nfvha-<run>/director`` for its HA director.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ def vm_cgroup(run: RunPaths, host: str, vm: str) -> str:
 
 def controller_cgroup(run: RunPaths) -> str:
     return f"{run.tag}/control"
+
+
+def director_cgroup(run: RunPaths) -> str:
+    """The HA directors' (ADR 0014): not the controllers', whose API a flood keeps busy."""
+    return f"{run.tag}/director"
 
 
 def save_boot_spec(

@@ -18,8 +18,11 @@ HA mode: ``--am IP:PORT [--component NAME] [--state none|sync|checkpoint]
 [--sync-port P] [--ifname IF]`` makes it a component managed by the availability
 manager (``nfvha.amf.sdk``).  Only an active serves INC and GET; anything else answers
 ``ERR not-active <ha_state>`` (``standby``, ``quiesced``, ``unassigned``); PING always
-answers.  An active with a VIP claims it (``nfvha.amf.vip``) and answers UDP sent to
-the VIP from the VIP.  State:
+answers; ``GRANTS [RESET]`` -> ``GRANTS <ms> <grants> <name>``: the longest wait from
+an active-lease request to its grant since the last ``GRANTS RESET`` (which answers
+the figures before it resets them) and the grants received in all.  An active with a
+VIP claims it (``nfvha.amf.vip``) and answers UDP sent to the VIP from the VIP.
+State:
 
 - ``none``: in memory; a new active starts from nothing.
 - ``sync`` (IF-3, direct): the active sends every change to the standby's sync port
@@ -361,10 +364,22 @@ class HaCounter:
         up = all(link.writer is not None and not link.degraded for link in links)
         return "SYNC up" if up else "SYNC degraded"
 
+    def grants_text(self, args: list[str]) -> str:
+        """How late the AM's lease grants came (``GRANTS``; ``GRANTS RESET`` restarts
+        the measurement): what ``nfvha bench abuse`` reads at the components."""
+        if [a.upper() for a in args] not in ([], ["RESET"]):
+            return "ERR usage: GRANTS [RESET]"
+        if self.client is None:
+            return "ERR no AM session"
+        late_ms = self.client.grant_rtt_max_ms(reset=bool(args))
+        return f"GRANTS {late_ms:.3f} {self.client.grants} {self.service.name}"
+
     async def handle(self, request: str) -> str:
         words = request.split()
         if [w.upper() for w in words] == ["SYNC"]:
             return self.sync_text()
+        if words and words[0].upper() == "GRANTS":
+            return self.grants_text(words[1:])
         if len(words) != 2 or words[0].upper() not in ("INC", "GET"):
             return self.service.handle(request)  # PING, usage errors
         if not self.serving:

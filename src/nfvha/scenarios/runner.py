@@ -36,10 +36,10 @@ from nfvha.amf.model import ServiceGroup
 from nfvha.bench.alarms import ReceiverProcess
 from nfvha.bench.stats import percentile
 from nfvha.model.topology import SAL_RECOVERY_MS, Topology, VnfSpec
-from nfvha.scenarios.probe import ServiceProbe, lost_increments, outage_after
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
 from nfvha.testbed.observe import EventWaiter, udp_request
+from nfvha.testbed.probe import ServiceProbe, lost_increments, outage_after
 
 SAL_THRESHOLD_MS = SAL_RECOVERY_MS
 RESTORE_TIMEOUT_S = 30.0
