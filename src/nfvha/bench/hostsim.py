@@ -300,9 +300,9 @@ class Simulator:
         loop = asyncio.get_running_loop()
         interval = self.interval_s
         sock_send = socket.socket.sendto
-        c = self.counters
         while True:
             now = loop.time()
+            c = self.counters  # a new one at every reset
             heap = self._heap
             while heap and heap[0][0] <= now:
                 _, _, generation, h = heapq.heappop(heap)

@@ -85,7 +85,9 @@ class Observed:
     """What the controller's event log said, as it said it."""
 
     last_id: int = 0
-    receipts_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (host, VM, detected_mono_ns) -> received_mono_ns: matched with the injected
+    # crashes at the end (an event may be read before its crash's reply is).
+    crashed: dict[tuple[str, str, int], int] = field(default_factory=dict)
     suspects: list[dict[str, Any]] = field(default_factory=list)
     downs: list[dict[str, Any]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -364,19 +366,31 @@ class ScaleBench:
         kind, host = ev["kind"], ev["host"]
         if kind == "vm.crashed":
             vm = str(ev["entity"]).removeprefix("vm/")
-            at = self.injected.crashes.get((host, vm))
-            if at is not None and ev["detected_mono_ns"] == at:
-                obs.receipts_ms[(host, vm)] = _ms(ev["received_mono_ns"] - at)
+            obs.crashed[(host, vm, int(ev["detected_mono_ns"]))] = int(ev["received_mono_ns"])
         elif kind == "host.suspect":
             obs.suspects.append(ev)
         elif kind == "host.down":
             obs.downs.append(ev)
-            s = self.injected.silences.get(host)
+        self._match_downs()
+
+    def _match_downs(self) -> None:
+        for ev in self.observed.downs:
+            s = self.injected.silences.get(ev["host"])
             if s is not None and s.down_ns is None and ev["detected_mono_ns"] >= s.at_ns:
-                s.down_ns = ev["detected_mono_ns"]
+                s.down_ns = int(ev["detected_mono_ns"])
+
+    def _receipts_ms(self) -> dict[tuple[str, str], float]:
+        """Per injected crash that the controller stored: its receipt time."""
+        out = {}
+        for (host, vm), at in self.injected.crashes.items():
+            received = self.observed.crashed.get((host, vm, at))
+            if received is not None:
+                out[(host, vm)] = _ms(received - at)
+        return out
 
     def _outstanding(self) -> int:
-        crashes = sum(1 for k in self.injected.crashes if k not in self.observed.receipts_ms)
+        self._match_downs()
+        crashes = len(self.injected.crashes) - len(self._receipts_ms())
         downs = sum(1 for s in self.injected.silences.values() if s.down_ns is None)
         return crashes + downs
 
@@ -447,7 +461,8 @@ class ScaleBench:
             if false:
                 r["false_suspect_examples"] = [
                     f"{e['host']}: {e['description']}" for e in false[:5]]
-        receipts = list(obs.receipts_ms.values())
+        self._match_downs()
+        receipts = list(self._receipts_ms().values())
         r["vm_crash_receipt_p50_ms"] = percentile(receipts, 50) if receipts else None
         r["vm_crash_receipt_p99_ms"] = percentile(receipts, 99) if receipts else None
         confirms = [_ms(s.down_ns - s.at_ns) for s in inj.silences.values()

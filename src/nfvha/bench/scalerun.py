@@ -296,12 +296,13 @@ class ScaleRun:
                                     f" {p.proc.returncode}; its log ends:\n{p.log_tail()}")
 
     async def stop(self, *, keep_files: bool = False) -> None:
-        """Every process of the run, by pid; then whatever carries the run's marker,
-        and the run directory unless kept."""
-        await asyncio.gather(*(s.stop() for s in self.sims), return_exceptions=True)
+        """Every process of the run, by pid - the controller first, then its director,
+        then the hosts (hosts gone before them would only make them raise alarms) -
+        then whatever carries the run's marker, and the run directory unless kept."""
         for p in (self.controller, self.director):
             if p is not None:
                 await asyncio.to_thread(p.stop)
+        await asyncio.gather(*(s.stop() for s in self.sims), return_exceptions=True)
         self.stop_now(keep_files=keep_files)
 
     def stop_now(self, *, keep_files: bool = False) -> None:
