@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -51,6 +52,7 @@ from nfvha.bench.scaleplan import ScalePlan, plan_topology
 from nfvha.bench.scalerun import ScaleRun, ScaleRunError, SimProcess, raise_fd_limit
 from nfvha.bench.simwire import Crash, GetStats, PowerOff, PowerOn, SimStats, Start
 from nfvha.bench.stats import percentile
+from nfvha.model.settings import Settings
 from nfvha.util.runpaths import RunPaths, new_run_id
 
 # The issue's targets at 1,000 hosts x 20 VMs (issue 11): shown beside the figures.
@@ -447,6 +449,22 @@ class ScaleBench:
         }
 
     # -- the figures ----------------------------------------------------------------------
+    def _warnings(self) -> list[str]:
+        """What makes a figure the simulator's rather than the controller's."""
+        out = []
+        sim = self.result.get("simulator") or {}
+        gap = sim.get("max_heartbeat_gap_ms")
+        suspect_ms = self.plan.topology.settings.host_suspect_after_ms
+        if gap is not None and gap >= 0.8 * suspect_ms:
+            out.append(f"the simulator itself went {gap:.0f} ms without sending some host's"
+                       f" heartbeat (suspect after {suspect_ms} ms): suspects may be its"
+                       " own doing, not the controller's (a loaded machine?)")
+        cores = sim.get("cpu_cores")
+        if cores is not None and cores > 0.8 * sim.get("processes", 1):
+            out.append(f"the simulator used {cores:.2f} cores in {sim.get('processes')}"
+                       " process(es): near saturation; try --sim-procs")
+        return out
+
     def _finish(self) -> None:
         r = self.result
         inj, obs = self.injected, self.observed
@@ -473,8 +491,10 @@ class ScaleBench:
                                          "host_down_confirm_p99_ms", "heartbeats_dropped",
                                          "controller_cpu_cores", "controller_rss_mb")}
         extra = {k: v for k, v in r.items() if k not in ordered}
+        st = self.plan.topology.settings
         extra.update({
             "run_id": self.run.run.run_id,
+            "heartbeat": f"{st.host_heartbeat_interval_ms} x {st.host_heartbeat_misses}",
             "crashes": {"injected": len(inj.crashes), "received": len(receipts)},
             "vm_crash_receipt_max_ms": max(receipts) if receipts else None,
             "silences": {"injected": len(inj.silences), "confirmed": len(confirms),
@@ -485,6 +505,9 @@ class ScaleBench:
         })
         if inj.errors:
             extra["injection_errors"] = inj.errors
+        warnings = self._warnings()
+        if warnings:
+            extra["warnings"] = warnings
         if window is not None and "error" not in r:
             missing = self._outstanding()
             if missing:
@@ -564,6 +587,7 @@ def results_table(r: dict[str, Any]) -> Table:
     t.add_row("crashes received / injected", f"{c.get('received')} / {c.get('injected')}", "")
     t.add_row("silences confirmed / injected", f"{s.get('confirmed')} / {s.get('injected')}",
               "")
+    t.add_row("heartbeat interval x misses, ms", r.get("heartbeat", "-"), "")
     return t
 
 
@@ -582,13 +606,18 @@ def run_scale_bench(args: argparse.Namespace) -> int:
         print("nfvha bench scale: " + "; ".join(problems), file=sys.stderr)
         return 2
     try:
-        plan = plan_topology(args.hosts, args.vms_per_host)
+        defaults = Settings()
+        settings = Settings(
+            host_heartbeat_interval_ms=args.heartbeat_interval_ms
+            or defaults.host_heartbeat_interval_ms,
+            host_heartbeat_misses=args.heartbeat_misses or defaults.host_heartbeat_misses)
+        plan = plan_topology(args.hosts, args.vms_per_host, settings=settings)
         bench = ScaleBench(plan, duration_s=args.duration, crashes=args.crashes,
                            silences=args.silences,
                            sims=simulator_count(args.hosts, args.sim_procs),
                            up_timeout_s=args.up_timeout, settle_s=args.settle,
                            progress=lambda m: err.print(m, highlight=False))
-    except ValueError as e:
+    except (ValueError, ValidationError) as e:
         print(f"nfvha bench scale: {e}", file=sys.stderr)
         return 2
     try:
@@ -600,6 +629,8 @@ def run_scale_bench(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
     else:
         Console().print(results_table(result))
+        for w in result.get("warnings", []):
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
         if result.get("error"):
             err.print(f"[red]error:[/] {result['error']}", highlight=False)
     return 1 if result.get("error") else 0

@@ -633,6 +633,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait for every host to be up")
     bs.add_argument("--settle", type=float, default=10.0,
                     help="seconds to wait after the watch for the injected faults' events")
+    bs.add_argument("--heartbeat-interval-ms", type=int, default=0,
+                    help="host_heartbeat_interval_ms of the deployment (default: the"
+                         " setting's default)")
+    bs.add_argument("--heartbeat-misses", type=int, default=0,
+                    help="host_heartbeat_misses (default: the setting's default)")
     bs.add_argument("--keep", action="store_true",
                     help="keep the run directory (logs, configuration) for a post-mortem")
     bs.set_defaults(func=_cmd_bench_scale)
