@@ -7,8 +7,9 @@ What it does, every time on CLOCK_MONOTONIC (one clock machine-wide):
    ``vnfm: none``, ``fence: none``), starts the host simulators (they bind every
    host's UDP socket), writes the controller's configuration, starts the HA director
    and the controller (``python -m nfvha.director.main`` / ``nfvha.controller.main``);
-2. powers every simulated host on; ``all_up_s``: until the API shows every host
-   ``up`` with its agent connected;
+2. powers every simulated host on at the same moment (a controller starts among
+   hosts that run already); ``all_up_s``: from the start of the controller and its
+   director until the API shows every host ``up`` with its agent connected;
 3. watches for ``--duration`` seconds, injecting ``--crashes`` VM crashes and
    ``--silences`` host power-offs spread over it (a silenced host is powered on again
    once confirmed down), and measures:
@@ -60,7 +61,6 @@ TARGETS = {"all_up_s": 60.0, "false_suspects": 0, "vm_crash_receipt_p99_ms": 50.
            "host_down_confirm_p99_ms": 1000.0, "controller_cpu_cores": 1.5,
            "controller_rss_mb": 2048.0}
 HOSTS_PER_SIMULATOR = 600  # above this a second simulator process shares the hosts
-API_TIMEOUT_S = 120.0
 HOSTS_POLL_S = 1.0  # the all-up poll: cheap for the controller
 PAGE_LIMIT = 2000
 EVENTS_WAIT_S = 1.0
@@ -197,18 +197,27 @@ class ScaleBench:
         spec = await asyncio.to_thread(self.run.prepare)
         ports = await self.run.start_simulators(self.n_sims, spec)
         await asyncio.to_thread(self.run.write_controller_config, ports)
+        # A controller starts among hosts that already run: they are powered on with it
+        # and find it as soon as it listens.
         self._t_control = time.monotonic_ns()
         self.run.start_control()
+        for sim in self.run.sims:
+            reply = await sim.request(Start(id=sim.next_id(),
+                                            controller_ip=self.run.controller_ip,
+                                            controller_port=self.run.controller_port))
+            if not reply.ok:
+                raise ScaleRunError(f"simulator {sim.index}: {reply.error}")
+        self.progress("controller and director started, hosts powered on")
 
     async def _wait_api(self, client: httpx.AsyncClient) -> None:
-        end = time.monotonic() + API_TIMEOUT_S
+        end = time.monotonic() + self.up_timeout_s
         while True:
             self.run.check_control_alive()
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get("/v1/health", timeout=2.0)).status_code == 200:
                     break
             if time.monotonic() > end:
-                raise TimeoutError(f"the API did not answer within {API_TIMEOUT_S:.0f} s")
+                raise TimeoutError(f"the API did not answer within {self.up_timeout_s:.0f} s")
             await asyncio.sleep(0.2)
         self.result["control_start_s"] = round((time.monotonic_ns() - self._t_control) / 1e9,
                                                2)
@@ -228,16 +237,9 @@ class ScaleBench:
             r = await client.get(following)
 
     async def _all_up(self, client: httpx.AsyncClient) -> None:
-        start = time.monotonic_ns()
-        for sim in self.run.sims:
-            reply = await sim.request(Start(id=sim.next_id(),
-                                            controller_ip=self.run.controller_ip,
-                                            controller_port=self.run.controller_port))
-            if not reply.ok:
-                raise ScaleRunError(f"simulator {sim.index}: {reply.error}")
-        self.progress("hosts powered on")
+        start = self._t_control
         end = start + int(self.up_timeout_s * 1e9)
-        up = 0
+        up, last = 0, -1
         while True:
             self.run.check_control_alive()
             try:
@@ -256,7 +258,9 @@ class ScaleBench:
                     states[key] = states.get(key, 0) + 1
                 raise TimeoutError(f"{up} of {len(self.plan.hosts)} hosts up after"
                                    f" {self.up_timeout_s:.0f} s: {states}")
-            self.progress(f"  {up}/{len(self.plan.hosts)} up")
+            if up != last:
+                self.progress(f"  {up}/{len(self.plan.hosts)} up")
+                last = up
             await asyncio.sleep(HOSTS_POLL_S)
         self.result["all_up_s"] = round((time.monotonic_ns() - start) / 1e9, 2)
         self.progress(f"all {up} hosts up in {self.result['all_up_s']} s")

@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--sim-procs", type=int, default=0,
                     help="host simulator processes (default: one per 600 hosts)")
     bs.add_argument("--up-timeout", type=float, default=300.0,
-                    help="seconds to wait for every host to be up")
+                    help="seconds from the controller's start to wait for every host to be up")
     bs.add_argument("--settle", type=float, default=10.0,
                     help="seconds to wait after the watch for the injected faults' events")
     bs.add_argument("--heartbeat-interval-ms", type=int, default=0,
