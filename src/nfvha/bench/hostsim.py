@@ -17,8 +17,9 @@ less:
   simulated VM's state; a VM crash sends the agent's failure ``notice`` to the
   director first (ADR 0014), then the events.
 
-Heartbeats come from one timer over all hosts (a heap by due time), spread evenly over
-the interval as independent machines' would be. The simulator measures itself - the
+Heartbeats come from a thread of their own (a host's supervisor does not wait for its
+agent), over all hosts by due time, spread evenly over the interval as independent
+machines' would be. The simulator measures itself - the
 longest gap between two heartbeats of a host, its CPU time - so a run can tell the
 controller's slowness from its own.
 
@@ -35,6 +36,7 @@ import os
 import random
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -203,6 +205,73 @@ class _Counters:
     commands: int = 0
 
 
+class HeartbeatSender:
+    """Every powered host's heartbeat, on time, from a thread of its own.
+
+    A host's supervisor is a process of its own: its heartbeats do not wait for its
+    agent. Here one thread sends them all (a heap by due time), so a burst of agent
+    work in the event loop - hundreds of streams connecting at once - delays them by
+    at most the interpreter's thread switch interval (5 ms), not by the burst."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+        self.lock = threading.Lock()
+        self._heap: list[tuple[float, int, int, SimHost]] = []
+        self._order = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeats", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+
+    def schedule(self, h: SimHost, due: float) -> None:
+        """The next heartbeat of ``h`` (just booted) at ``due``; the lock is held."""
+        h.due = due
+        self._order += 1
+        heapq.heappush(self._heap, (due, self._order, h.hb_generation, h))
+        self._wake.set()
+
+    def _run(self) -> None:
+        interval = self._sim.interval_s
+        heap = self._heap
+        while not self._stop.is_set():
+            with self.lock:
+                now = time.monotonic()
+                c = self._sim.counters  # a new one at every reset
+                controller = self._sim.controller
+                while heap and heap[0][0] <= now:
+                    _, _, generation, h = heapq.heappop(heap)
+                    if not h.powered or generation != h.hb_generation:
+                        continue  # off (power_on schedules it again), or from before that
+                    with contextlib.suppress(OSError):  # a full buffer: it is lost
+                        h.sock.sendto(h.heartbeat(), controller)
+                    c.heartbeats += 1
+                    if h.last_hb is not None:
+                        gap = now - h.last_hb
+                        if gap > c.max_gap_s:
+                            c.max_gap_s = gap
+                        if gap > 2 * interval:
+                            c.late += 1
+                    h.last_hb = now
+                    # On schedule; after a stall, one interval from now (no burst to
+                    # catch up, as the host supervisor does).
+                    nxt = h.due + interval
+                    h.due = nxt if nxt > now else now + interval
+                    self._order += 1
+                    heapq.heappush(heap, (h.due, self._order, generation, h))
+                self._wake.clear()
+                delay = heap[0][0] - time.monotonic() if heap else 1.0
+            if delay > 0:
+                self._wake.wait(delay)
+
+
 class Simulator:
     def __init__(self, spec: SimSpec, hosts: list[SimHostSpec], pid_base: int) -> None:
         self.spec = spec
@@ -218,25 +287,24 @@ class Simulator:
             self.close()
             raise
         self.counters = _Counters()
-        self._heap: list[tuple[float, int, int, SimHost]] = []
-        self._order = 0
+        self.heartbeats = HeartbeatSender(self)
         self._rng = random.Random()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._wake = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, controller: Address) -> None:
         self.controller = controller
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         n = len(self.hosts)
         for i, h in enumerate(self.hosts.values()):
             loop.add_reader(h.sock.fileno(), self._readable, h)
             # Independent machines: heartbeats spread evenly over the interval.
             self._power_on(h, now + self.interval_s * i / max(1, n))
-        self._tasks.append(loop.create_task(self._heartbeats(), name="heartbeats"))
+        self.heartbeats.start()
 
     def close(self) -> None:
+        self.heartbeats.stop()
         for t in self._tasks:
             t.cancel()
         with contextlib.suppress(RuntimeError):
@@ -253,15 +321,16 @@ class Simulator:
             h.sock.close()
 
     def _power_on(self, h: SimHost, first_heartbeat: float) -> None:
-        h.boot_up()
-        h.due = first_heartbeat
-        self._schedule(h)
+        with self.heartbeats.lock:
+            h.boot_up()
+            self.heartbeats.schedule(h, first_heartbeat)
         h.agent_task = asyncio.get_running_loop().create_task(self._agent(h),
                                                               name=f"agent-{h.name}")
 
     def power_off(self, h: SimHost) -> int:
         at = time.monotonic_ns()
-        h.powered = False  # from now on: no heartbeat, no answer to anything
+        with self.heartbeats.lock:
+            h.powered = False  # from now on: no heartbeat, no answer to anything
         for p in list(h.probes.values()):
             for t in p.timers:
                 t.cancel()
@@ -287,48 +356,8 @@ class Simulator:
             h.silent_stream = None
         for vm in h.vms.values():  # its VMs died with it
             vm.state, vm.since = "stopped", time.time()
-        self._power_on(h, asyncio.get_running_loop().time())
+        self._power_on(h, time.monotonic())
         return time.monotonic_ns()
-
-    # -- heartbeats --------------------------------------------------------------------
-    def _schedule(self, h: SimHost) -> None:
-        self._order += 1
-        heapq.heappush(self._heap, (h.due, self._order, h.hb_generation, h))
-        self._wake.set()
-
-    async def _heartbeats(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.interval_s
-        sock_send = socket.socket.sendto
-        while True:
-            now = loop.time()
-            c = self.counters  # a new one at every reset
-            heap = self._heap
-            while heap and heap[0][0] <= now:
-                _, _, generation, h = heapq.heappop(heap)
-                if not h.powered or generation != h.hb_generation:
-                    continue  # off (power_on schedules it again), or from before that
-                with contextlib.suppress(OSError):  # a full buffer: the datagram is lost
-                    sock_send(h.sock, h.heartbeat(), self.controller)
-                c.heartbeats += 1
-                if h.last_hb is not None:
-                    gap = now - h.last_hb
-                    if gap > c.max_gap_s:
-                        c.max_gap_s = gap
-                    if gap > 2 * interval:
-                        c.late += 1
-                h.last_hb = now
-                # On schedule; after a stall of this process, one interval from now
-                # (no burst to catch up, as the host supervisor does).
-                nxt = h.due + interval
-                h.due = nxt if nxt > now else now + interval
-                self._order += 1
-                heapq.heappush(heap, (h.due, self._order, generation, h))
-            self._wake.clear()
-            delay = heap[0][0] - loop.time() if heap else 1.0
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
 
     # -- datagrams: pings, acks, probe requests ---------------------------------------------
     def _readable(self, h: SimHost) -> None:

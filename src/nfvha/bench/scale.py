@@ -268,8 +268,10 @@ class ScaleBench:
     # -- the watch ----------------------------------------------------------------------
     async def _watch(self, client: httpx.AsyncClient) -> None:
         base = _Sample.take(self.run)
-        await asyncio.gather(*(s.request(GetStats(id=s.next_id(), reset=True))
-                               for s in self.run.sims))
+        startup = await asyncio.gather(*(s.request(GetStats(id=s.next_id(), reset=True))
+                                         for s in self.run.sims))
+        gaps = [r.stats.max_heartbeat_gap_ms for r in startup if r.stats is not None]
+        self.result["simulator_startup_max_heartbeat_gap_ms"] = max(gaps, default=None)
         t0 = time.monotonic_ns()
         self._window = (t0, t0)
         self.progress(f"watching for {self.duration_s:g} s: {self.n_crashes} VM crash(es),"
@@ -463,6 +465,12 @@ class ScaleBench:
             out.append(f"the simulator itself went {gap:.0f} ms without sending some host's"
                        f" heartbeat (suspect after {suspect_ms} ms): suspects may be its"
                        " own doing, not the controller's (a loaded machine?)")
+        start_gap = self.result.get("simulator_startup_max_heartbeat_gap_ms")
+        if start_gap is not None and start_gap >= 0.8 * suspect_ms \
+                and self.result.get("startup_suspects"):
+            out.append(f"the simulator went {start_gap:.0f} ms without sending some host's"
+                       " heartbeat while the hosts came up: the start-up suspects may be"
+                       " its own doing")
         cores = sim.get("cpu_cores")
         if cores is not None and cores > 0.8 * sim.get("processes", 1):
             out.append(f"the simulator used {cores:.2f} cores in {sim.get('processes')}"
