@@ -270,8 +270,12 @@ class ScaleBench:
         base = _Sample.take(self.run)
         startup = await asyncio.gather(*(s.request(GetStats(id=s.next_id(), reset=True))
                                          for s in self.run.sims))
-        gaps = [r.stats.max_heartbeat_gap_ms for r in startup if r.stats is not None]
-        self.result["simulator_startup_max_heartbeat_gap_ms"] = max(gaps, default=None)
+        before = [r.stats for r in startup if r.stats is not None]
+        self.result["simulator_startup_max_heartbeat_gap_ms"] = max(
+            (st.max_heartbeat_gap_ms for st in before), default=None)
+        # Its CPU while the hosts came up: a saturated simulator explains late heartbeats.
+        self.result["simulator_startup_cpu_cores"] = round(sum(
+            st.cpu_s / st.window_s for st in before if st.window_s > 0), 3)
         t0 = time.monotonic_ns()
         self._window = (t0, t0)
         self.progress(f"watching for {self.duration_s:g} s: {self.n_crashes} VM crash(es),"
