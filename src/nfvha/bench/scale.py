@@ -196,6 +196,8 @@ class ScaleBench:
                       f" RLIMIT_NOFILE {limit}")
         spec = await asyncio.to_thread(self.run.prepare)
         ports = await self.run.start_simulators(self.n_sims, spec)
+        self.result["simulator_nice"] = max(s.bound.nice for s in self.run.sims
+                                            if s.bound is not None)
         await asyncio.to_thread(self.run.write_controller_config, ports)
         # A controller starts among hosts that already run: they are powered on with it
         # and find it as soon as it listens.

@@ -34,6 +34,9 @@ from nfvha.util.procs import is_same_process, kill_pid, start_ticks
 from nfvha.util.runpaths import RunPaths
 
 STOP_TIMEOUT_S = 10.0
+# The simulators' niceness where allowed (root): they stand for other machines and must
+# not be what a busy machine delays (they use a few per cent of a core).
+SIM_NICE = -10
 SIM_BIND_TIMEOUT_S = 120.0  # binding thousands of sockets on a loaded machine
 # Per simulated host: the simulator's UDP and TCP sockets, the controller's TCP end;
 # plus room for everything else a process opens.
@@ -114,7 +117,7 @@ class SimProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "nfvha.bench.hostsim", "--spec", str(spec_file),
-                "--shard", str(index), "--shards", str(count),
+                "--shard", str(index), "--shards", str(count), "--nice", str(SIM_NICE),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
                 env=env, start_new_session=True, limit=16 << 20)
         finally:

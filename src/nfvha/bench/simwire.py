@@ -79,6 +79,7 @@ class Bound(_Msg):
     t: Literal["bound"] = "bound"
     pid: int
     ports: dict[str, int]
+    nice: int  # the simulator's scheduling niceness (lower: served first)
 
 
 class SimStats(_Msg):
