@@ -1,6 +1,7 @@
 """The host simulator of ``nfvha bench scale`` speaks the real wire protocols: liveness
-datagrams (ADR 0015) as a host supervisor does, and the agent's event stream. Tested
-over real loopback sockets against a stand-in for the controller and its director."""
+datagrams (ADR 0015) as a host supervisor does (``SupervisorSim``), and the agent's
+event stream (``AgentSim``). Tested over real loopback sockets against a stand-in for
+the controller and its director."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from nfvha.bench.hostsim import Simulator
 from nfvha.bench.scaleplan import SimHostSpec, SimSpec, SimVm, host_ip
+from nfvha.bench.simagents import AgentSim
+from nfvha.bench.simsupervisors import SupervisorSim
 from nfvha.testbed.services import free_tcp_udp_port
 from nfvha.wire import liveness as lw
 from nfvha.wire.director import Notice
@@ -100,8 +102,27 @@ def spec(port: int, n: int = 3) -> SimSpec:
                    reconnect_backoff_max_s=0.1, hosts=hosts)
 
 
+@dataclass
+class Hosts:
+    """The simulated hosts: their supervisors and their agents."""
+
+    sup: SupervisorSim
+    agents: AgentSim
+
+    def address(self, host: str) -> tuple[str, int]:
+        return self.sup.hosts[host].address
+
+    def power_off(self, host: str) -> None:
+        self.sup.power_off(host)
+        self.agents.power_off(host)
+
+    def power_on(self, host: str) -> None:
+        self.sup.power_on(host)
+        self.agents.power_on(host)
+
+
 @contextlib.asynccontextmanager
-async def running() -> AsyncIterator[tuple[Simulator, FakeController]]:
+async def running() -> AsyncIterator[tuple[Hosts, FakeController]]:
     port = free_tcp_udp_port()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.setblocking(False)
@@ -116,67 +137,64 @@ async def running() -> AsyncIterator[tuple[Simulator, FakeController]]:
 
     server = await asyncio.start_server(accept, "127.0.0.1", port)
     s = spec(port)
-    sim = Simulator(s, s.hosts, pid_base=100_000)
-    sim.start(("127.0.0.1", port))
+    hosts = Hosts(SupervisorSim(s, s.hosts), AgentSim(s, s.hosts, pid_base=100_000))
+    hosts.sup.start(("127.0.0.1", port))
+    hosts.agents.start(("127.0.0.1", port))
     try:
-        yield sim, ctl
+        yield hosts, ctl
     finally:
-        sim.close()
+        hosts.sup.close()
+        hosts.agents.close()
         server.close()
         udp.close()
-
-
-def address(sim: Simulator, host: str) -> tuple[str, int]:
-    h = sim.hosts[host]
-    return h.spec.ip, h.port
 
 
 async def test_every_host_heartbeats_from_its_own_address_with_a_rising_counter() -> None:
     async with running() as (sim, ctl):
         seen: dict[str, list[lw.Datagram]] = {}
-        while any(len(seen.get(h, [])) < 3 for h in sim.hosts):
+        while any(len(seen.get(h, [])) < 3 for h in sim.sup.hosts):
             d, addr = await ctl.liveness(lw.Kind.HEARTBEAT)
-            assert addr == address(sim, d.name)
+            assert addr == sim.address(d.name)
             seen.setdefault(d.name, []).append(d)
         for host, beats in seen.items():
-            assert {b.boot for b in beats} == {sim.hosts[host].boot}
+            assert {b.boot for b in beats} == {sim.sup.hosts[host].boot}
             seqs = [b.seq for b in beats]
             assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
 async def test_a_ping_is_answered_with_an_ack_from_the_host() -> None:
     async with running() as (sim, ctl):
-        ctl.send(lw.Datagram(lw.Kind.PING, "h2", nonce=42), address(sim, "h2"))
+        ctl.send(lw.Datagram(lw.Kind.PING, "h2", nonce=42), sim.address("h2"))
         ack, addr = await ctl.liveness(lw.Kind.ACK, nonce=42)
-        assert ack.name == "h2" and addr == address(sim, "h2")
+        assert ack.name == "h2" and addr == sim.address("h2")
 
 
 async def test_a_witness_reports_a_live_target_reached_and_a_silent_one_not() -> None:
     async with running() as (sim, ctl):
-        ip, port = address(sim, "h2")
+        ip, port = sim.address("h2")
         ctl.send(lw.Datagram(lw.Kind.PROBE_REQUEST, "h2", nonce=7, ip=ip, port=port),
-                 address(sim, "h1"))
+                 sim.address("h1"))
         result, addr = await ctl.liveness(lw.Kind.PROBE_RESULT, nonce=7)
-        assert (result.name, result.reached, addr) == ("h2", True, address(sim, "h1"))
-        assert sim.counters.pings >= 1  # h2 answered h1's ping
+        assert (result.name, result.reached, addr) == ("h2", True, sim.address("h1"))
+        assert sim.sup.counters.pings >= 1  # h2 answered h1's ping
 
-        sim.power_off(sim.hosts["h2"])
+        sim.power_off("h2")
         asked = time.monotonic()
         ctl.send(lw.Datagram(lw.Kind.PROBE_REQUEST, "h2", nonce=8, ip=ip, port=port),
-                 address(sim, "h3"))
+                 sim.address("h3"))
         result, addr = await ctl.liveness(lw.Kind.PROBE_RESULT, nonce=8)
-        assert (result.name, result.reached, addr) == ("h2", False, address(sim, "h3"))
+        assert (result.name, result.reached, addr) == ("h2", False, sim.address("h3"))
         # Not before the witness's probe timeout: it pinged twice within it.
         assert time.monotonic() - asked >= PROBE_TIMEOUT_MS / 1000 * 0.9
 
 
 async def test_probe_requests_from_anyone_but_the_director_are_ignored() -> None:
     async with running() as (sim, ctl):
-        ip, port = address(sim, "h2")
+        ip, port = sim.address("h2")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
             other.bind(("127.0.0.1", 0))
             other.sendto(lw.Datagram(lw.Kind.PROBE_REQUEST, "h2", nonce=9, ip=ip,
-                                     port=port).encode(), address(sim, "h1"))
+                                     port=port).encode(), sim.address("h1"))
             other.setblocking(False)
             # The witness would answer within its probe timeout; wait three of them.
             with pytest.raises(TimeoutError):
@@ -184,7 +202,7 @@ async def test_probe_requests_from_anyone_but_the_director_are_ignored() -> None
                                    nonce=9)
             with pytest.raises(BlockingIOError):
                 other.recvfrom(128)
-        assert sim.counters.probes == 0
+        assert sim.sup.counters.probes == 0
 
 
 async def test_the_agent_stream_inventory_crash_notice_command_and_resend() -> None:
@@ -194,7 +212,7 @@ async def test_the_agent_stream_inventory_crash_notice_command_and_resend() -> N
             s = await ctl.stream()
             streams[s.hello.host] = s
         s = streams["h1"]
-        assert s.hello.incarnation == sim.hosts["h1"].incarnation
+        assert s.hello.incarnation == sim.agents.hosts["h1"].incarnation
         s.send(Welcome(last_seq=0))
         inv = await s.frame()
         assert isinstance(inv, Inventory) and inv.host == "h1"
@@ -202,7 +220,7 @@ async def test_the_agent_stream_inventory_crash_notice_command_and_resend() -> N
                                                         ("h1-v2", "running")}
         assert [(c.name, c.vm, c.state) for c in inv.vnfcs] == [("f1-a", "h1-v1", "running")]
 
-        detected = sim.crash_vm(sim.hosts["h1"], "h1-v1")
+        detected = sim.agents.crash_vm("h1", "h1-v1")
         data, _ = await ctl.datagram(lambda d, _: d.startswith(b"{"))
         notice = Notice.model_validate_json(data)
         assert (notice.host, notice.kind, notice.entity, notice.seq) == \
@@ -239,18 +257,18 @@ async def test_the_agent_stream_inventory_crash_notice_command_and_resend() -> N
 
 async def test_a_powered_off_host_is_silent_and_boots_again_with_a_new_identity() -> None:
     async with running() as (sim, ctl):
-        h2 = sim.hosts["h2"]
         s = None
         while s is None or s.hello.host != "h2":
             s = await ctl.stream()
         s.send(Welcome(last_seq=0))
         assert isinstance(await s.frame(), Inventory)
-        old_boot, old_incarnation = h2.boot, h2.incarnation
-        sim.power_off(h2)
+        old_boot = sim.sup.hosts["h2"].boot
+        old_incarnation = sim.agents.hosts["h2"].incarnation
+        sim.power_off("h2")
         off = time.monotonic()
         # No heartbeat from h2 over ten intervals (after one that may have been on its
         # way), no answer to a ping, and no FIN on its stream.
-        ctl.send(lw.Datagram(lw.Kind.PING, "h2", nonce=77), address(sim, "h2"))
+        ctl.send(lw.Datagram(lw.Kind.PING, "h2", nonce=77), sim.address("h2"))
         end = off + 10 * INTERVAL_MS / 1000
         while (left := end - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
@@ -262,7 +280,7 @@ async def test_a_powered_off_host_is_silent_and_boots_again_with_a_new_identity(
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(s.reader.read(1), 0.1)
 
-        sim.power_on(h2)
+        sim.power_on("h2")
         hb, _ = await ctl.liveness(lw.Kind.HEARTBEAT, name="h2")
         assert hb.boot != old_boot
         again = await ctl.stream()

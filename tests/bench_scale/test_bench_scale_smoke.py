@@ -65,7 +65,7 @@ def check(r: dict[str, Any]) -> None:
     assert r["controller_cpu_cores"] > 0 and r["controller_rss_mb"] > 0
     assert set(r["processes"]) == {"controller", "director"}
     sim = r["simulator"]
-    assert sim["processes"] == 1 and sim["heartbeats_sent"] > 0
+    assert sim["processes"] == 2 and sim["heartbeats_sent"] > 0  # supervisors, agents
     assert sim["probes_witnessed"] >= 1  # the silenced host's witnesses were asked
 
 

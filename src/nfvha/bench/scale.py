@@ -150,7 +150,7 @@ class ScaleBench:
         self.injected = Injected()
         self.observed = Observed()
         self.result: dict[str, Any] = {"hosts": len(plan.hosts), "vms": plan.vm_count}
-        self._sim_of = {h.name: i % sims for i, h in enumerate(plan.hosts)}
+        self._sim_of = {h.name: i % sims for i, h in enumerate(plan.hosts)}  # its shard
         self._window: tuple[int, int] | None = None  # (start, end) ns of the watch
         self._power_ons: list[asyncio.Task[None]] = []
         self._t_control = 0
@@ -192,7 +192,8 @@ class ScaleBench:
     async def _start(self) -> None:
         limit = raise_fd_limit(len(self.plan.hosts))
         self.progress(f"run {self.run.run.run_id}: {len(self.plan.hosts)} hosts,"
-                      f" {self.plan.vm_count} VMs, {self.n_sims} simulator(s),"
+                      f" {self.plan.vm_count} VMs, {self.n_sims} simulator shard(s)"
+                      " (supervisors + agents),"
                       f" RLIMIT_NOFILE {limit}")
         spec = await asyncio.to_thread(self.run.prepare)
         ports = await self.run.start_simulators(self.n_sims, spec)
@@ -332,25 +333,32 @@ class ScaleBench:
                 await self._silence(target)
                 self._power_ons.append(asyncio.create_task(self._power_on_when_down(target)))
 
-    def _sim(self, host: str) -> SimProcess:
-        return self.run.sims[self._sim_of[host]]
+    def _sims(self, host: str) -> tuple[SimProcess, SimProcess]:
+        """The supervisors' and the agents' simulator of ``host``."""
+        i = self._sim_of[host]
+        return self.run.supervisors[i], self.run.agents[i]
 
     async def _crash(self, host: str, vm: str) -> None:
-        sim = self._sim(host)
-        reply = await sim.request(Crash(id=sim.next_id(), host=host, vm=vm))
+        _, agents = self._sims(host)
+        reply = await agents.request(Crash(id=agents.next_id(), host=host, vm=vm))
         if reply.ok:
             self.injected.crashes[(host, vm)] = reply.at_mono_ns
         else:
             self.injected.errors.append(f"crash {vm} on {host}: {reply.error}")
 
     async def _silence(self, host: str) -> None:
-        sim = self._sim(host)
-        reply = await sim.request(PowerOff(id=sim.next_id(), host=host))
+        """Power off: the supervisor first (its silence is what is timed), its agent
+        at once after."""
+        supervisors, agents = self._sims(host)
+        reply = await supervisors.request(PowerOff(id=supervisors.next_id(), host=host))
         if reply.ok:
             self.injected.silences[host] = Silence(host, reply.at_mono_ns)
             self.progress(f"  {host} powered off")
         else:
             self.injected.errors.append(f"silence {host}: {reply.error}")
+        reply = await agents.request(PowerOff(id=agents.next_id(), host=host))
+        if not reply.ok:
+            self.injected.errors.append(f"silence {host}'s agent: {reply.error}")
 
     async def _power_on_when_down(self, host: str) -> None:
         s = self.injected.silences.get(host)
@@ -358,10 +366,11 @@ class ScaleBench:
             self.observed.changed.clear()
             await self.observed.changed.wait()
         await asyncio.sleep(POWER_ON_AFTER_S)
-        sim = self._sim(host)
-        reply = await sim.request(PowerOn(id=sim.next_id(), host=host))
+        ok = True
+        for sim in self._sims(host):
+            ok = (await sim.request(PowerOn(id=sim.next_id(), host=host))).ok and ok
         if s is not None:
-            s.powered_on = reply.ok
+            s.powered_on = ok
 
     async def _follow(self, client: httpx.AsyncClient) -> None:
         """The controller's event log as it grows (a long poll)."""
@@ -446,8 +455,8 @@ class ScaleBench:
             if end.rcvbuf_errors is not None and base.rcvbuf_errors is not None else None
         r["processes"] = ctl
         stats = [s for s in sims if s is not None]
-        sim_cpu = [(end.cpu.get(f"sim-{i}") or 0.0) - (base.cpu.get(f"sim-{i}") or 0.0)
-                   for i in range(len(self.run.sims))]
+        sim_cpu = [(end.cpu.get(f"sim-{s.name}") or 0.0) - (base.cpu.get(f"sim-{s.name}") or 0.0)
+                   for s in self.run.sims]
         r["simulator"] = {
             "processes": len(self.run.sims),
             "cpu_cores": round(sum(sim_cpu) / wall, 3),
@@ -552,7 +561,7 @@ class _Sample:
             rss = procstats.peak_rss_mb(p.pid)
             peak[p.name] = round(rss, 1) if rss is not None else None
         for s in run.sims:
-            cpu[f"sim-{s.index}"] = procstats.cpu_seconds(s.pid)
+            cpu[f"sim-{s.name}"] = procstats.cpu_seconds(s.pid)
         drops = None
         if run.director is not None:
             drops = procstats.udp_drops(run.director.pid,

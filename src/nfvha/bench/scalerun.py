@@ -96,9 +96,11 @@ class ControlProcess:
 
 @dataclass
 class SimProcess:
-    """One host simulator (``nfvha.bench.hostsim``) and its control channel."""
+    """One host simulator (``nfvha.bench.hostsim``): the supervisors or the agents of
+    shard ``index``, and its control channel."""
 
     index: int
+    role: str
     proc: asyncio.subprocess.Process
     log: Path
     bound: Bound | None = None
@@ -110,31 +112,36 @@ class SimProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
     @classmethod
-    async def start(cls, index: int, count: int, spec_file: Path, log: Path,
+    async def start(cls, index: int, count: int, role: str, spec_file: Path, log: Path,
                     env: dict[str, str]) -> SimProcess:
         err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "nfvha.bench.hostsim", "--spec", str(spec_file),
-                "--shard", str(index), "--shards", str(count), "--nice", str(SIM_NICE),
+                sys.executable, "-m", "nfvha.bench.hostsim", "--role", role,
+                "--spec", str(spec_file), "--shard", str(index), "--shards", str(count),
+                "--nice", str(SIM_NICE),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
                 env=env, start_new_session=True, limit=16 << 20)
         finally:
             os.close(err)
-        return cls(index, proc, log)
+        return cls(index, role, proc, log)
 
     async def wait_bound(self, timeout_s: float = SIM_BIND_TIMEOUT_S) -> Bound:
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
         if not line:
-            raise ScaleRunError(f"simulator {self.index} ended before binding its hosts: "
+            raise ScaleRunError(f"simulator {self.name} ended before binding its hosts: "
                                 + " | ".join(tail_lines(self.log, 5)))
         first = SIM_OUTPUT.validate_json(line)
         if not isinstance(first, Bound):
-            raise ScaleRunError(f"simulator {self.index}: expected its ports, got {first}")
+            raise ScaleRunError(f"simulator {self.name}: expected its ports, got {first}")
         self.bound = first
-        self._reader = asyncio.create_task(self._read(), name=f"sim-{self.index}")
+        self._reader = asyncio.create_task(self._read(), name=f"sim-{self.name}")
         return first
 
     async def _read(self) -> None:
@@ -149,7 +156,7 @@ class SimProcess:
         finally:
             for fut in self._waiting.values():
                 if not fut.done():
-                    fut.set_exception(ScaleRunError(f"simulator {self.index} ended"))
+                    fut.set_exception(ScaleRunError(f"simulator {self.name} ended"))
             self._waiting.clear()
 
     def next_id(self) -> int:
@@ -160,7 +167,7 @@ class SimProcess:
         """Send ``msg`` (its id from ``next_id``) and wait for the reply to it."""
         assert self.proc.stdin is not None
         if self._reader is None or self._reader.done():
-            raise ScaleRunError(f"simulator {self.index} is not running")
+            raise ScaleRunError(f"simulator {self.name} is not running")
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[msg.id] = fut
         self.proc.stdin.write(msg.model_dump_json().encode() + b"\n")
@@ -196,7 +203,9 @@ class ScaleRun:
         self.controller_ip = "127.0.0.1"
         self.controller_port = 0
         self.env = {**os.environ, RUN_MARKER: run.run_id}
-        self.sims: list[SimProcess] = []
+        self.sims: list[SimProcess] = []  # every simulator process
+        self.supervisors: list[SimProcess] = []  # by shard
+        self.agents: list[SimProcess] = []  # by shard
         self.controller: ControlProcess | None = None
         self.director: ControlProcess | None = None
         self.config: ControllerConfig | None = None
@@ -246,12 +255,15 @@ class ScaleRun:
         return ticks
 
     async def start_simulators(self, count: int, spec_file: Path) -> dict[str, int]:
-        """Start ``count`` simulators; every host's UDP port once they are bound."""
+        """Start the hosts in ``count`` shards, each a supervisors' and an agents'
+        simulator; every host's UDP port once they are bound."""
         for i in range(count):
-            sim = await SimProcess.start(i, count, spec_file, self.run.root / f"sim-{i}.log",
-                                         self.env)
-            self.sims.append(sim)
-            self._record(sim.pid)
+            for role, group in (("supervisors", self.supervisors), ("agents", self.agents)):
+                sim = await SimProcess.start(i, count, role, spec_file,
+                                             self.run.root / f"sim-{role}-{i}.log", self.env)
+                self.sims.append(sim)
+                group.append(sim)
+                self._record(sim.pid)
         ports: dict[str, int] = {}
         for b in await asyncio.gather(*(s.wait_bound() for s in self.sims)):
             ports.update(b.ports)

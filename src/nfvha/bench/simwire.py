@@ -9,6 +9,8 @@ time the simulator injected them at (one clock machine-wide).
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -74,7 +76,8 @@ SIM_REQUEST: TypeAdapter[AnyRequest] = TypeAdapter(SimRequest)
 
 # -- simulator -> bench ---------------------------------------------------------------------
 class Bound(_Msg):
-    """Every host's UDP socket is bound: host -> port (on the host's own address)."""
+    """Ready: the supervisors' simulator has bound every host's UDP socket (host ->
+    port, on the host's own address); the agents' says so with no ports."""
 
     t: Literal["bound"] = "bound"
     pid: int
@@ -100,6 +103,29 @@ class SimStats(_Msg):
     events_sent: int
     commands: int
     cpu_s: float  # this process's CPU time
+
+
+@dataclass
+class SimCounters:
+    """What a simulator counts between two resets."""
+
+    started: float = field(default_factory=time.monotonic)
+    cpu_start: float = field(default_factory=time.process_time)
+    heartbeats: int = 0
+    max_gap_s: float = 0.0
+    late: int = 0
+    pings: int = 0
+    probes: int = 0
+    events: int = 0
+    commands: int = 0
+
+    def stats(self, *, hosts: int, powered: int, agents_connected: int = 0) -> SimStats:
+        return SimStats(
+            window_s=round(time.monotonic() - self.started, 3), hosts=hosts, powered=powered,
+            agents_connected=agents_connected, heartbeats_sent=self.heartbeats,
+            max_heartbeat_gap_ms=round(self.max_gap_s * 1000, 2), late_heartbeats=self.late,
+            pings_answered=self.pings, probes_witnessed=self.probes, events_sent=self.events,
+            commands=self.commands, cpu_s=round(time.process_time() - self.cpu_start, 3))
 
 
 class Reply(_Msg):

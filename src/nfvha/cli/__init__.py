@@ -628,7 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
                          " once confirmed down)")
     bs.add_argument("--json", action="store_true")
     bs.add_argument("--sim-procs", type=int, default=0,
-                    help="host simulator processes (default: one per 600 hosts)")
+                    help="host simulator shards, each a process for the hosts'"
+                         " supervisors and one for their agents (default: one per 600"
+                         " hosts)")
     bs.add_argument("--up-timeout", type=float, default=300.0,
                     help="seconds from the controller's start to wait for every host to be up")
     bs.add_argument("--settle", type=float, default=10.0,
