@@ -19,13 +19,12 @@ from nfvha.agent.uplink import ControllerLink
 from nfvha.amf.model import AssignmentRecord
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.leadership import NotLeader
-from nfvha.controller.liveness import HostLiveness
-from nfvha.store.leader_records import LeaderRecords
-from nfvha.model.settings import Settings
 from nfvha.store.base import StoreUnavailable
 from nfvha.store.etcd import EtcdAssignmentStore, EtcdLeaderLease
 from nfvha.store.etcd_client import EtcdClient
+from nfvha.store.leader_records import LeaderRecords
 from nfvha.store.sqlite import SqliteEventStore
 from nfvha.testbed.deploy import free_tcp_port
 from nfvha.testbed.etcd import EtcdCluster, etcd_binary
@@ -178,8 +177,8 @@ async def agent_server(tmp_path: Path) -> AsyncIterator[tuple[AgentServer, Gate,
     bus = EventBus(store, SYSTEM_CLOCK)
     gate = Gate(epoch=9)
     port = free_tcp_port()
-    server = AgentServer(("127.0.0.1", port), bus, HostLiveness(["h1"], Settings(), SYSTEM_CLOCK),
-                         SYSTEM_CLOCK, tick_s=0.025, gate=gate)
+    server = AgentServer(("127.0.0.1", port), bus, HostStates(["h1"], SYSTEM_CLOCK),
+                         SYSTEM_CLOCK, gate=gate)
     await server.start()
     try:
         yield server, gate, port

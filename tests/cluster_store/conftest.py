@@ -134,7 +134,9 @@ def pg_history(cluster: Servers) -> HistoryBackend:
     schema = unique("t")
     return HistoryBackend(
         "postgres",
-        events=lambda: PgEventStore(cluster.pg_db(schema)),
+        # As a controller has it: appends (the event bus's writer thread) on a
+        # connection of their own.
+        events=lambda: PgEventStore(cluster.pg_db(schema), append_db=cluster.pg_db(schema)),
         alarms=lambda: PgAlarmStore(cluster.pg_db(schema)),
         outbox=lambda clock: PgOutbox(cluster.pg_db(schema), clock=clock),
         tokens=lambda: PgTokenStore(cluster.pg_db(schema)))

@@ -3,16 +3,19 @@ notification outbox, API tokens (VNFHA-12: any replica serves what another store
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 from cluster_store_testutil import NOW, HistoryBackend, event
 
+from nfvha.controller.bus import EventBus
 from nfvha.faults.model import FmNotificationsFilter, NotificationType
 from nfvha.faults.outbox import StoredSubscription
 from nfvha.model.auth import TokenEntry, token_hash
 from nfvha.model.events import Kind
 from nfvha.store.alarms import AlarmRow
+from nfvha.store.pg_stores import EVENTS_APPEND_LOCK, PgEventStore
 from nfvha.util.clock import ManualClock
 
 
@@ -69,6 +72,37 @@ def test_another_instance_sees_the_events(history: HistoryBackend) -> None:
     b = history.events()
     assert b.events() == stored and b.last_seq("h1") == 1
     assert b.append([event("h1", 1)], NOW, 2) == []
+
+
+async def test_the_event_bus_commits_to_either_store_in_order(history: HistoryBackend) -> None:
+    """The bus commits in its writer thread while the loop reads the same store."""
+    store = history.events()
+    bus = EventBus(store, ManualClock(), max_batch_events=8)
+    heard: list[int] = []
+    bus.subscribe(lambda batch: heard.extend(e.id for e in batch))
+    stored = await asyncio.wait_for(asyncio.gather(*(
+        bus.publish([event(f"h{i % 3}", i // 3 + 1)]) for i in range(60))), 60)
+    assert [[(e.host, e.seq) for e in s] for s in stored] == \
+        [[(f"h{i % 3}", i // 3 + 1)] for i in range(60)]
+    ids = [s[0].id for s in stored]
+    assert ids == sorted(ids) == heard and bus.last_id == store.max_id() == ids[-1]
+    assert [e.id for e in store.events()] == ids
+    bus.close()
+
+
+def test_postgres_reads_do_not_wait_for_an_append_under_way(pg_only: HistoryBackend) -> None:
+    """Appends have their own connection: an open append transaction (the bus's writer
+    waiting on PostgreSQL) does not hold the loop's reads."""
+    store = pg_only.events()
+    assert isinstance(store, PgEventStore) and store.append_db is not None
+    store.append([event("h1", 1)], NOW, 1)
+    read: list[int] = []
+    with store.append_db.transaction() as cur:  # an append under way
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_APPEND_LOCK,))
+        reader = threading.Thread(target=lambda: read.append(len(store.events())))
+        reader.start()
+        reader.join(10)
+        assert read == [1], "the read waited for the append's transaction"
 
 
 def test_postgres_appenders_commit_ids_in_order(pg_only: HistoryBackend) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from nfvha.faults.manager import AlarmManager, AlarmNotFound, AlreadyInState
 from nfvha.faults.model import AckState, FaultyResourceType, NotificationType
+from nfvha.model.containment import EntityRef
 from nfvha.model.events import Event, EventType, Kind, Severity
 from nfvha.model.topology import Topology, parse_topology
 from nfvha.store.alarms import SqliteAlarmStore
@@ -286,3 +287,66 @@ def test_the_same_stored_event_decided_twice_gives_the_same_alarm_and_change_ids
         results.append(sorted((c.alarm.id, c.change_id) for c in mgr.on_event(stored)))
         store.close()
     assert results[0] == results[1] and len(results[0]) > 1
+
+
+def test_active_alarms_are_found_by_entity_through_raise_clear_and_reload(
+        db: Path, clock: ManualClock) -> None:
+    """The index by entity gives what a walk over every active alarm gave: the
+    entity's active alarms in the order they were raised, of one type if asked."""
+    store = SqliteAlarmStore(db)
+    mgr = AlarmManager(topology(), store, clock, topology().settings)
+    mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h1", process="vswitch"))
+    mgr.on_event(ev(Kind.SENSOR, "host/h1", severity=Severity.WARNING, sensor="temp1"))
+    mgr.on_event(ev(Kind.VM_CRASHED, "vm/vm-b", host="h2"))
+    mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h1", process="nova"))
+
+    def on_h1(type_name: str | None = None) -> list[str]:
+        return [a.rootCauseFaultyResource.faultyResource.resourceId + ":" + a.faultType
+                + ":" + next(d for d in a.faultDetails or [] if d.startswith(("process=",
+                                                                               "sensor=")))
+                for a in mgr.active_for("host/h1", type_name)]
+
+    assert on_h1() == ["host/h1:host-software-failure:process=vswitch",
+                       "host/h1:host-hardware-failure:sensor=temp1",
+                       "host/h1:host-software-failure:process=nova"]
+    assert on_h1("host-software-failure") == [on_h1()[0], on_h1()[2]]
+    assert [a.faultType for a in mgr.active_for("vm/vm-b")] == ["vm-failure"]
+    assert mgr.active_for("host/h2") == [] and mgr.active_for("not an entity") == []
+    # Cleared: gone from its entity, the others stay; raised again: last in the order.
+    mgr.on_event(ev(Kind.HOST_PROCESS_RESTARTED, "host/h1", clears=True, process="vswitch"))
+    assert on_h1() == ["host/h1:host-hardware-failure:sensor=temp1",
+                       "host/h1:host-software-failure:process=nova"]
+    mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h1", process="vswitch"))
+    assert on_h1()[-1] == "host/h1:host-software-failure:process=vswitch"
+    mgr.commit()
+    # Reloaded from the store (a restart, or a dropped decision): the same alarms (in
+    # the store's order, as before the index).
+    def active(m: AlarmManager) -> dict[str, list[str]]:
+        return {e: sorted(a.id for a in m.active_for(e)) for e in ("host/h1", "vm/vm-b")}
+
+    before = active(mgr)
+    mgr.on_event(ev(Kind.SENSOR, "host/h1", clears=True, sensor="temp1"))  # not committed
+    assert len(active(mgr)["host/h1"]) == 2
+    mgr.reload()
+    assert active(mgr) == before
+    assert active(AlarmManager(topology(), store, clock, topology().settings)) == before
+    store.close()
+
+
+def test_finding_an_entitys_alarms_does_not_walk_every_active_alarm(
+        mgr: AlarmManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host health asks for each host's alarms: that must cost what the host has, not
+    what the deployment has (it re-parsed every alarm's entity per question)."""
+    for i in range(200):
+        mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h2", host="h2", process=f"p{i}"))
+    mgr.on_event(ev(Kind.HOST_PROCESS_FAILED, "host/h1", process="vswitch"))
+    parsed: list[str] = []
+    real = EntityRef.parse
+
+    def counting(text: str) -> EntityRef:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(EntityRef, "parse", staticmethod(counting))
+    assert len(mgr.active_for("host/h1")) == 1
+    assert parsed == ["host/h1"]

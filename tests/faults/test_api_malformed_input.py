@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from nfvha.api.app import create_app
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
-from nfvha.controller.liveness import HostLiveness
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.view import InventoryView
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
@@ -55,8 +55,8 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     notifier = Notifier(outbox, SYSTEM_CLOCK)
     await notifier.start()
     bus = EventBus(store, SYSTEM_CLOCK)
-    liveness = HostLiveness(topology.host_names(), topology.settings, SYSTEM_CLOCK)
-    agents = AgentServer(("127.0.0.1", 0), bus, liveness, SYSTEM_CLOCK, 0.025)
+    liveness = HostStates(topology.host_names(), SYSTEM_CLOCK)
+    agents = AgentServer(("127.0.0.1", 0), bus, liveness, SYSTEM_CLOCK)
     auth = AuthConfig(tokens=[TokenEntry(sha256=token_hash(TOKEN), role="admin")],
                       intake_trusted_networks=[])
     app = create_app("abcde", topology, InventoryView(topology, agents, liveness, SYSTEM_CLOCK),

@@ -59,7 +59,7 @@ async def test_hello_returns_state_then_the_unacked_start_events(guests: GuestLa
     channel = await GuestChannel.connect(guest.socket_path)
     try:
         state, events = await channel.hello()
-        assert state == {"op": "state", "vm": "vm1", "vnfcs": guest.vnfcs()}
+        assert state == {"op": "state", "vm": "vm1", "vnfcs": guest.vnfcs(), "booted": True}
         assert [e["seq"] for e in events] == [1, 2]
         for event in events:
             record = state["vnfcs"][event["vnfc"]]

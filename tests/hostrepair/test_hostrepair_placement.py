@@ -68,3 +68,17 @@ def test_events_from_a_host_the_vm_has_left_are_stale() -> None:
     assert p.is_current(event(Kind.HOST_DOWN, "host/h1", "h1", origin="controller"))
     assert p.current([event(Kind.VM_CRASHED, "vm/vm-a", "h1"),
                       event(Kind.VM_STARTED, "vm/vm-a", "h3")])[0].host == "h3"
+
+
+def test_an_evacuation_moves_several_vms_in_one_write(tmp_path: Path) -> None:
+    t = three_racks()
+    path = tmp_path / "placement.json"
+    p = Placement(t, path)
+    p.move_all({"vm-c": "h2", "vm-a": "h2"})
+    assert p.vms_on("h1") == [] and p.vms_on("h2") == ["vm-a", "vm-b", "vm-c"]  # file order
+    p.move("vm-a", "h3")
+    assert p.vms_on("h2") == ["vm-b", "vm-c"] and p.vms_on("h3") == ["vm-a"]
+    assert Placement(t, path).as_dict() == p.as_dict()
+    with pytest.raises(KeyError):  # nothing moved when one target is unknown
+        p.move_all({"vm-a": "h1", "vm-c": "h9"})
+    assert p.host_of("vm-a") == "h3" and p.host_of("vm-c") == "h2"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from hostrepair_testutil import three_racks
 
+from nfvha.amf.config import AmfConfig, ComponentEndpoint
+from nfvha.amf.manager import AvailabilityManager
 from nfvha.amf.model import Readiness
-from nfvha.controller.config import AmfConfig, ComponentEndpoint
-from nfvha.controller.vnfm import Vnfm
 from nfvha.model.events import EventType, Kind, Severity, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.store.assignments import SqliteAssignmentStore
@@ -43,21 +43,22 @@ def stored(kind: Kind, entity: str, host: str, n: int) -> StoredEvent:
 
 
 @pytest.fixture
-def vnfm(tmp_path: Path) -> Vnfm:
+def vnfm(tmp_path: Path) -> AvailabilityManager:
     t = three_racks()
     eps = [ComponentEndpoint(name=c.name, vnf=v.name, vm=c.vm, host=t.vm(c.vm).host,
                              address="198.18.7.60", port=7000, sync_port=7001)
            for v, c in t.components()]
     cfg = AmfConfig(listen_ip="127.0.0.1", port=0, components=eps)
-    return Vnfm(t, cfg, SqliteAssignmentStore(tmp_path / "amf.db"), Port(),  # type: ignore[arg-type]
-                Settings(), ManualClock())
+    return AvailabilityManager(
+        t, cfg, SqliteAssignmentStore(tmp_path / "amf.db"), Port(),  # type: ignore[arg-type]
+        Settings(), ManualClock())
 
 
 @pytest.mark.req("UC-9")
-async def test_escalated_vm_repairs_go_to_the_vim_first(vnfm: Vnfm) -> None:
+async def test_escalated_vm_repairs_go_to_the_vim_first(vnfm: AvailabilityManager) -> None:
     asked: list[tuple[str, str, bool]] = []
 
-    def hook(vm: str, source: str, failfast: bool) -> bool:
+    async def hook(vm: str, source: str, failfast: bool) -> bool:
         asked.append((vm, source, failfast))
         return True  # the VIM repairs the host
 
@@ -70,7 +71,7 @@ async def test_escalated_vm_repairs_go_to_the_vim_first(vnfm: Vnfm) -> None:
 
 
 @pytest.mark.req("HV-7")
-async def test_the_vnfm_follows_a_moved_vm(vnfm: Vnfm) -> None:
+async def test_the_vnfm_follows_a_moved_vm(vnfm: AvailabilityManager) -> None:
     vnfm.vm_placed("vm-a", "h3")
     # h1 fenced: gw-a no longer lives there, db-1 (not moved) does.
     vnfm.on_events([stored(Kind.HOST_FENCED, "host/h1", "h1", 1)])

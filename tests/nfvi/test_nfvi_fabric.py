@@ -23,6 +23,7 @@ from nfvha.nfvi.fabric import (
     list_netns,
     plan_fabric,
     set_host_link,
+    vm_mac,
 )
 from nfvha.nfvi.spawn import spawn_detached_sync
 from nfvha.util.procs import kill_pid
@@ -69,12 +70,18 @@ def test_plan_addresses_names_and_limits() -> None:
     big = plan_fabric(run_id, hosts, [(f"v{j}", "h49") for j in range(140)], n_vips=50)
     assert all(len(big.root_data_link(h)) <= 15 for h in hosts)
     assert big.vms[-1].data_ip == str(ipaddress.ip_network(big.data_subnet).network_address + 199)
+    assert big.prefixlen == 24
+    # Past a /24's 50 hosts, 140 VMs or 50 VIPs: a wider subnet (issue 11), up to the
+    # fabric's limits per run.
+    assert plan_fabric(run_id, [*hosts, "h50"], []).prefixlen == 23
+    assert plan_fabric(run_id, ["h0"], [(f"v{j}", "h0") for j in range(141)]).prefixlen == 23
+    assert plan_fabric(run_id, ["h0"], [], n_vips=51).prefixlen == 23
     with pytest.raises(ValueError):
-        plan_fabric(run_id, [*hosts, "h50"], [])
+        plan_fabric(run_id, [f"h{i}" for i in range(1001)], [])
     with pytest.raises(ValueError):
-        plan_fabric(run_id, ["h0"], [(f"v{j}", "h0") for j in range(141)])
+        plan_fabric(run_id, ["h0"], [(f"v{j}", "h0") for j in range(1023)])
     with pytest.raises(ValueError):
-        plan_fabric(run_id, ["h0"], [], n_vips=51)
+        plan_fabric(run_id, ["h0"], [], n_vips=2047)
     with pytest.raises(ValueError):
         plan_fabric(run_id, ["h0"], [("a", "elsewhere")])
 
@@ -217,3 +224,31 @@ def test_vm_network_moves_to_another_host(run: RunPaths, fabric: FabricPlan) -> 
         s.sendto(b"x", (plan.root_data_ip, 9))
         with pytest.raises(TimeoutError):
             s.recvfrom(100)
+
+
+@pytest.mark.testbed
+def test_a_wider_fabric_works_end_to_end(run: RunPaths, tmp_path: Path) -> None:
+    """A run past a /24's limits (here: 51 VIPs) gets a /23, used everywhere: host and
+    VM addresses, the VM's MAC, the root side; it is torn down as any other."""
+    plan = plan_fabric(run.run_id, ["h0", "h1"], [("a", "h0"), ("b", "h1")], n_vips=51)
+    assert plan.prefixlen == 23
+    try:
+        create_fabric(plan)
+        for vm in ("a", "b"):
+            create_vm_network(plan, vm)
+        b = plan.vm("b")
+        eth0 = _ip_in(b.netns, "-4", "-o", "addr", "show", "eth0").stdout
+        assert f"inet {b.data_ip}/23" in eth0
+        assert vm_mac(b.data_ip) in _ip_in(b.netns, "link", "show", "eth0").stdout
+        log = tmp_path / "echo-b.log"
+        echo = spawn_detached_sync(echo_argv("0.0.0.0", ECHO_PORT), netns=b.netns, log=str(log))
+        try:
+            wait_until(lambda: log_has(log, "ready"), what="the echo server")
+            assert udp_roundtrip(None, (b.data_ip, ECHO_PORT), b"wide") == b"echo:wide"
+            assert udp_roundtrip(plan.vm("a").netns, (b.data_ip, ECHO_PORT), b"a") == b"echo:a"
+        finally:
+            kill_pid(echo.pid, ticks=echo.start_ticks)
+        wait_dead(echo.pid, echo.start_ticks)
+    finally:
+        destroy_fabric(run.run_id)
+    assert list_fabric_objects(run.run_id) == ([], [])

@@ -13,6 +13,7 @@ import pytest
 
 from nfvha.scenarios.probe import ServiceProbe
 from nfvha.scenarios.runner import SAL_THRESHOLD_MS, SCENARIOS, RunResult, ScenarioRunner
+from nfvha.testbed.apiclient import get_all
 from nfvha.util.files import read_json
 from nfvha.util.procs import is_same_process, kill_pid
 
@@ -52,8 +53,8 @@ async def test_uc2_active_vm_crash_vnf_failover_and_vim_repair(runner: ScenarioR
     assert r.outage_ms < 1_500, r
     # The VM was replaced in its initial state and its VNFC is the standby again:
     # the VNF has its two VMs back.
-    status = (await runner.client.get("/v1/status")).json()
-    assert all(v["state"] == "running" for v in status["vms"]), status["vms"]
+    vms = await get_all(runner.client, "/v1/vms")
+    assert all(v["state"] == "running" for v in vms), vms
 
 
 async def test_vm_hang_is_isolated_before_failover(runner: ScenarioRunner) -> None:
@@ -155,8 +156,8 @@ async def test_uc6_active_member_vm_crash_spare_takes_over_vm_repaired(
         assert_stateless_safe(r)
         assert r.outage_ms < 200, r
     assert pooled_failed_pct(rs) < FAILED_PCT_LIMIT, rs
-    status = (await runner.client.get("/v1/status")).json()
-    assert all(v["state"] == "running" for v in status["vms"]), status["vms"]
+    vms = await get_all(runner.client, "/v1/vms")
+    assert all(v["state"] == "running" for v in vms), vms
 
 
 @pytest.mark.req("IF-2")
@@ -211,8 +212,8 @@ async def test_uc8_unprotected_stateless_vm_crash_vm_repaired_vnfc_restarted(
     r = await run(runner, "UC-8")
     assert_stateless_safe(r)
     assert 0 < r.outage_ms < 10_000, r
-    status = (await runner.client.get("/v1/status")).json()
-    assert all(v["state"] == "running" for v in status["vms"]), status["vms"]
+    vms = await get_all(runner.client, "/v1/vms")
+    assert all(v["state"] == "running" for v in vms), vms
 
 
 @pytest.mark.req("IF-2")

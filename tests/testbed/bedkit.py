@@ -12,6 +12,7 @@ import httpx
 from nfvha.model.topology import Topology, parse_topology
 from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.fabric import list_fabric_objects
+from nfvha.testbed.apiclient import full_status
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultInjector
 from nfvha.testbed.observe import EventWaiter
@@ -58,10 +59,8 @@ class Bed:
         self.faults = FaultInjector(tb.run, tb.topology)
 
     async def status(self) -> dict[str, Any]:
-        r = await self.client.get("/v1/status")
-        r.raise_for_status()
-        data: dict[str, Any] = r.json()
-        return data
+        """The summary with every host, VM and VNFC beside it (``hosts``, ``vms``, ...)."""
+        return await full_status(self.client)
 
     async def vm(self, name: str) -> dict[str, Any]:
         return next(v for v in (await self.status())["vms"] if v["name"] == name)

@@ -57,7 +57,7 @@ def test_down_removes_everything_after_up_was_killed(tmp_path: Path, env: dict[s
                 break
             assert time.monotonic() < deadline, "nfvha up did not come up"
         assert run_id is not None, "nfvha up ended before it was up"
-        status = nfvha("status", "--json", "--run", run_id, env=env)
+        status = nfvha("status", "--json", "--all", "--run", run_id, env=env)
         assert status.returncode == 0, status.stderr
         assert {v["state"] for v in json.loads(status.stdout)["vms"]} == {"running"}
         # A crash: no clean-up runs.

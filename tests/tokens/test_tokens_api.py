@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from nfvha.api.app import create_app
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
-from nfvha.controller.liveness import HostLiveness
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.view import InventoryView
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
@@ -60,8 +60,8 @@ class Controller:
         auth = AuthConfig(tokens=CONFIGURED, intake_trusted_networks=[])
         t = self.topology
         bus = EventBus(events, self.clock)
-        liveness = HostLiveness(t.host_names(), t.settings, self.clock)
-        agents = AgentServer(("127.0.0.1", 0), bus, liveness, self.clock, 0.025)
+        liveness = HostStates(t.host_names(), self.clock)
+        agents = AgentServer(("127.0.0.1", 0), bus, liveness, self.clock)
         app: FastAPI = create_app(
             "abcde", t, InventoryView(t, agents, liveness, self.clock), bus, agents,
             AlarmManager(t, alarm_store, self.clock, t.settings), Notifier(outbox, self.clock),

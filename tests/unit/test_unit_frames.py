@@ -15,7 +15,6 @@ from nfvha.wire.frames import (
     Command,
     EventFrame,
     Frame,
-    Heartbeat,
     Hello,
     Inventory,
     ProcessInfo,
@@ -100,11 +99,6 @@ def test_controller_frame_round_trip(frame: Frame) -> None:
     assert decoded == frame
 
 
-def test_heartbeat_round_trip() -> None:
-    hb = Heartbeat(host="h1", boot="b1", n=3, peers_seen_ms={"h2": 100, "h3": 1 << 30})
-    assert Heartbeat.model_validate_json(encode(hb)) == hb
-
-
 def test_event_frame_keeps_event_enums() -> None:
     decoded = AGENT_FRAME.validate_json(encode(EventFrame(event=EVENT)))
     assert isinstance(decoded, EventFrame)
@@ -141,12 +135,6 @@ def test_agent_frame_extra_fields_rejected(frame: Frame, path: list[str | int]) 
 def test_controller_frame_extra_fields_rejected(frame: Frame) -> None:
     with pytest.raises(pydantic.ValidationError, match="surprise"):
         CONTROLLER_FRAME.validate_json(_with_extra(frame, []))
-
-
-def test_heartbeat_extra_fields_rejected() -> None:
-    hb = Heartbeat(host="h1", boot="b1", n=3)
-    with pytest.raises(pydantic.ValidationError, match="surprise"):
-        Heartbeat.model_validate_json(_with_extra(hb, []))
 
 
 def test_frames_of_the_other_direction_are_rejected() -> None:

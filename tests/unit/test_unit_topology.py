@@ -646,3 +646,37 @@ def test_load_unreadable_file(tmp_dir: Path) -> None:
     with pytest.raises(TopologyError) as ei:
         load_topology(tmp_dir)
     assert ei.value.problems == ["cannot read: Is a directory"]
+
+
+def test_lookups_by_name_agree_with_the_lists_and_follow_copies() -> None:
+    """The lookups are indexed once per topology: they give what a scan of the lists
+    gives, also for a copy with other lists, and leave comparisons and dumps alone."""
+    t = load_topology(default_topology_path())
+    assert t.host("host3").name == "host3" and t.has_host("host3")
+    assert not t.has_host("nope")
+    site, rack = t.place("host3")
+    assert (site.name, rack.name) == ("site1", "rack2")
+    for i, vm in enumerate(t.vms):
+        assert t.vm(vm.name) is vm and t.vm_position(vm.name) == i
+    for host in t.host_names():
+        assert t.vms_on(host) == [v for v in t.vms if v.host == host]
+    for vnf, c in t.components():
+        assert t.component(c.name) == (vnf, c)
+        assert (vnf, c) in t.components_on(c.vm)
+    assert t.vnf("web").name == "web" and t.balancer_of("web") is t.vnf("web-lb")
+    assert t.balancer_of("gw") is None
+    for lookup in (t.host, t.vm, t.vnf, t.component, t.vm_position, t.place):
+        with pytest.raises(KeyError):
+            lookup("nope")
+    t.vms_on("host1").clear()  # a copy: the topology is not changed through it
+    assert t.vms_on("host1")
+    # A copy with other lists is looked up in those, not in the original's index.
+    copy_ = t.model_copy(update={"vms": t.vms[:2]})
+    assert copy_.vm_position(t.vms[1].name) == 1
+    with pytest.raises(KeyError):
+        copy_.vm(t.vms[5].name)
+    without = t.without_vnfm()
+    assert {v.vnfm for v in without.vnfs} == {"none"}
+    assert without.vnf("gw").vnfm == "none" and t.vnf("gw").vnfm == "generic"
+    assert t == load_topology(default_topology_path())  # the index is not compared
+    assert "_nfvha" not in t.model_dump_json()

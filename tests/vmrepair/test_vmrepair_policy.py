@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from nfvha.controller.vmrepair import RepairOutcome, RepairRefused, VmRepairPolicy
+from nfvha.amf.ports import RepairOutcome, RepairRefused
+from nfvha.controller.vmrepair import VmRepairPolicy
 from nfvha.model.events import Event, EventType, Kind, Severity, StoredEvent
 from nfvha.model.topology import Topology, parse_topology
 from nfvha.util.clock import ManualClock

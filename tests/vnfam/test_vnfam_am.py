@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from vnfam_testutil import TOKEN, FakeVim, until
 
+from nfvha.amf.config import AmfConfig, ComponentEndpoint
+from nfvha.amf.own.am import VnfAm
+from nfvha.amf.own.vim import VimClient
 from nfvha.amf.sdk import ComponentClient
-from nfvha.controller.config import AmfConfig, ComponentEndpoint
 from nfvha.model.events import Kind
 from nfvha.model.settings import Settings
 from nfvha.model.topology import Topology, parse_topology
 from nfvha.store.assignments import SqliteAssignmentStore
 from nfvha.testbed.deploy import free_tcp_port as free_port
-from nfvha.vnfam.am import VnfAm
-from nfvha.vnfam.vim import VimClient
 
 TOPOLOGY: dict[str, Any] = {
     "name": "t",
@@ -65,7 +65,7 @@ class Site:
         await self.clients.pop(name).close()
 
     def record(self) -> tuple[tuple[str, ...], tuple[str, ...], int]:
-        rec = self.am.vnfm.records("gw")["gw"]
+        rec = self.am.manager.records("gw")["gw"]
         return (rec.active, rec.standby, rec.epoch) if rec else ((), (), 0)
 
     async def assigned(self, active: str, standby: str, above: int = 0) -> int:
@@ -108,7 +108,7 @@ async def test_failover_on_a_vnfc_crash_and_a_vm_repair_asked_of_the_vim(site: S
                             vm=VM_OF[active])
     await until(lambda: site.record()[0] == (standby,), "no failover")
     assert site.record()[2] > epoch
-    assert "VNFC exited" in site.am.vnfm.decisions[-1].reason  # the VIM's word, no lease
+    assert "VNFC exited" in site.am.manager.decisions[-1].reason  # the VIM's word, no lease
     await until(lambda: any(c.path == f"/v1/vnfcs/{active}/start"
                             for c in site.fake.posts()), "the VNFC was not restarted")
     await site.component(active)  # the VIM started it again
@@ -119,7 +119,7 @@ async def test_failover_on_a_vnfc_crash_and_a_vm_repair_asked_of_the_vim(site: S
     crash = await site.fake.publish(Kind.VM_CRASHED, f"vm/{VM_OF[standby]}",
                                     host=HOST_OF[standby])
     await until(lambda: site.record()[0] == (active,), "no failover on the VM crash")
-    assert f"VM {VM_OF[standby]} crashed" in site.am.vnfm.decisions[-1].reason
+    assert f"VM {VM_OF[standby]} crashed" in site.am.manager.decisions[-1].reason
     await until(lambda: len(site.fake.posts("/v1/vms/")) == 1, "no VM repair asked")
     [ask] = site.fake.posts("/v1/vms/")
     assert (ask.path, ask.params) == (f"/v1/vms/{VM_OF[standby]}/repair",
@@ -147,7 +147,7 @@ async def test_what_the_vim_knew_before_the_am_started_is_read_once(site: Site) 
     assert sorted((c.path, str(c.params)) for c in site.fake.posts()) == [
         ("/v1/vms/vm1/repair", str({"failure": str(crash.id)})),
         ("/v1/vnfcs/gw-b/start", "{}")]  # gw-a's VM is down: its repair brings it back
-    assert site.am.vnfm.readiness("gw-a").value == "out-of-service"
+    assert site.am.manager.readiness("gw-a").value == "out-of-service"
     await site.fake.publish(Kind.VNFC_STARTED, "vnfc/gw-b")
     await until(lambda: site.am.feed is not None and site.am.feed.after == crash.id + 1,
                 "the feed stopped")
@@ -164,7 +164,7 @@ async def test_an_event_from_a_host_the_vm_has_left_is_not_acted_on(site: Site) 
     await site.fake.publish(Kind.VNFC_STARTED, "vnfc/gw-b", host="h2")
     await until(lambda: site.am.feed is not None and site.am.feed.after == 3, "feed stuck")
     assert site.fake.posts() == []
-    assert site.am.vnfm.readiness("gw-a").value != "out-of-service"
+    assert site.am.manager.readiness("gw-a").value != "out-of-service"
 
 
 def test_an_own_am_manages_its_vnf_and_only_its_components(tmp_path: Path) -> None:

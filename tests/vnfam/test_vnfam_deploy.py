@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from nfvha.amf.own.config import VnfAmConfig
 from nfvha.controller.config import ControllerConfig
 from nfvha.model.topology import TopologyError, parse_topology
 from nfvha.testbed.deploy import Testbed
-from nfvha.vnfam.config import VnfAmConfig
 
 
 def topology(gw_vnfm: str = "own") -> dict[str, Any]:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from vnfam_testutil import TOKEN, FakeVim, until
 
+from nfvha.amf.own.feed import EventFeed
+from nfvha.amf.own.vim import VimClient, VimError
 from nfvha.model.events import Kind, StoredEvent
-from nfvha.vnfam.feed import EventFeed
-from nfvha.vnfam.vim import VimClient, VimError
 
 
 class Sink:

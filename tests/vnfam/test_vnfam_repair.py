@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from vnfam_testutil import TOKEN, FakeVim, outcome, until
 
+from nfvha.amf.own.repair import ApiRepair
+from nfvha.amf.own.vim import VimClient
 from nfvha.model.events import Kind
-from nfvha.vnfam.repair import ApiRepair
-from nfvha.vnfam.vim import VimClient
 
 
 class Rig:

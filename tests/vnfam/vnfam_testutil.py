@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 
@@ -24,6 +24,17 @@ TOKEN = "operator-secret"
 class Call:
     method: str
     path: str
+    params: dict[str, str]
+
+
+@dataclass
+class _Paged:
+    """A page of a listing, as the VIM answers it (``Link: rel="next"``)."""
+
+    items: list[dict[str, Any]]
+    path: str
+    next_offset: int
+    total: int
     params: dict[str, str]
 
 
@@ -89,8 +100,13 @@ class FakeVim:
         status, body = await self._route(request.method, path, params)
         if fault == "lost":
             raise httpx.ReadError("connection reset while reading the answer", request=request)
-        return httpx.Response(status, content=json.dumps(body).encode(),
-                              headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json"}
+        if isinstance(body, _Paged):
+            if body.next_offset < body.total:
+                query = urlencode({**body.params, "offset": body.next_offset})
+                headers["link"] = f'<{body.path}?{query}>; rel="next"'
+            body = body.items
+        return httpx.Response(status, content=json.dumps(body).encode(), headers=headers)
 
     async def _route(self, method: str, path: str, params: dict[str, str]
                      ) -> tuple[int, Any]:
@@ -100,8 +116,13 @@ class FakeVim:
                                            float(params.get("wait", 0)),
                                            int(params.get("limit", 1000)))
         if method == "GET" and path == "/v1/status":
-            return 200, {"run_id": "x", "hosts": [], "vms": self.vms, "vnfcs": self.vnfcs,
-                         "last_event_id": len(self.events)}
+            return 200, {"run_id": "x", "last_event_id": len(self.events)}
+        if method == "GET" and path in ("/v1/vms", "/v1/vnfcs"):
+            # One item a page, so that the AM's paging is exercised.
+            items = [i for i in (self.vms if path == "/v1/vms" else self.vnfcs)
+                     if path == "/v1/vms" or i.get("vnf") == params.get("vnf")]
+            offset = int(params.get("offset", 0))
+            return 200, _Paged(items[offset:offset + 1], path, offset + 1, len(items), params)
         if method == "GET" and path == "/v1/placement":
             return 200, self.placement
         if method == "GET" and path == "/v1/vm-repairs":

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from nfvha.amf.config import AmfConfig, ComponentEndpoint
+from nfvha.amf.manager import AvailabilityManager
 from nfvha.amf.sdk import ComponentClient, Peer
-from nfvha.controller.config import AmfConfig, ComponentEndpoint
-from nfvha.controller.vnfm import Vnfm
 from nfvha.model.events import EventType, Kind, Severity, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.model.topology import parse_topology
@@ -135,7 +135,7 @@ async def until(cond: Callable[[], bool], what: str, timeout_s: float = 10.0) ->
 
 
 class Site:
-    def __init__(self, vnfm: Vnfm, links: dict[str, CuttableLink],
+    def __init__(self, vnfm: AvailabilityManager, links: dict[str, CuttableLink],
                  clients: dict[str, ComponentClient], roles: dict[str, Roles]) -> None:
         self.vnfm, self.links, self.clients, self.roles = vnfm, links, clients, roles
 
@@ -156,7 +156,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     settings = Settings(amf_active_lease_ms=LEASE_MS, amf_lease_margin_ms=MARGIN_MS,
                         amf_ping_interval_ms=PING_MS)
     store = SqliteAssignmentStore(tmp_path / "amf.db")
-    vnfm = Vnfm(topology, cfg, store, NoRepair(), settings, SYSTEM_CLOCK)  # type: ignore[arg-type]
+    vnfm = AvailabilityManager(
+        topology, cfg, store, NoRepair(), settings, SYSTEM_CLOCK)  # type: ignore[arg-type]
     await vnfm.start()
     links = {e.name: await CuttableLink(("127.0.0.1", port)).start() for e in endpoints}
     roles = {e.name: Roles(e.name) for e in endpoints}

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from nfvha.amf.config import AmfConfig, ComponentEndpoint
+from nfvha.amf.manager import AvailabilityManager
 from nfvha.amf.sdk import ComponentClient
-from nfvha.controller.config import AmfConfig, ComponentEndpoint
-from nfvha.controller.vnfm import Vnfm
 from nfvha.model.events import EventType, Kind, Severity, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.model.topology import parse_topology
@@ -76,8 +76,8 @@ async def until(cond: Callable[[], bool], what: str, timeout_s: float = 5.0) -> 
 
 
 class Site:
-    def __init__(self, vnfm: Vnfm, repair: FakeRepair, clients: dict[str, ComponentClient]
-                 ) -> None:
+    def __init__(self, vnfm: AvailabilityManager, repair: FakeRepair,
+                 clients: dict[str, ComponentClient]) -> None:
         self.vnfm = vnfm
         self.repair = repair
         self.clients = clients
@@ -109,7 +109,7 @@ class Site:
             received_time=now, received_mono_ns=time.monotonic_ns())])
 
     def failures(self, member: str) -> int:
-        return self.vnfm._escalation["web"].component_failures(member)
+        return self.vnfm._repairs.tracker("web").component_failures(member)
 
 
 
@@ -124,8 +124,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
                     balancers={"web-lb": "web"})
     store = SqliteAssignmentStore(tmp_path / "amf.db")
     repair = FakeRepair()
-    vnfm = Vnfm(topology, cfg, store, repair, Settings(), SYSTEM_CLOCK,  # type: ignore[arg-type]
-                member_confirm_s=CONFIRM_S)
+    vnfm = AvailabilityManager(
+        topology, cfg, store, repair, Settings(), SYSTEM_CLOCK,  # type: ignore[arg-type]
+        member_confirm_s=CONFIRM_S)
     await vnfm.start()
     clients = {e.name: ComponentClient(e.name, ("127.0.0.1", port)) for e in endpoints}
     try:

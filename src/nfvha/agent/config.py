@@ -23,6 +23,9 @@ class VmLaunch(Strict):
     netns: str | None  # None on the loopback fallback
     data_ip: str
     vnfcs: list[VnfcLaunch] = Field(default_factory=list)
+    # Until its guest reports it is up, the VM is starting (not watched for hangs);
+    # past this it is reported as failing to boot.
+    boot_timeout_s: float = Field(60.0, gt=0, le=3600)
 
 
 def launch_spec(args: dict[str, Any]) -> VmLaunch | None:
@@ -35,12 +38,6 @@ def launch_spec(args: dict[str, Any]) -> VmLaunch | None:
 class ProcessLaunch(Strict):
     name: str
     argv: list[str]
-
-
-class PeerAddress(Strict):
-    host: str
-    ip: str
-    port: int
 
 
 class ControllerAddress(Strict):
@@ -57,9 +54,12 @@ class AgentConfig(Strict):
     # A cluster's controllers (ADR 0013): the agent streams to the one that leads, the
     # host supervisor sends heartbeats to all. Empty: just controller_ip:controller_port.
     controllers: list[ControllerAddress] = Field(default_factory=list)
-    heartbeat_port: int  # UDP port every host supervisor listens on for peers
+    # The host supervisor's UDP port (ADR 0015): heartbeats leave from it, and it
+    # listens there on mgmt_ip (the director's probe requests) and on probe_ip (pings
+    # from witness hosts, over the data network; None: mgmt_ip only).
+    heartbeat_port: int
     mgmt_ip: str
-    peers: list[PeerAddress] = Field(default_factory=list)
+    probe_ip: str | None = None
     settings: Settings = Field(default_factory=Settings)
     vms: list[VmLaunch] = Field(default_factory=list)
     processes: list[ProcessLaunch] = Field(default_factory=list)

@@ -1,6 +1,13 @@
 """The agent's end of a VM's guest channel (unix socket, like virtio-serial).
 
-Heartbeat challenge/response detects a hung VM: a numbered ping every interval;
+A VM first boots: until its guest says it is up (``booted``, or a ``state`` that says
+so), the VM is starting, not hung - a guest busy launching its VNFCs on a loaded host
+answers no heartbeat for a while. Booting has its own time limit (``boot_timeout_s``,
+from the VM's launch spec), counted from the link's start (the VM's spawn); a VM that
+does not boot within it is reported as such, never as hung. Its VNFCs all running
+also counts as booted (the VM manager says so: ``mark_booted``).
+
+After boot, heartbeat challenge/response detects a hung VM: a numbered ping every interval;
 a pong answers its ping and every earlier one. The VM is hung when ``misses``
 consecutive pings are unanswered, the newest of them for a quarter interval (a
 guest answers in well under a millisecond; p95 4.6 ms measured), so a hang is
@@ -60,6 +67,10 @@ class GuestHandler(Protocol):
 
     def guest_responsive(self, vm: str) -> None: ...
 
+    def guest_booted(self, vm: str) -> None: ...
+
+    def guest_boot_timeout(self, vm: str, detected_mono_ns: int) -> None: ...
+
 
 class GuestLink:
     def __init__(
@@ -70,6 +81,7 @@ class GuestLink:
         interval_ms: int,
         misses: int,
         handler: GuestHandler,
+        boot_timeout_s: float = 60.0,
     ) -> None:
         self.vm = vm
         self._path = socket_path
@@ -85,15 +97,23 @@ class GuestLink:
         self.connected = asyncio.Event()
         self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._boot_task: asyncio.Task[None] | None = None
+        self.booted = False
+        self.boot_timed_out = False
+        self.boot_timeout_s = boot_timeout_s
+        self._boot_deadline_ns = clock.mono_ns() + int(boot_timeout_s * 1e9)
 
     def start(self) -> None:
+        self._boot_deadline_ns = self._clock.mono_ns() + int(self.boot_timeout_s * 1e9)
         self._task = asyncio.create_task(self._run(), name=f"guest-{self.vm}")
+        self._boot_task = asyncio.create_task(self._boot_watch(), name=f"boot-{self.vm}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._boot_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._writer is not None:
             self._writer.close()
 
@@ -166,15 +186,48 @@ class GuestLink:
                     log.warning("bad guest state from %s: %s", self.vm, e)
                     continue
                 self._handler.guest_state(self.vm, vnfcs)
+                if msg.get("booted") is True:
+                    self.mark_booted()
+            elif op == "booted":
+                self.mark_booted()
             else:
                 await self._replies.put(msg)
 
+    # -- boot ------------------------------------------------------------------
+    def mark_booted(self) -> None:
+        """The guest is up: from now on it must answer its heartbeat."""
+        if self.booted:
+            return
+        self.booted = True
+        self._unanswered.clear()  # nothing sent while it booted counts against it
+        self._handler.guest_booted(self.vm)
+
+    def boot_overdue(self, now_ns: int) -> bool:
+        """Still not booted at the end of its boot time."""
+        return not self.booted and now_ns >= self._boot_deadline_ns
+
+    async def _boot_watch(self) -> None:
+        while not self.booted:
+            now = self._clock.mono_ns()
+            if self.boot_overdue(now):
+                self.boot_timed_out = True
+                log.warning("VM %s did not boot within %g s", self.vm, self.boot_timeout_s)
+                self._handler.guest_boot_timeout(self.vm, now)
+                return
+            # Short steps: the clock is injected (it may not be the loop's).
+            await asyncio.sleep(min(0.1, max(0.005, (self._boot_deadline_ns - now) / 1e9)))
+
+    # -- heartbeat -------------------------------------------------------------
     async def _ping_loop(self) -> None:
         # Checked four times per interval so detection is not late by a whole interval.
         check_every = self._interval_s / 4
         next_ping = 0.0
         loop = asyncio.get_running_loop()
         while True:
+            if not self.booted:
+                # Booting: no heartbeat yet (the boot watch bounds this time).
+                await asyncio.sleep(check_every)
+                continue
             now = loop.time()
             if now >= next_ping:
                 self._n += 1

@@ -6,11 +6,13 @@ Three small jobs, kept apart from the agent so that each survives the other:
 - be the child subreaper of the host: VMs and host processes are started
   detached, so they are reparented here; reap them and record their wait
   status in ``exits/<pid>.json`` (their "last words" need it);
-- send the host's heartbeat to the controller and to peer hosts over UDP and
-  tell the controller which peers it hears (HV-1): host liveness is this
-  process's, so an agent crash never looks like a dead host.
+- the host's side of liveness (ADR 0015, ``liveness_endpoint``): heartbeats to
+  the director, answers to pings, probes of other hosts as a witness. Host
+  liveness is this process's, so an agent crash never looks like a dead host.
 
 Standard library only: it starts in a few milliseconds and has little to break.
+``--liveness-only`` runs just the liveness endpoint (no agent, no reaping): a
+host as the director sees it, for protocol tests and simulated hosts.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from nfvha.agent.liveness_endpoint import LivenessEndpoint
 from nfvha.util.files import atomic_write, atomic_write_json
 from nfvha.util.procs import describe_wait_status, read_stat
 
@@ -45,17 +46,15 @@ class HostSupervisor:
         self.exits_dir = self.host_dir / "exits"
         self.exits_dir.mkdir(parents=True, exist_ok=True)
         s = self.cfg.get("settings", {})
-        self.hb_interval = s.get("host_heartbeat_interval_ms", 100) / 1000
         self.backoff_initial = s.get("agent_restart_backoff_initial_s", 0.05)
         self.backoff_max = s.get("agent_restart_backoff_max_s", 5.0)
         self.backoff_reset = s.get("restart_backoff_reset_s", 30.0)
         self.backoff = 0.0
-        self.boot = uuid.uuid4().hex[:12]
+        self.liveness = LivenessEndpoint.from_config(self.cfg)
+        self.boot = f"{self.liveness.boot:016x}"
         self.agent_pid: int | None = None
         self.agent_started = 0.0
         self.stopping = False
-        self.peers_seen: dict[str, float] = {}
-        self.peer_addrs = {(p["ip"], int(p["port"])): p["host"] for p in self.cfg.get("peers", [])}
 
     # -- agent -------------------------------------------------------------------
     def start_agent(self) -> None:
@@ -116,43 +115,6 @@ class HostSupervisor:
                    "desc": describe_wait_status(status), "time": time.time()}
             atomic_write(self.exits_dir / f"{pid}.json", json.dumps(rec).encode(), fsync=False)
 
-    # -- heartbeats --------------------------------------------------------------
-    async def heartbeat(self) -> None:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.bind((self.cfg["mgmt_ip"], int(self.cfg["heartbeat_port"])))
-        loop.add_reader(sock.fileno(), self._receive, sock)
-        # To every controller of a cluster (ADR 0013): whichever leads hears it, without
-        # this process having to know which one does.
-        controllers = [(c["ip"], int(c["port"])) for c in self.cfg.get("controllers") or []] \
-            or [(self.cfg["controller_ip"], int(self.cfg["controller_port"]))]
-        n = 0
-        while True:
-            n += 1
-            now = time.monotonic()
-            msg = json.dumps({
-                "t": "hb", "host": self.host, "boot": self.boot, "n": n,
-                "peers_seen_ms": {h: int((now - t) * 1000) for h, t in self.peers_seen.items()},
-            }).encode()
-            for addr in [*controllers, *self.peer_addrs]:
-                # A peer or controller that is down is normal here; UDP just drops.
-                with contextlib.suppress(OSError):
-                    sock.sendto(msg, addr)
-            await asyncio.sleep(self.hb_interval)
-
-    def _receive(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                data, addr = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            host = self.peer_addrs.get(addr)
-            if host is not None and data.startswith(b"{"):
-                self.peers_seen[host] = time.monotonic()
-
     def boot_up(self) -> None:
         """Become the host's subreaper and mark a fresh boot for the next agent."""
         libc = ctypes.CDLL(None, use_errno=True)
@@ -169,11 +131,11 @@ class HostSupervisor:
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        self.liveness.start()
         self.start_agent()
-        hb = asyncio.create_task(self.heartbeat())
         await stop.wait()
         self.stopping = True
-        hb.cancel()
+        self.liveness.close()
         if self.agent_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.agent_pid, signal.SIGTERM)
@@ -184,11 +146,27 @@ class HostSupervisor:
                 await asyncio.sleep(0.02)
 
 
+async def run_liveness_only(endpoint: LivenessEndpoint) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    endpoint.start()
+    await stop.wait()
+    endpoint.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nfvha hostd")
     p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--liveness-only", action="store_true",
+                   help="only heartbeats, ping answers and witness probes: no agent")
     args = p.parse_args(argv)
-    asyncio.run(HostSupervisor(args.config).run())
+    if args.liveness_only:
+        cfg = json.loads(args.config.read_text())
+        asyncio.run(run_liveness_only(LivenessEndpoint.from_config(cfg)))
+    else:
+        asyncio.run(HostSupervisor(args.config).run())
     return 0
 
 

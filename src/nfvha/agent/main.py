@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from nfvha.wire.frames import Command, Hello, Inventory, Reply
 
 log = logging.getLogger("nfvha.agent")
 
+VM_START_THREADS = 32
+
 
 class Agent:
     def __init__(self, cfg: AgentConfig, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -52,8 +55,10 @@ class Agent:
         self.emitter = Emitter(cfg.host, clock, self.spool)
         cgroups: CgroupDriver | None = detect_cgroups() if cfg.cgroups else None
         self._state_lock = threading.Lock()
+        self._state_taken = 0  # snapshots of the state taken (on the loop), in order
+        self._state_written = 0  # the newest of them on disk
         self.vms = VmManager(cfg, self.run, clock, self.emitter, cgroups, self._changed,
-                             self._save_state)
+                             self._persist_now)
         self.procs = HostProcessSupervisor(cfg, self.run, clock, self.emitter, cgroups,
                                            self._changed, self._save_state)
         self.links: dict[str, bool] = {}
@@ -86,6 +91,11 @@ class Agent:
 
     async def run_forever(self) -> None:
         cfg = self.cfg
+        # Blocking work goes to threads (VM starts: disk, cgroup, network, state file);
+        # the default pool (CPUs + 4) would queue a host's parallel VM starts behind
+        # each other.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=VM_START_THREADS, thread_name_prefix="agent"))
         saved: dict[str, Any] = {}
         with contextlib.suppress(FileNotFoundError, ValueError):
             saved = read_json(self.state_path)
@@ -142,7 +152,8 @@ class Agent:
     async def _command(self, cmd: Command) -> Reply:
         try:
             if cmd.op == "vm.start":
-                result = await self.vms.start_vm(cmd.target, disk=disk_mode(cmd.args),
+                result = await self.vms.start_vm(cmd.target, reply_within(cmd),
+                                                 disk=disk_mode(cmd.args),
                                                  spec=launch_spec(cmd.args))
             elif cmd.op == "vm.stop":
                 result = await self.vms.stop_vm(cmd.target)
@@ -161,13 +172,27 @@ class Agent:
         return {"vms": self.vms.saved_state(), "processes": self.procs.saved_state(),
                 "leader_epoch": self.link.leader_epoch if self.link is not None else 0}
 
-    def _write_state(self, state: dict[str, Any]) -> None:
-        # The loop (right after a spawn) and the saver thread both write: one at a time.
+    def _take_state(self) -> tuple[dict[str, Any], int]:
+        """A snapshot of the state (taken on the loop) and its number."""
+        self._state_taken += 1
+        return self._snapshot(), self._state_taken
+
+    def _write_state(self, state: dict[str, Any], number: int) -> None:
+        # Several writers (VM starts, the saver, the loop itself) in threads: one at a
+        # time, and never an older snapshot over a newer one (which has all it had).
         with self._state_lock:
+            if number <= self._state_written:
+                return
             atomic_write_json(self.state_path, state)
+            self._state_written = number
 
     def _save_state(self) -> None:
-        self._write_state(self._snapshot())
+        self._write_state(*self._take_state())
+
+    async def _persist_now(self) -> None:
+        """Write the state file now, off the loop: a host's VM starts run in parallel,
+        and none waits for another's fsync."""
+        await asyncio.to_thread(self._write_state, *self._take_state())
 
     async def _spool_sync_loop(self) -> None:
         interval = self.cfg.settings.event_spool_fsync_interval_s
@@ -179,7 +204,7 @@ class Agent:
         while True:
             await self._state_dirty.wait()
             self._state_dirty.clear()
-            await asyncio.to_thread(self._write_state, self._snapshot())
+            await asyncio.to_thread(self._write_state, *self._take_state())
 
     # -- links -----------------------------------------------------------------
     async def _link_loop(self) -> None:
@@ -233,6 +258,14 @@ class Agent:
                 informational=True, description=f"running conditions of {self.cfg.host}",
                 details=host_conditions(self),
             )
+
+
+def reply_within(cmd: Command) -> float | None:
+    """How long a command may take here so that its reply still reaches a controller
+    that waits ``cmd.timeout_s`` from its start (None: no limit given)."""
+    if cmd.timeout_s is None:
+        return None
+    return max(cmd.timeout_s * 0.5, cmd.timeout_s - min(1.0, cmd.timeout_s * 0.1))
 
 
 def host_conditions(agent: Agent) -> dict[str, Any]:

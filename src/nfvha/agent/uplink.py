@@ -35,6 +35,7 @@ from nfvha.wire.frames import (
     Hello,
     Inventory,
     Reply,
+    Started,
     Welcome,
     encode,
 )
@@ -210,6 +211,8 @@ class ControllerLink:
         return True
 
     async def _run_command(self, cmd: Command) -> None:
+        # Its time limit at the controller counts from here, not from its sending.
+        self._write(Started(id=cmd.id))
         try:
             reply = await self._on_command(cmd)
         except Exception as e:  # a failing command must not kill the link

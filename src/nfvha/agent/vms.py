@@ -1,9 +1,11 @@
 """VMs and their VNFCs on one host: start, stop, watch, records, last words.
 
 A VM's death is seen through a pidfd (event-driven, the VM is not our child);
-a VM's hang through its guest link's heartbeat; a VNFC's death through the
-guest, which is its parent. After an agent restart, running VMs are adopted
-from the state file and never restarted.
+a VM's hang through its guest link's heartbeat, armed once the guest reports it
+has booted (a VM that does not boot within its ``boot_timeout_s`` is reported as
+such, not as hung); a VNFC's death through the guest, which is its parent.
+After an agent restart, running VMs are adopted from the state file and never
+restarted.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ class VmRuntime:
     guest_seq: int = 0  # highest guest event seq handled: the guest re-sends until acked
     last_sample: dict[str, Any] | None = None
     vnfcs: dict[str, VnfcRuntime] = field(default_factory=dict)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # every VNFC runs
+    booted: asyncio.Event = field(default_factory=asyncio.Event)  # its guest is up
+    boot_timed_out: asyncio.Event = field(default_factory=asyncio.Event)
+    awaiting_start: bool = False  # a vm.start waits for it to boot (and reports it)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     # Held while a VM is being started or its previous life cleaned up, so a restart
     # never lands in a cgroup that the clean-up of the crash is still emptying.
@@ -89,7 +94,7 @@ class VmManager:
         on_change: Any,
         persist: Any,
     ) -> None:
-        self._persist = persist  # () -> None: write the state file now
+        self._persist = persist  # async () -> None: write the state file now
         self._cfg = cfg
         self._run = run
         self._clock = clock
@@ -232,13 +237,15 @@ class VmManager:
         self._on_change()
 
     # -- VM lifecycle ------------------------------------------------------
-    async def start_vm(self, name: str, timeout_s: float = 15.0,
+    async def start_vm(self, name: str, timeout_s: float | None = None,
                        disk: DiskMode = "keep", spec: VmLaunch | None = None
                        ) -> dict[str, Any]:
         """``disk``: boot from the disk as it is (a reboot), from the initial (empty)
         disk, or from the last snapshot (ADR 0010). A running VM is left alone.
         With ``spec``, a VM this host may never have had: the VIM re-creates an
-        evacuated VM here (ADR 0011)."""
+        evacuated VM here (ADR 0011). Answers once the VM has booted, died or run out
+        of its boot time (an error), or after ``timeout_s`` (the caller's budget;
+        None: its boot time) with ``ready`` false while it is still booting."""
         if spec is not None:
             if spec.name != name:
                 raise KeyError(f"spec is for VM '{spec.name}', not '{name}'")
@@ -247,7 +254,7 @@ class VmManager:
         async with rt.lifecycle:
             return await self._start_vm(rt, timeout_s, disk)
 
-    async def _start_vm(self, rt: VmRuntime, timeout_s: float,
+    async def _start_vm(self, rt: VmRuntime, timeout_s: float | None,
                         disk: DiskMode = "keep") -> dict[str, Any]:
         name = rt.spec.name
         if rt.state in ("running", "starting", "hung") and rt.pid is not None and rt.start_ticks \
@@ -255,35 +262,17 @@ class VmManager:
             return {"vm": name, "pid": rt.pid, "already": True}
         spec = rt.spec
         vm_dir = self._vm_dir(name)
-        vm_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            disk_done = await asyncio.to_thread(VmDisk(vm_dir).prepare, disk)
-        except OSError as e:
-            raise RuntimeError(f"VM {name}: cannot prepare its disk ({disk}): {e}") from None
+        # Everything that blocks (disk, cgroup, network, files) in a thread: the VMs of
+        # one host start in parallel, none waits for another's set-up (each VM's
+        # lifecycle lock keeps its own start and clean-up apart).
+        disk_done, cg_paths = await asyncio.to_thread(self._prepare_vm, spec, vm_dir, disk)
         if disk != "keep":
             self._log_action(name, "disk", json.dumps(disk_done))
-        cg_paths: list[str] = []
-        if self._cgroups is not None:
-            rel = self._cgroup_rel(name)
-            if self._cgroups.exists(rel):
-                self._cgroups.kill_all(rel)  # leftovers of a previous life
-            self._cgroups.create(rel, memory_bytes=spec.memory_mb << 20, cpu_cores=spec.cpu)
-            cg_paths = cgroup_procs_paths(self._cgroups, rel)
-        if self._plan is not None:
-            # Attached to this host's bridge, wherever it ran before.
-            await asyncio.to_thread(create_vm_network, self._plan, name, host=self._cfg.host)
-        guest_cfg = {
-            "vm": name,
-            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
-            "memory_hog_chunk_mb": 16,
-            "release_service_addresses": spec.netns is not None,
-        }
-        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
-        with contextlib.suppress(FileNotFoundError):
-            (vm_dir / "guest.sock").unlink()
         rt.stopping = False
         rt.guest_seq = 0
         rt.ready = asyncio.Event()
+        rt.booted = asyncio.Event()
+        rt.boot_timed_out = asyncio.Event()
         rt.exited = asyncio.Event()
         rt.state = "starting"
         spawned = await spawn_detached(
@@ -296,18 +285,28 @@ class VmManager:
         )
         rt.pid, rt.start_ticks, rt.since = spawned.pid, spawned.start_ticks, self._clock.wall()
         # Recorded before anything else: an agent crash from here on must find it to adopt.
-        self._persist()
+        await self._persist()
         self._watch(rt)
         self._log_action(name, "start", f"pid {rt.pid}")
         self._on_change()
-        ready = asyncio.create_task(rt.ready.wait())
-        exited = asyncio.create_task(rt.exited.wait())
-        await asyncio.wait([ready, exited], timeout=timeout_s,
-                           return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        exited.cancel()
+        waits = [asyncio.create_task(e.wait())
+                 for e in (rt.ready, rt.booted, rt.exited, rt.boot_timed_out)]
+        # The boot watch ends the wait at the VM's boot time at the latest; a shorter
+        # budget of the caller's is answered "not ready yet" (the watch goes on, and
+        # the VM is reported started when it is: _ready).
+        budget = spec.boot_timeout_s + 1.0 if timeout_s is None else timeout_s
+        rt.awaiting_start = True
+        try:
+            await asyncio.wait(waits, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rt.awaiting_start = False
+            for w in waits:
+                w.cancel()
         if rt.exited.is_set():
             raise RuntimeError(f"VM {name} died while booting; see its last words")
+        if rt.boot_timed_out.is_set() and not rt.booted.is_set():
+            raise RuntimeError(f"VM {name} did not boot within its boot time"
+                               f" ({spec.boot_timeout_s:g} s)")
         if not rt.ready.is_set():
             return {"vm": name, "pid": rt.pid, "ready": False, "disk": disk_done,
                     "data_ip": spec.data_ip}
@@ -321,6 +320,38 @@ class VmManager:
         self._on_change()
         return {"vm": name, "pid": rt.pid, "ready": True, "disk": disk_done,
                 "data_ip": spec.data_ip}
+
+    def _prepare_vm(self, spec: VmLaunch, vm_dir: Path, disk: DiskMode
+                    ) -> tuple[dict[str, Any], list[str]]:
+        """What a VM needs before it boots (blocking; run in a thread): its disk,
+        cgroup and network, its guest's config. Returns what was done to the disk and
+        the cgroup.procs files the VM joins."""
+        name = spec.name
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            disk_done = VmDisk(vm_dir).prepare(disk)
+        except OSError as e:
+            raise RuntimeError(f"VM {name}: cannot prepare its disk ({disk}): {e}") from None
+        cg_paths: list[str] = []
+        if self._cgroups is not None:
+            rel = self._cgroup_rel(name)
+            if self._cgroups.exists(rel):
+                self._cgroups.kill_all(rel)  # leftovers of a previous life
+            self._cgroups.create(rel, memory_bytes=spec.memory_mb << 20, cpu_cores=spec.cpu)
+            cg_paths = cgroup_procs_paths(self._cgroups, rel)
+        if self._plan is not None:
+            # Attached to this host's bridge, wherever it ran before.
+            create_vm_network(self._plan, name, host=self._cfg.host)
+        guest_cfg = {
+            "vm": name,
+            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
+            "memory_hog_chunk_mb": 16,
+            "release_service_addresses": spec.netns is not None,
+        }
+        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
+        with contextlib.suppress(FileNotFoundError):
+            (vm_dir / "guest.sock").unlink()
+        return disk_done, cg_paths
 
     async def snapshot_vm(self, name: str) -> dict[str, Any]:
         """Copy a running VM's disk as its last snapshot (ADR 0010). The VM is frozen
@@ -388,6 +419,7 @@ class VmManager:
                 rt.spec.name, self._vm_dir(rt.spec.name) / "guest.sock", self._clock,
                 self._cfg.settings.guest_heartbeat_interval_ms,
                 self._cfg.settings.guest_heartbeat_misses, self,
+                boot_timeout_s=rt.spec.boot_timeout_s,
             )
             rt.link.start()
 
@@ -531,7 +563,7 @@ class VmManager:
             if fut is not None and not fut.done():
                 fut.set_result(event)
             if all(x.state == "running" for x in rt.vnfcs.values()):
-                rt.ready.set()
+                self._ready(rt)
         else:
             v.state = "stopped" if event.expected else "exited"
             v.since = self._clock.wall()
@@ -560,12 +592,47 @@ class VmManager:
             v = rt.vnfcs.get(name)
             if v is not None:
                 v.state, v.pid = g.state, g.pid
-        if rt.vnfcs and all(x.state == "running" for x in rt.vnfcs.values()):
-            rt.ready.set()
-        if not rt.vnfcs:
-            rt.ready.set()
+        if not rt.vnfcs or all(x.state == "running" for x in rt.vnfcs.values()):
+            self._ready(rt)
         if rt.state == "starting" and rt.ready.is_set():
             rt.state = "running"
+        self._on_change()
+
+    def _ready(self, rt: VmRuntime) -> None:
+        """Every VNFC of the VM runs: it has booted, whatever its guest said so far."""
+        rt.ready.set()
+        if rt.link is not None:
+            rt.link.mark_booted()
+        if rt.state == "starting" and not rt.awaiting_start and rt.pid is not None:
+            # Its vm.start has answered already (not ready yet, or past its boot time:
+            # then this clears that): it is reported started now.
+            vm = rt.spec.name
+            rt.state = "running"
+            self._log_action(vm, "ready", "after its start was answered")
+            self._emit.emit(
+                Kind.VM_STARTED, f"vm/{vm}", severity=Severity.INDETERMINATE,
+                event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-start",
+                description=f"VM {vm} started (pid {rt.pid}), after its start was answered",
+                clears=True, details={"pid": rt.pid, "late": True},
+            )
+            self._on_change()
+
+    def guest_booted(self, vm: str) -> None:
+        self.vms[vm].booted.set()
+
+    def guest_boot_timeout(self, vm: str, detected_mono_ns: int) -> None:
+        rt = self.vms[vm]
+        if rt.state != "starting":
+            return
+        rt.boot_timed_out.set()
+        s = rt.spec.boot_timeout_s
+        self._log_action(vm, "boot-timeout", f"not up after {s:g} s")
+        self._emit.emit(
+            Kind.VM_BOOT_TIMEOUT, f"vm/{vm}", severity=Severity.CRITICAL,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-boot-failure",
+            description=f"VM {vm} did not boot within {s:g} s (its guest never reported"
+            " it is up)", detected_mono_ns=detected_mono_ns, details={"boot_timeout_s": s},
+        )
         self._on_change()
 
     def guest_hung(self, vm: str, detected_mono_ns: int) -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from itertools import islice
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlencode
 
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 from nfvha.amf.manager import VnfAvailability
+from nfvha.amf.ports import PerformedAction, RepairRefused
 from nfvha.api.auth import Authenticator
 from nfvha.api.doctor import doctor_router
+from nfvha.api.limits import install_limits
 from nfvha.api.masakari import masakari_router
 from nfvha.api.problems import install_problem_handlers
 from nfvha.api.tokens import tokens_router
@@ -23,16 +27,12 @@ from nfvha.controller.correlator import Verdict
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.hostrepair import HostRepair
 from nfvha.controller.view import HostView, InventoryView, StatusView, VmView, VnfcView
-from nfvha.controller.vmrepair import (
-    PerformedAction,
-    RepairRefused,
-    VmRepairPolicy,
-    VmRepairStatus,
-)
+from nfvha.controller.vmrepair import VmRepairPolicy, VmRepairStatus
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.model import FmNotificationsFilter, HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream, sse_response
+from nfvha.model.api import ApiLimits
 from nfvha.model.auth import AuthConfig
 from nfvha.model.events import Event, Kind, StoredEvent
 from nfvha.model.topology import Topology
@@ -47,6 +47,40 @@ class OperationResult(BaseModel):
     result: dict[str, Any]
 
 
+# The inventory listings are pages, in topology order: the next one is named by the
+# ``Link: <...>; rel="next"`` header (RFC 8288, as ETSI SOL013 pages), the total is in
+# ``X-Total-Count``. Bounded, so one request costs at most a page's work.
+PAGE_DEFAULT = 500
+PAGE_MAX = 2000
+NOT_HEALTHY_DEFAULT = 20
+NOT_HEALTHY_MAX = 200
+# Names listed in a 404's "valid: ..." hint, at most.
+HINT_NAMES = 20
+
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="items per page")]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="items to skip")]
+PAGED: dict[int | str, dict[str, Any]] = {200: {"headers": {
+    "Link": {"description": "the next page: `<path?offset=...&limit=...>; rel=\"next\"`"
+             " (absent on the last page)", "schema": {"type": "string"}},
+    "X-Total-Count": {"description": "items in all pages", "schema": {"type": "integer"}},
+}}}
+T = TypeVar("T")
+
+
+def _hint(names: Iterable[str], total: int) -> str:
+    """The first few of ``total`` names (without walking the rest)."""
+    more = total - HINT_NAMES
+    return ", ".join(islice(names, HINT_NAMES)) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _page_headers(request: Request, response: Response, total: int, offset: int,
+                  limit: int) -> None:
+    response.headers["X-Total-Count"] = str(total)
+    if offset + limit < total:
+        query = {**request.query_params, "offset": str(offset + limit), "limit": str(limit)}
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+
+
 def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventBus,
                agents: AgentServer, alarms: AlarmManager, notifier: Notifier,
                stream: AlarmStream, fm_api_root: str, auth: AuthConfig,
@@ -54,16 +88,18 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
                am_status: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
                host_repair: HostRepair | None = None, *,
                vm_repair: VmRepairPolicy | None = None,
-               tokens: TokenCheck | None = None) -> FastAPI:
+               tokens: TokenCheck | None = None, limits: ApiLimits | None = None) -> FastAPI:
     """``tokens``: check API tokens against, and manage them in, the controller's token
     store (VNFHA-12); without one, an in-memory store of ``auth.tokens`` (not kept).
     ``am_status``: the availability manager's status, asked of the HA director
-    (ADR 0014)."""
+    (ADR 0014). ``limits``: what a request may be (body size per route, ADR 0016); the
+    defaults without."""
     if tokens is None:
         tokens = TokenCheck(MemoryTokenStore(auth.tokens), auth.tokens, clock)
     app = FastAPI(title="nfvha controller", version="0.1.0")
     install_problem_handlers(app)
     app.middleware("http")(Authenticator(auth, tokens).middleware)
+    install_limits(app, limits or ApiLimits())
     app.include_router(tokens_router(tokens), prefix="/v1/tokens", tags=["API tokens"])
     app.include_router(vnffm_router(alarms, notifier, fm_api_root), prefix="/vnffm/v1",
                        tags=["ETSI VNF FM"])
@@ -91,15 +127,15 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
             # Where it runs now: evacuation moves VMs (ADR 0011).
             return host_repair.host_of(vm) if host_repair is not None else static
         except KeyError:
-            valid = ", ".join(v.name for v in topology.vms)
+            valid = _hint((v.name for v in topology.vms), len(topology.vms))
             raise HTTPException(404, f"no VM named '{vm}'; valid: {valid}") from None
 
     def vm_of_vnfc(vnfc: str) -> str:
-        for _, c in topology.components():
-            if c.name == vnfc:
-                return c.vm
-        valid = ", ".join(c.name for _, c in topology.components())
-        raise HTTPException(404, f"no VNFC named '{vnfc}'; valid: {valid}")
+        try:
+            return topology.component(vnfc)[1].vm
+        except KeyError:
+            valid = _hint((c.name for _, c in topology.components()), view.component_count())
+            raise HTTPException(404, f"no VNFC named '{vnfc}'; valid: {valid}") from None
 
     async def operate(host: str, op: CommandOp, target: str) -> OperationResult:
         try:
@@ -116,14 +152,37 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
     async def api_health() -> dict[str, str]:
         return {"status": "ok", "run_id": run_id}
 
-    @app.get("/v1/status")
-    async def status() -> StatusView:
-        return StatusView(run_id=run_id, hosts=view.hosts(), vms=view.vms(),
-                          vnfcs=view.vnfcs(), last_event_id=bus.last_id)
+    # One summary at a time: concurrent asks share the one being built (keyed by its
+    # limit), so a flood of status requests is not a flood of walks over the inventory.
+    summaries: dict[int, asyncio.Future[StatusView]] = {}
 
-    @app.get("/v1/hosts")
-    async def hosts() -> list[HostView]:
-        return view.hosts()
+    async def off_loop(build: Callable[[], T]) -> T:
+        # Built in a worker thread: the views only look up single keys in what the
+        # loop updates (see controller/view.py), and the loop goes on meanwhile.
+        return await asyncio.to_thread(build)
+
+    @app.get("/v1/status")
+    async def status(not_healthy_limit: Annotated[int, Query(
+            ge=0, le=NOT_HEALTHY_MAX,
+            description="at most this many not-healthy hosts, VMs and VNFCs each")
+            ] = NOT_HEALTHY_DEFAULT) -> StatusView:
+        """The deployment at a glance: hosts, VMs and VNFCs counted per state, the first
+        ones that are not healthy, and the last event id. The full lists are paged at
+        ``/v1/hosts``, ``/v1/vms`` and ``/v1/vnfcs``."""
+        pending = summaries.get(not_healthy_limit)
+        if pending is None:
+            pending = asyncio.ensure_future(off_loop(
+                lambda: view.summary(run_id, bus.last_id, not_healthy_limit)))
+            summaries[not_healthy_limit] = pending
+            pending.add_done_callback(lambda _: summaries.pop(not_healthy_limit, None))
+        return await asyncio.shield(pending)
+
+    @app.get("/v1/hosts", responses=PAGED)
+    async def hosts(request: Request, response: Response, limit: Limit = PAGE_DEFAULT,
+                    offset: Offset = 0) -> list[HostView]:
+        """Hosts in topology order, a page at a time."""
+        _page_headers(request, response, view.host_count(), offset, limit)
+        return await off_loop(lambda: view.hosts(offset, limit))
 
     @app.get("/v1/availability")
     async def availability() -> list[VnfAvailability]:
@@ -156,21 +215,31 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
 
     @app.get("/v1/hosts/{name}")
     async def host(name: str) -> HostView:
-        for h in view.hosts():
-            if h.name == name:
-                return h
-        raise HTTPException(404, f"no host named '{name}'")
+        found = view.host(name)
+        if found is None:
+            raise HTTPException(404, f"no host named '{name}'")
+        return found
 
     @app.get("/v1/hosts/{name}/conditions")
     async def conditions(name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
                          ) -> list[dict[str, Any]]:
-        if name not in topology.host_names():
+        if not topology.has_host(name):
             raise HTTPException(404, f"no host named '{name}'")
         return bus.store.host_conditions(name, limit)
 
-    @app.get("/v1/vms")
-    async def vms() -> list[VmView]:
-        return view.vms()
+    @app.get("/v1/vms", responses=PAGED)
+    async def vms(request: Request, response: Response, limit: Limit = PAGE_DEFAULT,
+                  offset: Offset = 0,
+                  vnf: Annotated[str | None, Query(
+                      max_length=64, description="only the VMs of this VNF (its"
+                      " components' VMs and their standby VMs)")] = None) -> list[VmView]:
+        """VMs in topology order, a page at a time."""
+        try:
+            total = len(view.vm_specs(vnf))
+        except KeyError:
+            raise HTTPException(404, f"no VNF named '{vnf}'") from None
+        _page_headers(request, response, total, offset, limit)
+        return await off_loop(lambda: view.vms(offset, limit, vnf))
 
     @app.get("/v1/vms/{name}/last-words")
     async def last_words(name: str) -> dict[str, Any]:
@@ -274,9 +343,19 @@ def create_app(run_id: str, topology: Topology, view: InventoryView, bus: EventB
         """Host repairs since the controller started: fenced, VMs moved or left."""
         return [asdict(r) for r in host_repair.history] if host_repair is not None else []
 
-    @app.get("/v1/vnfcs")
-    async def vnfcs() -> list[VnfcView]:
-        return view.vnfcs()
+    @app.get("/v1/vnfcs", responses=PAGED)
+    async def vnfcs(request: Request, response: Response, limit: Limit = PAGE_DEFAULT,
+                    offset: Offset = 0,
+                    vnf: Annotated[str | None, Query(
+                        max_length=64, description="only the VNFCs of this VNF")] = None
+                    ) -> list[VnfcView]:
+        """VNFCs in topology order, a page at a time."""
+        try:
+            total = len(view.component_specs(vnf))
+        except KeyError:
+            raise HTTPException(404, f"no VNF named '{vnf}'") from None
+        _page_headers(request, response, total, offset, limit)
+        return await off_loop(lambda: view.vnfcs(offset, limit, vnf))
 
     @app.post("/v1/vnfcs/{name}/{action}")
     async def vnfc_action(name: str, action: Literal["start", "stop"]) -> OperationResult:

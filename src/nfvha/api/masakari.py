@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import re
+import reprlib
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -57,6 +58,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from nfvha.api.problems import MAX_PROBLEMS, summarize
+from nfvha.api.timestamps import UtcDateTime, check_usable, epoch_seconds, parse_iso8601
 from nfvha.model.events import Event, EventType, Kind, Severity
 from nfvha.model.topology import Topology
 from nfvha.util.clock import Clock
@@ -87,39 +90,6 @@ def segment_uuid(site: str) -> str:
 # -- time ----------------------------------------------------------------------------
 
 
-def parse_iso8601(value: object) -> datetime:
-    """A JSON string holding an ISO 8601 date-time.  Masakari checks 'date-time' with
-    oslo's parse_isotime; fromisoformat (3.11) reads the same family:
-    "2017-04-24 08:34:46", "...T...Z", offsets, fractions of a second."""
-    if not isinstance(value, str):
-        raise ValueError("must be a string holding an ISO 8601 date-time")
-    if len(value) > 64:
-        raise ValueError("too long for a date-time")
-    try:
-        return datetime.fromisoformat(value)
-    except (ValueError, OverflowError) as e:
-        raise ValueError(f"not an ISO 8601 date-time: {e}") from None
-
-
-IsoDateTime = Annotated[datetime, BeforeValidator(parse_iso8601)]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_seconds(t: datetime, *, naive_is_utc: bool) -> float:
-    """Seconds since the epoch; a naive time is UTC or local time as the sender means it."""
-    if t.tzinfo is None and not naive_is_utc:
-        try:
-            return t.timestamp()
-        except (OverflowError, ValueError, OSError):
-            pass  # outside the platform's local-time range: read it as UTC
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    # Subtraction, not .timestamp(): no overflow at the edges of datetime's range.
-    return (t - _EPOCH).total_seconds()
-
-
 def masakari_time(t: datetime) -> str:
     """Masakari prints times as naive UTC with microseconds: 2017-04-24T06:22:47.569979."""
     if t.tzinfo is not None:
@@ -139,6 +109,15 @@ MasakariEvent = Literal["STARTED", "STOPPED"]  # fields.EventType.ALL
 
 PayloadKey = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_:. -]{1,255}$")]
 PayloadValue = Annotated[str, Field(max_length=255)]
+# Masakari's payloads have at most three keys; a few more are tolerated.
+MAX_PAYLOAD_KEYS = 16
+
+
+def _few_keys(payload: object) -> object:
+    # Before its keys are checked: thousands of bad keys would be thousands of errors.
+    if isinstance(payload, dict) and len(payload) > MAX_PAYLOAD_KEYS:
+        raise ValueError(f"at most {MAX_PAYLOAD_KEYS} keys, got {len(payload)}")
+    return payload
 
 
 class _Strict(BaseModel):
@@ -148,8 +127,8 @@ class _Strict(BaseModel):
 class NotificationIn(_Strict):
     type: NotificationType
     hostname: str = Field(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9._-]+$")
-    generated_time: IsoDateTime
-    payload: dict[PayloadKey, PayloadValue]
+    generated_time: UtcDateTime
+    payload: Annotated[dict[PayloadKey, PayloadValue], BeforeValidator(_few_keys)]
 
 
 class CreateNotificationRequest(_Strict):
@@ -207,6 +186,12 @@ _FAULT_NAMES = {
 }
 
 
+# A bad value is quoted in the message, shortened without printing it whole first.
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel, _short_repr.maxdict, _short_repr.maxlist = 2, 4, 4
+_short_repr.maxstring, _short_repr.maxlong, _short_repr.maxother = 60, 40, 60
+
+
 class AsciiJSONResponse(JSONResponse):
     """JSON with every non-ASCII character escaped: nothing a client sent can fail to encode."""
 
@@ -227,25 +212,22 @@ class MasakariFault(Exception):
 
 
 def validation_messages(e: ValidationError, prefix: Sequence[str | int] = ()) -> list[str]:
-    """One line per problem, with the path of the bad field, as Masakari words it."""
+    """One line per problem (the first few), with the path of the bad field, as
+    Masakari words it."""
     out: list[str] = []
-    for err in e.errors(include_url=False):
+    for err in e.errors(include_url=False)[:MAX_PROBLEMS]:
         path = "/".join(str(p) for p in (*prefix, *err["loc"]))
         if err["type"] == "json_invalid":
             out.append(f"Malformed request body: {err['msg']}")
             continue
-        value = repr(err.get("input"))
-        if len(value) > 80:
-            value = value[:77] + "..."
+        value = _short_repr.repr(err.get("input"))
         out.append(f"Invalid input for field/attribute {path or '(body)'}. Value: {value}."
                    f" {err['msg']}")
     return out
 
 
 def bad_request(e: ValidationError, prefix: Sequence[str | int] = ()) -> MasakariFault:
-    lines = validation_messages(e, prefix)
-    more = f" (and {len(lines) - 5} more)" if len(lines) > 5 else ""
-    return MasakariFault(400, "; ".join(lines[:5]) + more)
+    return MasakariFault(400, summarize(validation_messages(e, prefix), e.error_count()))
 
 
 # -- microversions -------------------------------------------------------------------
@@ -311,8 +293,8 @@ class MasakariRoute(APIRoute):
 
 
 def _describe(errors: Sequence[Any]) -> str:
-    return "; ".join(f"{'/'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
-                     for e in list(errors)[:5])
+    return summarize((f"{'/'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                      for e in errors), len(errors))
 
 
 # -- query parameters ----------------------------------------------------------------
@@ -644,8 +626,8 @@ def masakari_router(topology: Topology, ingest: Ingest, clock: Clock, *,
             if name in q:
                 items = [n for n in items if getattr(n, name) == q[name]]
         if "generated-since" in q:
-            try:
-                since = parse_iso8601(q["generated-since"])
+            try:  # Masakari's words; out of range as well (ADR 0016)
+                since = check_usable(parse_iso8601(q["generated-since"]), naive_is_utc=True)
             except ValueError:
                 raise MasakariFault(400, "Invalid generated-since value") from None
             since_s = epoch_seconds(since, naive_is_utc=True)

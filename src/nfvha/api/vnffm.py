@@ -8,7 +8,6 @@ for every route below), and every error is ProblemDetails.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,11 +15,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from nfvha.api.fmfilter import FilterError, matches, parse_filter
-from nfvha.api.problems import problem
+from nfvha.api.problems import describe_errors, problem
 from nfvha.faults.manager import AlarmManager, AlarmNotFound, AlreadyInState
 from nfvha.faults.model import AlarmModifications, FmSubscription, FmSubscriptionRequest
 from nfvha.faults.notifier import Notifier
-from nfvha.model.topology import format_loc
 from nfvha.store.base import StoreUnavailable
 
 ALARM_FILTER_ATTRIBUTES = {
@@ -30,6 +28,10 @@ ALARM_FILTER_ATTRIBUTES = {
     "correlatedAlarmIds",
 }
 MERGE_PATCH = "application/merge-patch+json"
+
+
+def _describe(e: ValidationError) -> str:
+    return describe_errors(e.errors(include_url=False, include_input=False))
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -47,8 +49,7 @@ def vnffm_router(manager: AlarmManager, notifier: Notifier, api_root: str) -> AP
         try:
             req = FmSubscriptionRequest.model_validate_json(await request.body())
         except ValidationError as e:
-            detail = "; ".join(f"{format_loc(x['loc'])}: {x['msg']}" for x in e.errors())
-            return problem(400, detail, "Bad Request")
+            return problem(400, _describe(e), "Bad Request")
         try:
             created = notifier.subscribe(req, api_root)
         except ValueError as e:
@@ -100,15 +101,11 @@ def vnffm_router(manager: AlarmManager, notifier: Notifier, api_root: str) -> AP
             return problem(415, f"use Content-Type {MERGE_PATCH}, not {ctype or 'none'}",
                            "Unsupported Media Type")
         try:
-            body = json.loads(await request.body())
-            mods = AlarmModifications.model_validate(body)
-        except json.JSONDecodeError as e:
-            return problem(400, f"body is not JSON: {e.msg}", "Bad Request")
-        except UnicodeDecodeError:
-            return problem(400, "body is not UTF-8 JSON", "Bad Request")
+            # pydantic-core's parser: its limits are errors, where json's were a 500
+            # (RecursionError, int_max_str_digits), ADR 0016.
+            mods = AlarmModifications.model_validate_json(await request.body())
         except ValidationError as e:
-            detail = "; ".join(f"{format_loc(x['loc'])}: {x['msg']}" for x in e.errors())
-            return problem(400, detail, "Bad Request")
+            return problem(400, _describe(e), "Bad Request")
         try:
             manager.acknowledge(alarm_id, mods.ackState)
         except AlarmNotFound:

@@ -79,18 +79,40 @@ def _get(url: str, timeout_s: float = 5.0) -> Any:
     return r.json()
 
 
+def _get_all(api: str, path: str, timeout_s: float = 10.0) -> list[Any]:
+    """Every item of a paged listing, page after page (``Link: rel="next"``)."""
+    import httpx
+
+    from nfvha.testbed.apiclient import PAGE_LIMIT
+
+    items: list[Any] = []
+    url: str | None = f"{api}{path}?limit={PAGE_LIMIT}"
+    while url is not None:
+        r = httpx.get(url, timeout=timeout_s, headers=_HEADERS)
+        r.raise_for_status()
+        items.extend(r.json())
+        following = r.links.get("next", {}).get("url")
+        url = f"{api}{following}" if following else None
+    return items
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from nfvha.cli.render import status_tables
+    from nfvha.cli.render import list_everything, status_tables
 
     _run_id, api = _api(args.run)
     status = _get(f"{api}/v1/status")
+    lists = None
+    if args.all or (list_everything(status) and not args.json):
+        lists = {kind: _get_all(api, f"/v1/{kind}") for kind in ("hosts", "vms", "vnfcs")}
     if args.json:
-        print(json.dumps(status, indent=1))
+        print(json.dumps(status if lists is None else {
+            "status": status, "run_id": status["run_id"],
+            "last_event_id": status["last_event_id"], **lists}, indent=1))
         return 0
     events = _get(f"{api}/v1/events?after={max(0, status['last_event_id'] - 40)}")
-    Console().print(status_tables(status, events, api))
+    Console().print(status_tables(status, lists, events, api))
     return 0
 
 
@@ -328,12 +350,19 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from nfvha.nfvi.fabric import topology_limit_problems
+
     try:
         t = load_topology(args.file)
+        problems = topology_limit_problems(t)
+        if problems:
+            # The test bed's fabric (one run's addresses and links) cannot hold it.
+            raise TopologyError(str(args.file), [f"(top level): {p}" for p in problems])
     except TopologyError as e:
         print(e, file=sys.stderr)
         return 1
-    print(f"{args.file}: ok ({len(t.host_names())} hosts, {len(t.vms)} VMs, {len(t.vnfs)} VNFs)")
+    print(f"{args.file}: ok ({len(t.host_names())} hosts, {len(t.vms)} VMs, {len(t.vnfs)} VNFs;"
+          " within the fabric's limits)")
     return 0
 
 
@@ -433,7 +462,7 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_vnf_am(args: argparse.Namespace) -> int:
-    from nfvha.vnfam.main import run
+    from nfvha.amf.own.main import run
 
     return run(args)
 
@@ -467,9 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also runs whose 'nfvha up' is still running")
     down.set_defaults(func=_cmd_down)
 
-    st = sub.add_parser("status", help="show hosts, VMs, VNFCs of a running deployment")
+    st = sub.add_parser("status", help="show hosts, VMs, VNFCs of a running deployment:"
+                        " every one in a small deployment, else counts per state and what"
+                        " is not healthy")
     st.add_argument("--run")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true",
+                    help="the API's summary (with --all: and every host, VM and VNFC, as"
+                    " 'hosts', 'vms', 'vnfcs')")
+    st.add_argument("--all", action="store_true",
+                    help="list every host, VM and VNFC, however many (page by page)")
     st.set_defaults(func=_cmd_status)
 
     f = sub.add_parser("fault", help="inject a fault into the running test bed")
@@ -644,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the run directory (logs, configuration) for a post-mortem")
     bs.set_defaults(func=_cmd_bench_scale)
 
-    from nfvha.vnfam.options import add_options as vnf_am_options
+    from nfvha.amf.own.options import add_options as vnf_am_options
 
     va = sub.add_parser("vnf-am", help="run a VNF's own availability manager over the VIM's"
                                        " API (vnfm: own; started by 'nfvha up')")

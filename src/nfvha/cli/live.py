@@ -11,9 +11,10 @@ import httpx
 from rich.console import Console, Group
 from rich.live import Live
 
-from nfvha.cli.render import status_tables
-from nfvha.model.topology import load_topology
-from nfvha.testbed.apiclient import FailoverTransport
+from nfvha.cli.render import list_everything, status_tables
+from nfvha.model.topology import TopologyError, load_topology
+from nfvha.nfvi.fabric import topology_limit_problems
+from nfvha.testbed.apiclient import FailoverTransport, get_all
 from nfvha.testbed.deploy import Testbed
 
 
@@ -22,11 +23,26 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
     transport = FailoverTransport(urls) if len(urls) > 1 else None  # any controller answers
     async with httpx.AsyncClient(base_url=tb.api_url, timeout=2.0, headers=tb.headers,
                                  transport=transport) as client:
-        async def render() -> Group:
-            status = (await client.get("/v1/status")).json()
+        async def fetch() -> Group:
+            r = await client.get("/v1/status")
+            r.raise_for_status()
+            status = r.json()
+            lists = None
+            if list_everything(status):  # else the summary's not-healthy ones
+                hosts, vms, vnfcs = await asyncio.gather(*(
+                    get_all(client, f"/v1/{kind}") for kind in ("hosts", "vms", "vnfcs")))
+                lists = {"hosts": hosts, "vms": vms, "vnfcs": vnfcs}
             after = max(0, status["last_event_id"] - 40)
             events = (await client.get(f"/v1/events?after={after}")).json()
-            return status_tables(status, events, tb.api_url)
+            return status_tables(status, lists, events, tb.api_url)
+
+        async def render() -> Group | str:
+            # A busy controller (a big deployment just started) may answer late: the
+            # run is up all the same, the table comes with the next refresh.
+            try:
+                return await fetch()
+            except httpx.HTTPError as e:
+                return f"nfvha: no status from the controller yet ({type(e).__name__})"
 
         if once:
             console.print(await render())
@@ -35,7 +51,7 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
         with Live(await render(), console=console, refresh_per_second=4) as live:
             while not stop.is_set():
                 with contextlib.suppress(httpx.HTTPError):
-                    live.update(await render())
+                    live.update(await fetch())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
 
@@ -43,6 +59,9 @@ async def _live(tb: Testbed, console: Console, once: bool, stop: asyncio.Event) 
 async def _main(args: argparse.Namespace) -> int:
     console = Console()
     topology = load_topology(args.file)
+    problems = topology_limit_problems(topology)
+    if problems:  # refused before anything is created
+        raise TopologyError(str(args.file), [f"(top level): {p}" for p in problems])
     size = getattr(args, "cluster", None)
     if size:
         from nfvha.testbed.cluster import ClusterTestbed

@@ -14,6 +14,7 @@ import itertools
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -35,6 +36,9 @@ from nfvha.wire.frames import (
     Hello,
     Inventory,
     Reply,
+    Started,
+    VmInfo,
+    VnfcInfo,
     Welcome,
     encode,
 )
@@ -48,12 +52,42 @@ class AgentSession:
     writer: asyncio.StreamWriter
     connected_time: float
     replies: dict[int, asyncio.Future[Reply]] = field(default_factory=dict)
+    started: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     broken: bool = False  # an event of this stream could not be stored
+
+
+class HostInventory:
+    """An agent's latest inventory, its VMs and VNFCs indexed by name once, when it
+    arrives: the views look a VM or VNFC up per item, and a scan of the host's list
+    each time made a listing O(VMs x VMs per host)."""
+
+    def __init__(self, frame: Inventory) -> None:
+        self.frame = frame
+        self._vms: dict[str, VmInfo] = {}
+        for vm in frame.vms:
+            self._vms.setdefault(vm.name, vm)  # the first one, as a scan found it
+        # One name may be reported twice on a host (a VM and its standby VM both placed
+        # there after an evacuation): every report, in the agent's order.
+        self._vnfcs: dict[str, list[VnfcInfo]] = {}
+        for c in frame.vnfcs:
+            self._vnfcs.setdefault(c.name, []).append(c)
+
+    def vm(self, name: str) -> VmInfo | None:
+        return self._vms.get(name)
+
+    def vnfc(self, name: str) -> VnfcInfo | None:
+        """The first report of VNFC ``name``."""
+        found = self._vnfcs.get(name)
+        return found[0] if found else None
+
+    def vnfc_reports(self, name: str) -> list[VnfcInfo]:
+        return self._vnfcs.get(name, [])
 
 
 class AgentServer:
     def __init__(self, listen: tuple[str, int], bus: EventBus, hosts: HostStates,
-                 clock: Clock, *, gate: LeaderGate | None = None) -> None:
+                 clock: Clock, *, gate: LeaderGate | None = None,
+                 command_queue_timeout_s: float = 10.0) -> None:
         """``hosts``: the director's host states as the controller mirrors them.
         ``gate``: in a cluster, the leader's (ADR 0013): every command carries its
         epoch and none goes out once the term is over; None: a single controller."""
@@ -63,12 +97,14 @@ class AgentServer:
         self._hosts = hosts
         self._clock = clock
         self.sessions: dict[str, AgentSession] = {}
-        self.inventories: dict[str, Inventory] = {}
+        self.inventories: dict[str, HostInventory] = {}
         self.agent_lost: dict[str, float] = {}  # host -> wall time the stream broke
         self._cmd_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._closing = False
         hosts.on_change(self._host_changed)
+        # How long a command may wait at its agent before the agent starts it.
+        self.command_queue_timeout_s = command_queue_timeout_s
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, *self._listen,
@@ -91,14 +127,11 @@ class AgentServer:
             self.inventories.pop(host, None)
 
     def _own_event(self, kind: Kind, entity: str, severity: Severity, cause: str,
-                   description: str, at_mono_ns: int, *, clears: bool = False,
-                   host: str | None = None) -> Event:
+                   description: str, at_mono_ns: int, *, clears: bool = False) -> Event:
+        """An event about the agent itself (lost, back): the hypervisor level (MW-2)."""
         return Event(
-            host=host or entity.partition("/")[2], seq=0, origin="controller", kind=kind,
-            entity=entity, severity=severity,
-            event_type=EventType.EQUIPMENT_ALARM if kind in (Kind.HOST_DOWN, Kind.HOST_UP)
-            else EventType.COMMUNICATIONS_ALARM if kind == Kind.HOST_SUSPECT
-            else EventType.PROCESSING_ERROR_ALARM,
+            host=entity.partition("/")[2], seq=0, origin="controller", kind=kind,
+            entity=entity, severity=severity, event_type=EventType.PROCESSING_ERROR_ALARM,
             probable_cause=cause, description=description, clears=clears,
             event_time=self._clock.wall(), detected_mono_ns=at_mono_ns,
         )
@@ -182,8 +215,16 @@ class AgentServer:
                     functools.partial(self._acknowledge, host, session, ev.seq))
                 if session.broken:
                     return
+                if not self._bus.has_room():
+                    # The store lags far behind: read on once it caught up (the socket
+                    # buffers and the agent's spool hold the rest meanwhile).
+                    await self._bus.room()
             elif isinstance(frame, Inventory):
-                self.inventories[host] = frame
+                self.inventories[host] = HostInventory(frame)
+            elif isinstance(frame, Started):
+                began = session.started.pop(frame.id, None)
+                if began is not None and not began.done():
+                    began.set_result(None)
             elif isinstance(frame, Reply):
                 fut = session.replies.pop(frame.id, None)
                 if fut is not None and not fut.done():
@@ -213,7 +254,12 @@ class AgentServer:
             f"agent on {host} lost: its event stream broke", self._clock.mono_ns())]))
 
     async def command(self, host: str, op: CommandOp, target: str,
-                      args: dict[str, object] | None = None, timeout_s: float = 20.0) -> Reply:
+                      args: dict[str, object] | None = None, timeout_s: float = 20.0,
+                      *, queue_timeout_s: float | None = None) -> Reply:
+        """Send a command and wait for its reply: first up to ``queue_timeout_s``
+        (default: the server's) for the agent to start it - it may be busy with the
+        host's other work - then ``timeout_s`` from that start. Raises TimeoutError,
+        ConnectionError, NotLeader."""
         session = self.sessions.get(host)
         if session is None:
             raise ConnectionError(f"agent on {host} is not connected")
@@ -225,11 +271,24 @@ class AgentServer:
             if not epoch or not self._gate.is_leader():
                 raise NotLeader(f"{op} {target}: this controller does not lead")
         cmd = Command(id=next(self._cmd_ids), op=op, target=target, args=dict(args or {}),
-                      leader_epoch=epoch)
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+                      leader_epoch=epoch, timeout_s=timeout_s)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Reply] = loop.create_future()
+        began: asyncio.Future[None] = loop.create_future()
         session.replies[cmd.id] = fut
+        session.started[cmd.id] = began
         session.writer.write(encode(cmd))
+        queue_s = self.command_queue_timeout_s if queue_timeout_s is None else queue_timeout_s
         try:
+            # An agent that replies without saying it started (an older one) is fine.
+            waits: list[asyncio.Future[Any]] = [fut, began]
+            await asyncio.wait(waits, timeout=queue_s, return_when=asyncio.FIRST_COMPLETED)
+            if fut.done():
+                return fut.result()
+            if not began.done():
+                raise TimeoutError(f"agent on {host} did not start {op} {target} within"
+                                   f" {queue_s:g} s")
             return await asyncio.wait_for(fut, timeout_s)
         finally:
             session.replies.pop(cmd.id, None)
+            session.started.pop(cmd.id, None)

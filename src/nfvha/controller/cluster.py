@@ -31,9 +31,9 @@ from nfvha.controller.config import ControllerConfig
 from nfvha.controller.directorlink import DirectorLink, director_socket
 from nfvha.controller.fencing import Fencing
 from nfvha.controller.front import FrontApp
+from nfvha.controller.hoststates import HostStates
 from nfvha.controller.leadership import LeaderElector, LeaderGate, LeaderTiming
 from nfvha.controller.quorum import EtcdOutage, QuorumWatch
-from nfvha.controller.hoststates import HostStates
 from nfvha.controller.stores import Stores, open_history, warm_up
 from nfvha.nfvi.fence import FenceDriver, FenceError, PowerState
 from nfvha.store.base import StoreUnavailable
@@ -177,7 +177,7 @@ class ClusterController:
         assert self._history.tokens is not None
         self._tokens = TokenCheck(self._history.tokens, cfg.auth.tokens, clock)
         self.front = FrontApp(self.leader_url, self.status, self.local_status,
-                              reader=self._reader)
+                              reader=self._reader, limits=cfg.api)
         # The member's HA director (ADR 0014), and its host states as the director says.
         self.hosts = HostStates([h.name for h in cfg.hosts], clock)
         self.link = DirectorLink(director_socket(cfg), cfg.run_id, self.hosts, clock)
@@ -374,7 +374,7 @@ class ClusterController:
         await self._seed_tokens()
         server = _QuietServer(uvicorn.Config(
             self.front, host=self.c.front_host, port=self.c.front_port, log_level="warning",
-            lifespan="off", timeout_graceful_shutdown=1))
+            lifespan="off", timeout_graceful_shutdown=1, **self.cfg.api.server_options()))
         api = asyncio.create_task(server.serve(), name="front")
         self.link.start()
         announcer = asyncio.create_task(self._announce_loop(), name="term-announcer")

@@ -8,7 +8,12 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from nfvha.agent.config import VmLaunch
+
+# Re-exported: the test bed writes the controller's AM section with them.
+from nfvha.amf.config import AmfConfig as AmfConfig
+from nfvha.amf.config import ComponentEndpoint as ComponentEndpoint
 from nfvha.controller.cluster_config import ClusterConfig, StoreConfig
+from nfvha.model.api import ApiLimits
 from nfvha.model.auth import AuthConfig
 from nfvha.model.settings import Settings, Strict
 from nfvha.model.topology import FenceSpec
@@ -17,36 +22,19 @@ from nfvha.model.topology import FenceSpec
 class HostEntry(Strict):
     name: str
     fence: FenceSpec = Field(default_factory=FenceSpec)
+    # Liveness confirmation by witnesses (ADR 0015): a witness is sent probe requests
+    # at mgmt_ip:probe_port, a suspect is pinged at probe_ip:probe_port (its data
+    # network address). Absent (older configs): it is neither asked nor probed.
+    rack: str = ""  # "site/rack": witnesses are taken from other racks first
+    mgmt_ip: str | None = None
+    probe_ip: str | None = None
+    probe_port: int = Field(0, ge=0, le=65_535)
 
     @field_validator("fence", mode="before")
     @classmethod
     def _fence_by_type(cls, v: Any) -> Any:
         # "local" / "none": the short form older controller.json files carry.
         return {"type": v} if isinstance(v, str) else v
-
-
-class ComponentEndpoint(Strict):
-    """Where a VNFC lives and where its standby receives state (direct sync, IF-3)."""
-
-    name: str
-    vnf: str
-    vm: str
-    host: str
-    address: str
-    port: int
-    sync_port: int
-
-
-class AmfConfig(Strict):
-    """The generic VNFM's listener for the components' SDK connections (ADR 0008)."""
-
-    listen_ip: str
-    port: int
-    components: list[ComponentEndpoint] = Field(default_factory=list)
-    vips: dict[str, str] = Field(default_factory=dict)  # VNF -> "address/prefixlen"
-    # IF-2: load-balancer VNF -> the VNF it balances, whose components are its members
-    # (from whose active SU a ``member_failed`` is taken).
-    balancers: dict[str, str] = Field(default_factory=dict)
 
 
 class ControllerConfig(Strict):
@@ -70,6 +58,9 @@ class ControllerConfig(Strict):
     # (ADR 0013), which needs the cluster store.
     store: StoreConfig = Field(default_factory=StoreConfig)
     cluster: ClusterConfig | None = None
+    # What the API (and a cluster member's front) takes: body sizes, header size,
+    # keep-alive, concurrent connections (ADR 0016).
+    api: ApiLimits = Field(default_factory=ApiLimits)
 
     @model_validator(mode="after")
     def _cluster_needs_cluster_store(self) -> ControllerConfig:

@@ -88,6 +88,11 @@ class TermWork:
     repairs: Any  # AgentRepair: restart_component, kill_and_restart_component, stop/start_vm
     repair_vm: Callable[..., Any]  # VmRepairPolicy.repair_vm -> RepairTicket
     host_repair: Callable[[str, str, bool], bool] | None  # UC-9: HostRepair.vnfm_hook
+    # Told each host whose liveness moved, once what it means is known here: at once
+    # for a change that makes no event (a first heartbeat, a suspect's new reason),
+    # after its event is stored and its alarm decided for the others (host health
+    # then says why, FM-9).
+    host_state_settled: Callable[[str], None] | None = None
 
 
 class DirectorLink:
@@ -111,14 +116,17 @@ class DirectorLink:
         self._answers: dict[int, asyncio.Future[Answer]] = {}
         self._cache: dict[str, tuple[float, Any]] = {}
         self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._next_answer: dict[str, asyncio.Future[Any]] = {}
         self._repairs = 0
         self._term: Term | None = None
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="director-link")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="director-link")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -200,7 +208,7 @@ class DirectorLink:
             if isinstance(msg, Hello):
                 self._hello(msg)
             elif isinstance(msg, HostState):
-                self.hosts.apply(msg)
+                self._host_state(msg)
             elif isinstance(msg, Publish):
                 background(self._publish(msg))
             elif isinstance(msg, Repair):
@@ -211,6 +219,18 @@ class DirectorLink:
                 fut = self._answers.pop(msg.id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
+
+    def _host_state(self, msg: HostState) -> None:
+        old = self.hosts.state(msg.host).state if msg.host in self.hosts.hosts else None
+        self.hosts.apply(msg)
+        work = self._work
+        if work is None or work.host_state_settled is None or old is None:
+            return
+        # The transitions the director makes an event of (suspect, down, up again) are
+        # settled when that event is (``_publish``).
+        if msg.state == old.value or not (msg.state in ("suspect", "down")
+                                          or old.value in ("suspect", "down")):
+            work.host_state_settled(msg.host)
 
     # -- events to the director -------------------------------------------------------------
     def _hello(self, msg: Hello) -> None:
@@ -284,6 +304,10 @@ class DirectorLink:
             self._send(Published(id=msg.id, ok=False, error=str(e)))
             return
         self._send(Published(id=msg.id, ok=True))
+        if work.host_state_settled is not None:
+            for host in dict.fromkeys(e.entity.partition("/")[2] for e in msg.events
+                                      if e.entity.startswith("host/")):
+                work.host_state_settled(host)
 
     def _repair(self, msg: Repair) -> None:
         work = self._work
@@ -336,29 +360,46 @@ class DirectorLink:
         self._send(Answer(id=msg.id, result=result))
 
     # -- reads of the director's state (the API) --------------------------------------------------
-    async def query(self, what: str) -> Any:
-        """The director's answer to ``what`` ("availability", "hosts"), at most
-        ``cache_s`` old; concurrent askers share one question."""
-        now = time.monotonic()
+    async def query(self, what: str, max_age_s: float = 0.0) -> Any:
+        """The director's answer to ``what`` ("availability", "hosts"). With
+        ``max_age_s`` 0 it was computed after this call began (a client that polls
+        after a fault must not be told the state from before it); askers that arrive
+        while a question is out share the next one, so the director answers one
+        question at a time however many ask. A cached answer younger than
+        ``max_age_s`` is taken as it is."""
         cached = self._cache.get(what)
-        if cached is not None and now - cached[0] < self._cache_s:
+        if max_age_s and cached is not None and time.monotonic() - cached[0] < max_age_s:
             return cached[1]
-        task = self._inflight.get(what)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._ask_director(what))
-            self._inflight[what] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(what, None))
-        return await asyncio.shield(task)
+        nxt = self._next_answer.get(what)
+        if nxt is None:
+            nxt = self._next_answer[what] = asyncio.get_running_loop().create_future()
+        if what not in self._inflight:
+            self._inflight[what] = background(self._ask_rounds(what), name=f"ask-{what}")
+        return await asyncio.shield(nxt)
+
+    async def _ask_rounds(self, what: str) -> None:
+        try:
+            while (fut := self._next_answer.pop(what, None)) is not None:
+                try:
+                    result = await self._ask_director(what)
+                except Exception as e:
+                    if not fut.done():
+                        fut.set_exception(e)
+                        fut.exception()  # retrieved: a caller may have given up
+                    continue
+                if not fut.done():
+                    fut.set_result(result)
+        finally:
+            self._inflight.pop(what, None)
 
     def heartbeat_ages(self) -> dict[str, int | None]:
         """Milliseconds since each host's last heartbeat, as the director last said
-        (aged by the time since), without waiting: a stale answer starts a refresh."""
+        (aged by the time since), without waiting: a stale answer starts a refresh.
+        Safe from a worker thread (the API builds its listings off the loop)."""
         cached = self._cache.get("hosts")
         now = time.monotonic()
-        if (cached is None or now - cached[0] >= self._cache_s) and "hosts" not in self._inflight \
-                and self.connected.is_set():
-            task = background(self.query("hosts"), name="director-hosts")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if (cached is None or now - cached[0] >= self._cache_s) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._refresh_hosts)
         if cached is None:
             return {}
         aged = int((now - cached[0]) * 1000)
@@ -366,11 +407,17 @@ class DirectorLink:
                     if v.get("last_heartbeat_ms_ago") is not None else None)
                 for h, v in cached[1].items()}
 
+    def _refresh_hosts(self) -> None:
+        if "hosts" in self._inflight or not self.connected.is_set():
+            return
+        task = background(self.query("hosts", self._cache_s), name="director-hosts")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def _ask_director(self, what: str) -> Any:
         qid = next(self._ids)
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._answers[qid] = fut
-        if not self._send(Query(id=qid, what=what)):  # type: ignore[arg-type]
+        if not self._send(Query(id=qid, what=what)):
             self._answers.pop(qid, None)
             raise ConnectionError("the HA director is not connected")
         try:

@@ -20,12 +20,11 @@ from typing import Any
 
 import httpx
 
+from nfvha.model.api import ApiLimits, is_masakari
+from nfvha.util.bodylimit import BodyLimit, Receive, Scope, Send, reject_as
+
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -45,11 +44,15 @@ class FrontApp:
                  cluster_status: Callable[[], dict[str, Any]],
                  local_status: Callable[[], dict[str, Any]], *,
                  reader: Callable[[str | None], Awaitable[bool]] = _anyone,
-                 connect_timeout_s: float = 0.5) -> None:
+                 connect_timeout_s: float = 0.5, limits: ApiLimits | None = None) -> None:
         """``reader(token)``: may this API token read ``/v1/cluster`` (the passed-on
         requests are checked by the leader's API itself). ``/v1/cluster/self`` is
-        public, like ``/v1/health``: the members ask it of each other."""
+        public, like ``/v1/health``: the members ask it of each other. ``limits``: the
+        request bodies taken, as the controllers' API takes them (ADR 0016): a body
+        too large is refused here, not read and passed on."""
         self._leader_url = leader_url
+        self._bounded = BodyLimit(self._serve, (limits or ApiLimits()).body_limit,
+                                  reject_as(is_masakari))
         self._local: dict[str, Callable[[], dict[str, Any]]] = {
             "/v1/cluster": cluster_status, "/v1/cluster/self": local_status}
         self._reader = reader
@@ -62,10 +65,11 @@ class FrontApp:
         await self._http.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        if scope["type"] != "http":  # lifespan, websocket: none here
             return
-        if scope["type"] != "http":
-            return
+        await self._bounded(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         local = self._local.get(scope["path"])
         if local is not None and scope["method"] == "GET":
             if scope["path"] != "/v1/cluster/self" and not await self._reader(_bearer(scope)):
@@ -83,9 +87,11 @@ class FrontApp:
             await _json(send, 503, {"detail": "no controller leads right now; try again"},
                         [(b"retry-after", b"1")])
             return
-        body = bytearray()
+        body = bytearray()  # at most the body limit: BodyLimit cuts off the rest
         while True:
             msg = await receive()
+            if msg["type"] != "http.request":
+                return  # gone, or cut off at the body limit (answered 413)
             body += msg.get("body", b"")
             if not msg.get("more_body"):
                 break

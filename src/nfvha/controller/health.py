@@ -6,25 +6,47 @@ other host-level fault (hypervisor, host software, hardware, link, suspected lat
 fault), UNKNOWN before it was ever heard of, HEALTHY otherwise. Every change is
 notified (HostHealthChangeNotification, to subscriptions that ask for it) and
 streamed.
+
+Work is proportional to change: a host's health is computed again only when its
+alarms changed (``on_changes``, from the alarm manager's decisions) or its liveness
+did (``on_host_state``, from whoever sees liveness transitions: today the agent
+server, with ADR 0014 the mirror of the HA director's host states). Nothing walks
+every host periodically.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import Protocol
 
-from nfvha.controller.hoststates import HostStates as HostLiveness
-from nfvha.model.hosts import HostState
 from nfvha.faults.manager import AlarmChange, AlarmManager
 from nfvha.faults.model import HostHealth, NotificationType
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
 from nfvha.model.events import Severity
+from nfvha.model.hosts import HostState
 from nfvha.util.clock import Clock
 
 
-def host_health(host: str, liveness: HostLiveness, alarms: AlarmManager,
+class HostStatus(Protocol):
+    """A host's liveness as health reads it."""
+
+    @property
+    def state(self) -> HostState: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class LivenessView(Protocol):
+    """Where host health reads liveness from: the controller's mirror of
+    the HA director's host states (ADR 0014)."""
+
+    def state(self, host: str) -> HostStatus: ...
+
+
+def host_health(host: str, liveness: LivenessView, alarms: AlarmManager,
                 now: datetime) -> HostHealth:
     active = alarms.active_for(f"host/{host}")
     reasons = [f"{a.faultType}: {a.probableCause}" for a in active]
@@ -47,9 +69,10 @@ def host_health(host: str, liveness: HostLiveness, alarms: AlarmManager,
 
 
 class HealthPublisher:
-    """An alarm-change sink: recompute the health of hosts whose alarms changed."""
+    """Recomputes the health of a host whose alarms (``on_changes``, an alarm-change
+    sink) or liveness (``on_host_state``) changed."""
 
-    def __init__(self, hosts: list[str], liveness: HostLiveness, alarms: AlarmManager,
+    def __init__(self, hosts: list[str], liveness: LivenessView, alarms: AlarmManager,
                  notifier: Notifier, stream: AlarmStream, api_root: str, clock: Clock) -> None:
         self._liveness = liveness
         self._alarms = alarms
@@ -69,12 +92,12 @@ class HealthPublisher:
         for host in sorted(h for h in hosts if h in self.current):
             self.refresh(host, cause=changes[0].change_id)
 
-    async def run(self, every_s: float = 0.25) -> None:
-        """Liveness moves without alarms too (a host's first heartbeat)."""
-        while True:
-            await asyncio.sleep(every_s)
-            for host in self.current:
-                self.refresh(host)
+    def on_host_state(self, host: str) -> None:
+        """``host``'s liveness changed (a first heartbeat, suspect, down, up again):
+        its health follows at once. Called after the liveness view (``state(host)``)
+        shows the new state; hosts not of this deployment are ignored."""
+        if host in self.current:
+            self.refresh(host)
 
     def refresh(self, host: str, cause: str | None = None) -> None:
         before = self.current[host]

@@ -110,7 +110,7 @@ class HostRepair:
                 self._host_down(ev.entity.partition("/")[2], ev)
 
     def _host_down(self, host: str, ev: StoredEvent) -> None:
-        if host not in self._topology.host_names():
+        if not self._topology.has_host(host):
             return
         if self._caused_by_repair(host, ev.detected_mono_ns):
             return  # our own fencing, seen by the liveness check
@@ -201,20 +201,26 @@ class HostRepair:
         vms = sorted(self.placement.vms_on(host), key=lambda v: (-self._priority[v], v))
         survivors = [h for h in self._up_hosts() if h != host]
         starts: list[tuple[str, str]] = []
+        planned = self.placement.as_dict()  # with each choice made so far
         for vm in vms:
             if self._cold_standby(vm):
                 rec.left[vm] = "cold standby VM of a failover pair: stays stopped"
                 continue
-            target = choose_host(self._topology, vm, self.placement.as_dict(), survivors)
+            target = choose_host(self._topology, vm, planned, survivors)
             if target is None:
                 rec.left[vm] = ("no surviving host keeps its anti-affinity" if survivors
                                 else "no surviving host")
                 log.error("VM %s of %s not evacuated: %s", vm, host, rec.left[vm])
                 continue
-            self.placement.move(vm, target)
+            planned[vm] = target
+            starts.append((vm, target))
+        # Persisted in one write (not one of the whole placement per VM), then told,
+        # all before anything is started.
+        if starts:
+            self.placement.move_all(dict(starts))
+        for vm, target in starts:
             for listener in self._listeners:
                 listener(vm, target)
-            starts.append((vm, target))
         results = await asyncio.gather(*(self._start(vm, target, host)
                                          for vm, target in starts))
         for (vm, target), error in zip(starts, results, strict=True):

@@ -10,17 +10,16 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-
 from typing import Any
 
 import uvicorn
 
 from nfvha.api.app import create_app
+from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.agents import AgentServer
 from nfvha.controller.bus import EventBus
-from nfvha.controller.agentrepair import AgentRepair
 from nfvha.controller.cluster import ClusterController, TermContext, gate_fencing
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.controlplane import ControlPlaneAlarms
@@ -37,6 +36,7 @@ from nfvha.controller.vmrepair import VmRepairPolicy
 from nfvha.faults.manager import AlarmManager
 from nfvha.faults.notifier import Notifier
 from nfvha.faults.stream import AlarmStream
+from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
 from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
@@ -116,7 +116,8 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     done.push_async_callback(stop_api)
     liveness = link.hosts  # the director's host states, mirrored
     agents = AgentServer((cfg.listen_ip, cfg.port), bus, liveness, clock,
-                         gate=term.gate if term is not None else None)
+                         gate=term.gate if term is not None else None,
+                         command_queue_timeout_s=cfg.settings.agent_command_queue_timeout_s)
     done.push_async_callback(agents.close)
     await agents.start()
     placement = Placement(topology, cfg.db_path.with_name(PLACEMENT_FILE))
@@ -124,9 +125,8 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
                              up_hosts(liveness, agents), bus.publish,
                              {v.name: v for v in cfg.vm_launch})
     bus.subscribe(host_repair.on_events)
-    hosts_up = up_hosts(liveness, agents)
     vm_repair = VmRepairPolicy(topology, agents, bus.publish, clock, host_of=placement.host_of,
-                               host_up=lambda h: h in hosts_up(),
+                               host_up=lambda h: liveness.up(h) and h in agents.sessions,
                                snapshot_interval_s=cfg.settings.vm_snapshot_interval_s)
 
     host_repair.use_cold_standby_check(lambda vm: vm_repair.status_of(vm).role == "standby")
@@ -137,25 +137,25 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     # Subscribed before the director's forwarding: a VM's failure reaches the policy
     # first (ADR 0010).
     bus.subscribe(vm_failures)
+    health = HealthPublisher(topology.host_names(), liveness, faults.alarms, notifier, stream,
+                             fm_root, clock)
+    faults.add_sink(health.on_changes)
     # The availability manager runs in the HA director (ADR 0014): it is sent the stored
     # events it acts on - without stale ones from a host a VM has left (ADR 0011) - and
     # its repairs are carried out here.
     link.attach(TermWork(bus, placement.is_current, AgentRepair(agents, vm_repair=vm_repair),
-                         vm_repair.repair_vm, host_repair.vnfm_hook))
+                         vm_repair.repair_vm, host_repair.vnfm_hook,
+                         host_state_settled=health.on_host_state))
     done.callback(link.detach)
     host_repair.on_placed(link.placed)
     view = InventoryView(topology, agents, liveness, clock, placement.host_of,
                          link.heartbeat_ages)
-    health = HealthPublisher(topology.host_names(), liveness, faults.alarms, notifier, stream,
-                             fm_root, clock)
-    faults.add_sink(health.on_changes)
     app = create_app(cfg.run_id, topology, view, bus, agents, faults.alarms, notifier, stream,
                      fm_root, cfg.auth, clock, health, _am_status(link), host_repair,
                      vm_repair=vm_repair,
                      tokens=None if stores.tokens is None
-                     else TokenCheck(stores.tokens, cfg.auth.tokens, clock))
+                     else TokenCheck(stores.tokens, cfg.auth.tokens, clock), limits=cfg.api)
     tasks = [asyncio.create_task(faults.run(), name="fault-management"),
-             asyncio.create_task(health.run(), name="host-health"),
              asyncio.create_task(vm_repair.run(), name="vm-repair")]
     if term is not None:  # the control plane's alarms: the leader's alone (FM-2)
         tasks.append(asyncio.create_task(ControlPlaneAlarms(
@@ -165,7 +165,8 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
         done.callback(task.cancel)
     server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
                                            log_level="warning", lifespan="off",
-                                           timeout_graceful_shutdown=2))
+                                           timeout_graceful_shutdown=2,
+                                           **cfg.api.server_options()))
     stop = stop or asyncio.Event()
     if term is None:  # a cluster member's process owns its signals (serve_cluster)
         loop = asyncio.get_running_loop()

@@ -5,10 +5,8 @@ current placement is kept in ``placement.json`` beside the controller's database
 restarted controller still knows it; the test bed's fault injector reads it too.
 
 An agent event about a VM (or one of its VNFCs) from a host the VM no longer runs on
-is *stale*: a host powered on after its VMs were re-created elsewhere may still send
-what it spooled before it went down. Stale events are stored and alarmed as any
-other, but the availability manager must not act on them (it would "repair" the VM
-that now runs elsewhere).
+is *stale* (``nfvha.model.placement``): stored and alarmed as any other, but not
+handed to the availability manager.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nfvha.model.events import Event
+from nfvha.model.placement import is_current
 from nfvha.model.topology import AffinityLevel, Topology
 from nfvha.util.files import atomic_write_json, read_json
 
@@ -31,9 +30,14 @@ class Placement:
         self._path = path
         self._hosts = set(topology.host_names())
         self._host: dict[str, str] = {v.name: v.host for v in topology.vms}
+        self._order = {v.name: i for i, v in enumerate(topology.vms)}
         self._vm_of_vnfc = {c.name: c.vm for _, c in topology.components()}
         if path is not None and path.exists():
             self._load(path)
+        # host -> its VMs (a dict as an ordered set), kept with every move
+        self._on: dict[str, dict[str, None]] = {}
+        for vm, host in self._host.items():
+            self._on.setdefault(host, {})[vm] = None
 
     def _load(self, path: Path) -> None:
         try:
@@ -49,43 +53,43 @@ class Placement:
         return self._host[vm]
 
     def vms_on(self, host: str) -> list[str]:
-        return [vm for vm, h in self._host.items() if h == host]
+        """The VMs on ``host`` now, in topology order."""
+        last = len(self._order)  # a VM the topology does not have: after its own
+        return sorted(self._on.get(host, ()), key=lambda vm: self._order.get(vm, last))
 
     def as_dict(self) -> dict[str, str]:
         return dict(self._host)
 
     def move(self, vm: str, host: str) -> None:
         """Record that ``vm`` runs on ``host`` from now on (persisted first)."""
-        if host not in self._hosts:
-            raise KeyError(f"no host {host!r}")
-        new = {**self._host, vm: host}
+        self.move_all({vm: host})
+
+    def move_all(self, moves: Mapping[str, str]) -> None:
+        """Record several moves at once (a host's evacuation): persisted first, in one
+        write of the file."""
+        for host in moves.values():
+            if host not in self._hosts:
+                raise KeyError(f"no host {host!r}")
+        new = {**self._host, **moves}
         if self._path is not None:
             atomic_write_json(self._path, new)
-        self._host = new
+        for vm, host in moves.items():
+            self._on.get(self._host.get(vm, ""), {}).pop(vm, None)
+            self._on.setdefault(host, {})[vm] = None
+        self._host = new  # replaced whole: readers in other threads see old or new
 
     def is_current(self, ev: Event) -> bool:
         """False for an agent's event about a VM or VNFC from a host it left."""
-        if ev.origin != "agent":
-            return True
-        kind, _, name = ev.entity.partition("/")
-        vm = name if kind == "vm" else self._vm_of_vnfc.get(name) if kind == "vnfc" else None
-        if kind == "vnfc":
-            # The VM it ran in, as the agent reports it: after a failover to a standby VM
-            # (ADR 0010) that is not the topology's.
-            cause = str(ev.details.get("cause_entity") or "")
-            vm = str(ev.details.get("vm") or cause.partition("/")[2] or vm or "") or None
-        return vm is None or vm not in self._host or self._host[vm] == ev.host
+        return is_current(ev, self._host, self._vm_of_vnfc)
 
     def current(self, events: Iterable[Event]) -> list[Event]:
         return [ev for ev in events if self.is_current(ev)]
 
 
 def zone_of(topology: Topology, host: str, level: AffinityLevel) -> str:
-    for site, rack, h in topology.hosts():
-        if h.name == host:
-            return {"host": host, "rack": f"{site.name}/{rack.name}", "site": site.name,
-                    "none": ""}[level]
-    raise KeyError(host)
+    site, rack = topology.place(host)  # KeyError(host) if there is none
+    return {"host": host, "rack": f"{site.name}/{rack.name}", "site": site.name,
+            "none": ""}[level]
 
 
 def choose_host(topology: Topology, vm: str, placement: Mapping[str, str],
@@ -96,9 +100,10 @@ def choose_host(topology: Topology, vm: str, placement: Mapping[str, str],
     anti-affinity: the redundancy it protects matters more than the VM count (a
     VM packed beside its peer would fail with it)."""
     rules: list[tuple[AffinityLevel, set[str]]] = []
-    for vnf in topology.vnfs:
+    vnfs = {id(v): v for v, _ in topology.components_on(vm)}  # the VNFs it runs
+    for vnf in vnfs.values():
         vms = {c.vm for c in vnf.components}
-        if vm not in vms or vnf.anti_affinity == "none" or vnf.redundancy == "none":
+        if vnf.anti_affinity == "none" or vnf.redundancy == "none":
             continue
         taken = {zone_of(topology, placement[o], vnf.anti_affinity)
                  for o in vms - {vm} if o in placement}

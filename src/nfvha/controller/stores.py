@@ -3,9 +3,10 @@
 Embedded (default): the SQLite files beside ``db_path``, as one controller always
 had them. Cluster (ADR 0012, 0013): events, alarms and the notification outbox in
 PostgreSQL (one connection per store object: the ager and the outbox run in worker
-threads). The assignment records and checkpoints are the availability manager's,
-in the HA director (ADR 0014): ``amf.db`` beside ``db_path``, or etcd with writes
-fenced by the leader's term, read through ``store.leader_records.LeaderRecords``.
+threads; the events' appends one more, for the event bus's writer thread). The
+assignment records and checkpoints are the availability manager's, in the HA
+director (ADR 0014): ``amf.db`` beside ``db_path``, or etcd with writes fenced by the
+leader's term, read through ``store.leader_records.LeaderRecords``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def open_history(cfg: ControllerConfig, clock: Clock) -> Stores:
     def db() -> PgDatabase:
         return PgDatabase(s.pg_conninfo or "", schema=s.pg_schema)
 
-    pg_events = PgEventStore(db(), owns_db=True)
+    pg_events = PgEventStore(db(), owns_db=True, append_db=db())
     pg_alarms = PgAlarmStore(db(), owns_db=True)
     pg_ager = PgAlarmStore(db(), owns_db=True)
     pg_outbox = PgOutbox(db(), clock=clock, owns_db=True)
@@ -85,6 +86,6 @@ def warm_up(history: Stores) -> bool:
     ok = True
     for store in (history.events, history.alarms, history.ager, history.outbox,
                   history.tokens):
-        db = getattr(store, "db", None)
-        ok = (db.ping() if isinstance(db, PgDatabase) else True) and ok
+        for db in (getattr(store, "db", None), getattr(store, "append_db", None)):
+            ok = (db.ping() if isinstance(db, PgDatabase) else True) and ok
     return ok

@@ -31,6 +31,13 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from nfvha.amf.ports import (
+    PerformedAction,
+    RepairJob,
+    RepairOutcome,
+    RepairRefused,
+    RepairTicket,
+)
 from nfvha.model.events import Event, EventType, Kind, Severity, StoredEvent
 from nfvha.model.topology import RepairAction, Topology, VnfSpec
 from nfvha.store.base import StoreUnavailable
@@ -40,7 +47,6 @@ from nfvha.wire.frames import CommandOp, Reply
 
 log = logging.getLogger(__name__)
 
-PerformedAction = Literal["restart-initial", "restart-snapshot", "failover-standby-vm"]
 RepairState = Literal["ok", "awaiting-confirmation", "repairing", "repair-failed", "gave-up"]
 Publish = Callable[[list[Event]], Awaitable[object]]
 
@@ -59,27 +65,6 @@ class AgentPort(Protocol):
                       ) -> Reply: ...
 
 
-class RepairRefused(Exception):
-    """The ask cannot be carried out as asked (no standby, the VM is a standby, ...)."""
-
-
-class RepairOutcome(BaseModel):
-    vm: str
-    action: PerformedAction
-    requested_by: str  # "policy" (its configured action), "vnfm", "api", ...
-    failure_event: int | None  # the failure repaired, if it was about one
-    stopped_first: bool
-    replacement: str  # the VM that runs the VNFCs now: ``vm`` unless a failover
-    replacement_host: str
-    replacement_address: str | None = None
-    disk: dict[str, Any] | None = None  # what the agent did to the disk
-    fallback: str | None = None  # why the configured action was not the one done
-    ok: bool
-    error: str | None = None
-    started_time: float
-    duration_ms: float
-
-
 class VmRepairStatus(BaseModel):
     vm: str
     host: str
@@ -91,50 +76,6 @@ class VmRepairStatus(BaseModel):
     failure_event: int | None  # the failure not yet repaired
     last_snapshot: dict[str, Any] | None
     last_repair: RepairOutcome | None
-
-
-class RepairJob:
-    """One repair under way; everyone who asked for it waits on the same one."""
-
-    def __init__(self, vm: str, action: PerformedAction, requested_by: str,
-                 stop_first: bool) -> None:
-        self.vm = vm
-        self.action = action
-        self.requested_by = requested_by
-        self.stop_first = stop_first
-        self.stopped = False
-        self.done: asyncio.Future[RepairOutcome] = asyncio.get_running_loop().create_future()
-        self._on_stopped: list[Callable[[], None]] = []
-
-    def when_stopped(self, callback: Callable[[], None]) -> None:
-        """``callback`` runs once the failed VM is known not to run any more (stopped,
-        or it had crashed), before anything is started in its place."""
-        if self.stopped:
-            callback()
-        else:
-            self._on_stopped.append(callback)
-
-    async def outcome(self) -> RepairOutcome:
-        return await asyncio.shield(self.done)
-
-    def _mark_stopped(self) -> None:
-        self.stopped = True
-        for cb in self._on_stopped:
-            try:
-                cb()
-            except Exception:
-                log.exception("repair of %s: a stop callback failed", self.vm)
-        self._on_stopped.clear()
-
-
-@dataclass(frozen=True)
-class RepairTicket:
-    """The answer to an ask: a repair ``started`` for it, one already under way it
-    ``joined`` (``job`` set), or nothing to do: the failure it named is ``resolved``."""
-
-    how: Literal["started", "joined", "resolved"]
-    job: RepairJob | None
-    last: RepairOutcome | None = None
 
 
 @dataclass
@@ -200,6 +141,10 @@ class VmRepairPolicy:
                     vnfs.append(vnf)
             self._vms[vm.name] = _Vm(vm.name, vnfs, partner.get(vm.name),
                                      serving=vm.standby_for is None, snapshot_due_ns=due)
+        # The VMs periodic snapshots are for (their VNFs never change): the tick looks
+        # at these, not at every VM of the deployment.
+        self._snapshotted = [st for st in self._vms.values()
+                             if st.action == "restart-snapshot"]
 
     # -- what the API and the VNFM see ------------------------------------------------
     def status(self) -> list[VmRepairStatus]:
@@ -337,7 +282,7 @@ class VmRepairPolicy:
             if job.stop_first:
                 await self._command(self.host_of(st.name), "vm.stop", st.name)
             # Not when the stop failed: a hung VM that could not be killed may thaw.
-            job._mark_stopped()
+            job.mark_stopped()
             disk = "snapshot" if job.action == "restart-snapshot" else "initial"
             result = await self._command(self.host_of(target.name), "vm.start", target.name,
                                          {"disk": disk})
@@ -363,7 +308,7 @@ class VmRepairPolicy:
         st.job = None
         st.last = outcome
         await self._announce(st, outcome)
-        job.done.set_result(outcome)
+        job.resolve(outcome)
         newer = st.failure is not None and st.failure > max(cover or 0, st.repaired)
         if newer and st.serving and st.action not in (None, "confirm"):
             self._auto(st)  # it failed again while being repaired (the budget bounds this)
@@ -406,9 +351,9 @@ class VmRepairPolicy:
     async def tick(self) -> None:
         """Snapshot the serving VMs of restart-snapshot VNFs that are due."""
         now = self._clock.mono_ns()
-        for st in list(self._vms.values()):
-            if st.action != "restart-snapshot" or not st.serving or st.job is not None \
-                    or st.pending or now < st.snapshot_due_ns:
+        for st in self._snapshotted:
+            if not st.serving or st.job is not None or st.pending \
+                    or now < st.snapshot_due_ns:
                 continue
             try:
                 await self.snapshot(st.name)

@@ -24,21 +24,10 @@ from nfvha.wire.director import Answer, Ask, Repair, RepairKind, RepairUpdate
 log = logging.getLogger(__name__)
 
 
-class ChannelRepairJob(RepairJob):
-    def mark_stopped(self) -> None:
-        if not self.stopped:
-            self._mark_stopped()
-
-    def resolve(self, outcome: RepairOutcome) -> None:
-        self.action = outcome.action
-        if not self.done.done():
-            self.done.set_result(outcome)
-
-
 @dataclass
 class _Pending:
     future: asyncio.Future[None] | None = None  # component and plain VM operations
-    job: ChannelRepairJob | None = None  # repair_vm
+    job: RepairJob | None = None  # repair_vm
     failure: int | None = None
     started_wall: float = 0.0
     started_ns: int = 0
@@ -55,7 +44,7 @@ class ChannelRepair:
         self._ask_timeout_s = ask_timeout_s
         self._pending: dict[int, _Pending] = {}
         self._answers: dict[int, asyncio.Future[Answer]] = {}
-        self._jobs: dict[str, ChannelRepairJob] = {}  # vm -> the repair out for it
+        self._jobs: dict[str, RepairJob] = {}  # vm -> the repair out for it
 
     # -- the port -------------------------------------------------------------------------
     async def restart_component(self, host: str, vnfc: str) -> None:
@@ -78,7 +67,7 @@ class ChannelRepair:
         if job is not None:
             return RepairTicket("joined", job)
         action: PerformedAction = "restart-initial"  # until the VIM says what it did
-        job = ChannelRepairJob(vm, action, requested_by, stop_first=True)
+        job = RepairJob(vm, action, requested_by, stop_first=True)
         rid = self._channel.next_id()
         self._pending[rid] = _Pending(job=job, failure=failure,
                                       started_wall=self._clock.wall(),
@@ -151,7 +140,7 @@ class ChannelRepair:
         finally:
             self._pending.pop(rid, None)
 
-    def _settle_job(self, rid: int, p: _Pending, job: ChannelRepairJob,
+    def _settle_job(self, rid: int, p: _Pending, job: RepairJob,
                     msg: RepairUpdate) -> None:
         del self._pending[rid]
         if self._jobs.get(job.vm) is job:
@@ -181,7 +170,7 @@ class ChannelRepair:
         elif p.future is not None and not p.future.done():
             p.future.set_exception(ConnectionError(why))
 
-    def _made(self, job: ChannelRepairJob, p: _Pending, *, ok: bool, error: str | None,
+    def _made(self, job: RepairJob, p: _Pending, *, ok: bool, error: str | None,
               fallback: str | None = None) -> RepairOutcome:
         """An outcome the VIM did not state (nothing to repair, or no answer)."""
         return RepairOutcome(vm=job.vm, action=job.action, requested_by=job.requested_by,

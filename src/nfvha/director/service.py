@@ -33,7 +33,6 @@ from nfvha.amf.manager import AvailabilityManager
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.directorlink import director_socket
 from nfvha.controller.fencing import Fencing, build_fencing
-from nfvha.store.leader_records import LeaderRecords
 from nfvha.director.channel import ControllerChannel, ToDirectorMsg
 from nfvha.director.liveness import HostLiveness, ProbeRequest, Transition
 from nfvha.director.remote import ChannelRepair
@@ -44,6 +43,7 @@ from nfvha.model.topology import Topology
 from nfvha.store.assignments import AssignmentStore, SqliteAssignmentStore
 from nfvha.store.etcd import EtcdAssignmentStore
 from nfvha.store.etcd_client import EtcdClient, cmp_create_revision
+from nfvha.store.leader_records import LeaderRecords
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.tasks import background
 from nfvha.wire import liveness as lw
@@ -89,8 +89,10 @@ class Director:
         self._last_event_id: int | None = None
         self._udp: socket.socket | None = None
         self._addresses = {h.name: h for h in cfg.hosts}
-        # Probe results are taken from the witnesses' management addresses only.
-        self._witness_at = {h.mgmt_ip: h.name for h in cfg.hosts if h.mgmt_ip is not None}
+        # Probe results are taken from the witnesses' own sockets only (on the loopback
+        # fallback every host is 127.0.0.1, with a port of its own).
+        self._witness_at = {(h.mgmt_ip, h.probe_port): h.name for h in cfg.hosts
+                            if h.mgmt_ip is not None}
         self._sqlite_store: SqliteAssignmentStore | None = None
         self._unpublished: OrderedDict[int, list[Event]] = OrderedDict()
         self._etcd: EtcdClient | None = None
@@ -167,10 +169,11 @@ class Director:
                 d = lw.decode(data)
             except lw.BadDatagram:
                 return
-            witness = self._witness_at.get(addr[0])
+            witness = self._witness_at.get(addr)
             if d.kind is lw.Kind.PROBE_RESULT and self.liveness is not None \
                     and witness is not None:
                 self._apply(self.liveness.probe_result(witness, d.name, d.nonce, d.reached))
+                self._send_reasons()
             return
         if data[:1] == b"{" and len(data) <= NOTICE_MAX_BYTES:
             try:
@@ -201,6 +204,7 @@ class Director:
             result = self.liveness.tick()
             self._send_probes(result.probes)
             self._apply(result.transitions)
+            self._send_reasons()
 
     def _send_probes(self, probes: Sequence[ProbeRequest]) -> None:
         sock = self._udp
@@ -237,6 +241,18 @@ class Director:
                                for e in events if e.kind == Kind.HOST_DOWN])
         self._publish(events)
 
+    def _send_reasons(self) -> None:
+        """A suspect's reason changed without a transition (what its confirmation found):
+        the controller's mirror shows why it is still suspect."""
+        live = self.liveness
+        if live is None or not live.reasons_changed:
+            return
+        changed, live.reasons_changed = live.reasons_changed, {}
+        for host in changed:
+            rec = live.state(host)
+            self.channel.send(HostStateMsg(host=host, state=rec.state.value, reason=rec.reason,
+                                           since_mono_ns=rec.since_mono_ns, boot=rec.boot))
+
     def _boot_of(self, host: str) -> int | None:
         return self.liveness.state(host).boot if self.liveness is not None else None
 
@@ -266,7 +282,7 @@ class Director:
         pid = self.channel.next_id()
         self._unpublished[pid] = events
         while len(self._unpublished) > MAX_UNPUBLISHED:
-            dropped_id, dropped = self._unpublished.popitem(last=False)
+            _, dropped = self._unpublished.popitem(last=False)
             log.error("controller unreachable: liveness events dropped: %s",
                       [e.description for e in dropped])
         self.channel.send(Publish(id=pid, events=events))

@@ -132,10 +132,14 @@ class AlarmManager:
         watermark = self._store.processed_event_id()
         self.alarms: dict[str, AlarmState] = {}
         self._active: dict[str, str] = {}  # key -> alarm id
-        # Indexes, so that one decision costs what its entity's neighbourhood holds,
-        # not what the whole alarm history holds.
+        # Indexes, so that one decision or query costs what its entity's neighbourhood
+        # holds, not what the whole alarm history holds. Entities are parsed once, when
+        # an alarm is raised or loaded.
         self._by_entity: dict[EntityRef, list[AlarmState]] = {}  # in raise order
-        self._active_on: dict[EntityRef, set[str]] = {}
+        # entity -> its active alarms' ids, in the order they became active (a dict
+        # as an ordered set: ``active_for`` answers in that order)
+        self._active_on: dict[EntityRef, dict[str, None]] = {}
+        self._active_latent: dict[str, None] = {}  # keys of active latent-fault alarms
         self._last_cleared_root: dict[EntityRef, AlarmState] = {}
         self._touched: set[str] = set()  # alarm ids changed by the current decision
         self._watermark_written = watermark
@@ -145,6 +149,21 @@ class AlarmManager:
     def _index(self, st: AlarmState) -> None:
         self.alarms[st.alarm.id] = st
         self._by_entity.setdefault(st.entity, []).append(st)
+
+    def _activate(self, st: AlarmState) -> None:
+        self._active[st.key] = st.alarm.id
+        self._active_on.setdefault(st.entity, {})[st.alarm.id] = None
+        if st.type is LATENT_HOST_FAULT:
+            self._active_latent[st.key] = None
+
+    def _deactivate(self, st: AlarmState) -> None:
+        self._active.pop(st.key, None)
+        on = self._active_on.get(st.entity)
+        if on is not None:
+            on.pop(st.alarm.id, None)
+            if not on:
+                del self._active_on[st.entity]
+        self._active_latent.pop(st.key, None)
 
     def _recent(self, entity: EntityRef, window_s: float) -> list[AlarmState]:
         """Alarms of ``entity`` raised within the window, newest first."""
@@ -166,8 +185,7 @@ class AlarmManager:
                         row.raised_time, row.changed_time, Severity(row.severity))
         self._index(st)
         if row.active:
-            self._active[row.key] = alarm.id
-            self._active_on.setdefault(st.entity, set()).add(alarm.id)
+            self._activate(st)
         elif st.can_be_root:
             self._last_cleared_root[st.entity] = st
 
@@ -190,9 +208,15 @@ class AlarmManager:
         return [st.alarm for st in sorted(self.alarms.values(), key=lambda s: s.raised_wall)]
 
     def active_for(self, entity: str, type_name: str | None = None) -> list[Alarm]:
-        return [self.alarms[i].alarm for k, i in self._active.items()
-                if self.alarms[i].entity == EntityRef.parse(entity)
-                and (type_name is None or k.startswith(type_name + "|"))]
+        """The active alarms of ``entity`` (of type ``type_name``), in the order they
+        were raised: O(that entity's active alarms)."""
+        try:
+            ref = EntityRef.parse(entity)
+        except ValueError:
+            return []  # no alarm is raised for what is not an entity
+        states = [self.alarms[i] for i in self._active_on.get(ref, ())]
+        return [st.alarm for st in states
+                if type_name is None or st.key.startswith(type_name + "|")]
 
     # -- commands ----------------------------------------------------------------
     def acknowledge(self, alarm_id: str, state: AckState) -> Alarm:
@@ -267,9 +291,9 @@ class AlarmManager:
         now = self._clock.wall()
         self._cause = f"expiry|{now}"
         changed: dict[str, NotificationType] = {}
-        for key, alarm_id in list(self._active.items()):
-            st = self.alarms[alarm_id]
-            if st.type is LATENT_HOST_FAULT and now - st.changed_wall > self._latent_window_s:
+        for key in list(self._active_latent):  # not every active alarm: only these expire
+            st = self.alarms[self._active[key]]
+            if now - st.changed_wall > self._latent_window_s:
                 self._clear(key, changed)
         return self._changes(changed)
 
@@ -319,8 +343,7 @@ class AlarmManager:
         )
         st = AlarmState(alarm, key, t, entity, ev.host, now, now, ev.severity)
         self._index(st)
-        self._active[key] = alarm_id
-        self._active_on.setdefault(entity, set()).add(alarm_id)
+        self._activate(st)
         self._touch(st)
         changed[alarm_id] = NotificationType.ALARM
         if root is not None:
@@ -465,11 +488,11 @@ class AlarmManager:
 
     # -- clearing ------------------------------------------------------------------
     def _clear(self, key: str, changed: dict[str, NotificationType]) -> None:
-        alarm_id = self._active.pop(key, None)
+        alarm_id = self._active.get(key)
         if alarm_id is None:
             return
         st = self.alarms[alarm_id]
-        self._active_on.get(st.entity, set()).discard(alarm_id)
+        self._deactivate(st)
         if st.can_be_root:
             self._last_cleared_root[st.entity] = st
         now = self._clock.wall()

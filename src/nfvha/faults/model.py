@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,30 +87,38 @@ class AlarmModifications(FmModel):
     ackState: AckState
 
 
+# Bounds on what a subscriber sends (ADR 0016): validation stops at the first value
+# too many instead of checking, and reporting on, each of thousands.
+MAX_FILTER_VALUES = 256
+FilterValue = Annotated[str, Field(max_length=1024)]
+FilterValues = Annotated[list[FilterValue], Field(max_length=MAX_FILTER_VALUES)]
+
+
 class VnfInstanceSubscriptionFilter(FmModel):
-    vnfdIds: list[str] | None = None
-    vnfInstanceIds: list[str] | None = None
-    vnfInstanceNames: list[str] | None = None
+    vnfdIds: FilterValues | None = None
+    vnfInstanceIds: FilterValues | None = None
+    vnfInstanceNames: FilterValues | None = None
 
 
 class FmNotificationsFilter(FmModel):
     vnfInstanceSubscriptionFilter: VnfInstanceSubscriptionFilter | None = None
-    notificationTypes: list[NotificationType] | None = None
-    faultyResourceTypes: list[FaultyResourceType] | None = None
-    perceivedSeverities: list[Severity] | None = None
-    eventTypes: list[EventType] | None = None
-    probableCauses: list[str] | None = None
+    notificationTypes: list[NotificationType] | None = Field(None, max_length=16)
+    faultyResourceTypes: list[FaultyResourceType] | None = Field(None, max_length=16)
+    perceivedSeverities: list[Severity] | None = Field(None, max_length=16)
+    eventTypes: list[EventType] | None = Field(None, max_length=16)
+    probableCauses: FilterValues | None = None
     # nfvha extension (HW-3): only alarms of these managed objects / resources, e.g.
     # a VNF subscribing to faults of the hosts it runs on.
-    managedObjectIds: list[str] | None = None
-    resourceIds: list[str] | None = None
+    managedObjectIds: FilterValues | None = None
+    resourceIds: FilterValues | None = None
 
 
 class SubscriptionAuthentication(FmModel):
     """nfvha signs every notification body with HMAC-SHA256 over this secret."""
 
     authType: list[Literal["HMAC_SHA256"]] = Field(
-        default_factory=lambda: ["HMAC_SHA256"]  # type: ignore[arg-type]
+        default_factory=lambda: ["HMAC_SHA256"],  # type: ignore[arg-type]
+        max_length=4,
     )
     secret: str = Field(min_length=16, max_length=256)
 

@@ -45,6 +45,9 @@ class Kind(StrEnum):
     VNFC_STOPPED = "vnfc.stopped"
     VM_CRASHED = "vm.crashed"
     VM_HUNG = "vm.hung"
+    # Its guest did not report it is up within the VM's boot time (not a hang: hang
+    # detection starts after boot).
+    VM_BOOT_TIMEOUT = "vm.boot_timeout"
     VM_RESPONSIVE = "vm.responsive"
     VM_STARTED = "vm.started"
     VM_STOPPED = "vm.stopped"

@@ -25,10 +25,10 @@ class Settings(Strict):
     # VM hang detection: guest heartbeat challenge/response (HV-2).
     guest_heartbeat_interval_ms: int = Field(100, ge=10, le=10_000)
     guest_heartbeat_misses: int = Field(3, ge=2, le=100)
-    # Host liveness: agent -> controller and agent -> peer heartbeats (HV-1).
+    # Host liveness: host supervisor -> director heartbeats (HV-1, ADR 0015).
     host_heartbeat_interval_ms: int = Field(100, ge=10, le=10_000)
     host_heartbeat_misses: int = Field(3, ge=2, le=100)
-    # A suspect host whose second signal (fence power status / peers) never confirms
+    # A suspect host whose second signal (fence power status / witnesses) never confirms
     # stays suspect; this is how often the confirmation is retried.
     host_confirm_retry_ms: int = Field(100, ge=10, le=10_000)
     # Confirming a suspect host without a fence device (ADR 0015): this many witness
@@ -53,6 +53,10 @@ class Settings(Strict):
     process_restart_backoff_max_s: float = Field(10.0, gt=0, le=600)
     # A process that ran this long without failing gets its backoff reset.
     restart_backoff_reset_s: float = Field(10.0, gt=0, le=86_400)
+    # A command to an agent may wait this long for the agent to start it (the agent
+    # may be busy with the host's other work, e.g. starting its other VMs); its own
+    # time limit counts from that start.
+    agent_command_queue_timeout_s: float = Field(10.0, gt=0, le=600)
     # Agent -> controller event stream.
     reconnect_backoff_initial_s: float = Field(0.02, gt=0, le=60)
     reconnect_backoff_max_s: float = Field(0.5, gt=0, le=60)

@@ -101,6 +101,10 @@ class VmSpec(Strict):
     host: Name
     cpu: float = Field(0.5, gt=0, le=64, description="CPU limit in cores")
     memory_mb: int = Field(256, ge=32, le=1_048_576)
+    # How long the VM may take to boot (its guest up, its VNFCs launched). Hang
+    # detection is armed only after boot; a VM still not up after this is reported as
+    # failing to boot. Generous: a loaded host boots slowly, and real VMs take seconds.
+    boot_timeout_s: float = Field(60.0, gt=0, le=3600)
     # A pre-provisioned standby (REC-2, ADR 0010): kept stopped, started with the VNFCs
     # of the VM named here when that one fails (its VNF's repair_action is
     # failover-standby-vm); the failed one becomes the standby.
@@ -152,7 +156,7 @@ class VnfSpec(Strict):
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     repair_action: RepairAction = "confirm"
     # Who manages the VNF's availability: nfvha's generic VNFM in the controller;
-    # "own": the VNF's own AM (nfvha.vnfam, the same engine over the VIM's API, one
+    # "own": the VNF's own AM (nfvha.amf.own, the same engine over the VIM's API, one
     # per VNF; the test bed starts it); "none": nobody from nfvha (a VNF with an HA
     # manager of its own make). The VIM still detects, alarms and repairs VMs on
     # request for all of them.
@@ -174,6 +178,20 @@ class Topology(Strict):
     vnfs: list[VnfSpec] = Field(default_factory=list)
 
     # -- convenient views -------------------------------------------------
+    # Lookups by name go through an index built once per topology (``_index``): a
+    # deployment of thousands of hosts and tens of thousands of VMs is looked up per
+    # VM and per VNFC at start-up, and a linear scan each time made that quadratic.
+    def _index(self) -> _TopologyIndex:
+        # Kept in the instance's __dict__ beside the fields (as functools.cached_property
+        # would): pydantic ignores it in comparisons and dumps, and a frozen model allows
+        # it. A copy with other lists (model_copy(update=...)) carries the old one along,
+        # so it is valid only for the very lists it was built from.
+        ix = self.__dict__.get(_INDEX_KEY)
+        if not isinstance(ix, _TopologyIndex) or not ix.built_from(self):
+            ix = _TopologyIndex(self)
+            self.__dict__[_INDEX_KEY] = ix
+        return ix
+
     def hosts(self) -> Iterator[tuple[SiteSpec, RackSpec, HostSpec]]:
         for site in self.sites:
             for rack in site.racks:
@@ -181,46 +199,93 @@ class Topology(Strict):
                     yield site, rack, host
 
     def host(self, name: str) -> HostSpec:
-        for _, _, h in self.hosts():
-            if h.name == name:
-                return h
-        raise KeyError(name)
+        return self._index().hosts[name]  # KeyError(name), as the scan raised
+
+    def has_host(self, name: str) -> bool:
+        return name in self._index().hosts
+
+    def place(self, host: str) -> tuple[SiteSpec, RackSpec]:
+        """The site and rack of ``host``; KeyError if there is no such host."""
+        return self._index().places[host]
 
     def host_names(self) -> list[str]:
         return [h.name for _, _, h in self.hosts()]
 
     def vm(self, name: str) -> VmSpec:
-        for v in self.vms:
-            if v.name == name:
-                return v
-        raise KeyError(name)
+        return self._index().vms[name]
+
+    def vm_position(self, name: str) -> int:
+        """Where ``name`` is in ``vms`` (``vms.index(vm(name))``); KeyError if absent."""
+        return self._index().vm_positions[name]
 
     def vms_on(self, host: str) -> list[VmSpec]:
-        return [v for v in self.vms if v.host == host]
+        """The VMs the topology places on ``host``, in file order."""
+        return list(self._index().vms_on.get(host, ()))
 
     def components(self) -> Iterator[tuple[VnfSpec, ComponentSpec]]:
         for vnf in self.vnfs:
             for c in vnf.components:
                 yield vnf, c
 
+    def component(self, name: str) -> tuple[VnfSpec, ComponentSpec]:
+        """A VNFC and its VNF by the VNFC's name; KeyError if there is none."""
+        return self._index().components[name]
+
     def components_on(self, vm: str) -> list[tuple[VnfSpec, ComponentSpec]]:
-        return [(v, c) for v, c in self.components() if c.vm == vm]
+        return list(self._index().components_on.get(vm, ()))
 
     def vnf(self, name: str) -> VnfSpec:
-        for v in self.vnfs:
-            if v.name == name:
-                return v
-        raise KeyError(name)
+        return self._index().vnfs[name]
 
     def balancer_of(self, vnf: str) -> VnfSpec | None:
         """The load-balancer VNF in front of ``vnf`` (IF-2), if there is one."""
-        return next((v for v in self.vnfs if v.balances == vnf), None)
+        found = self._index().balancers_of.get(vnf)
+        return found[0] if found else None
 
     def without_vnfm(self) -> Topology:
         """The same deployment with no VNF under an AM of nfvha (generic or own): for
         measuring the VIM level alone (nothing fails over or repairs by itself)."""
         return self.model_copy(update={
             "vnfs": [v.model_copy(update={"vnfm": "none"}) for v in self.vnfs]})
+
+
+_INDEX_KEY = "_nfvha_topology_index"
+
+
+class _TopologyIndex:
+    """Every by-name lookup of one topology, built in one pass (O(hosts + VMs +
+    VNFCs)). With duplicate names (a topology that fails its checks) the first one
+    wins, as a scan from the start would find it."""
+
+    def __init__(self, t: Topology) -> None:
+        self._sources = (t.sites, t.vms, t.vnfs)
+        self.hosts: dict[str, HostSpec] = {}
+        self.places: dict[str, tuple[SiteSpec, RackSpec]] = {}
+        for site, rack, host in t.hosts():
+            self.hosts.setdefault(host.name, host)
+            self.places.setdefault(host.name, (site, rack))
+        self.vms: dict[str, VmSpec] = {}
+        self.vm_positions: dict[str, int] = {}
+        self.vms_on: dict[str, list[VmSpec]] = {}
+        for i, vm in enumerate(t.vms):
+            self.vms.setdefault(vm.name, vm)
+            self.vm_positions.setdefault(vm.name, i)
+            self.vms_on.setdefault(vm.host, []).append(vm)
+        self.vnfs: dict[str, VnfSpec] = {}
+        self.balancers_of: dict[str, list[VnfSpec]] = {}
+        self.components: dict[str, tuple[VnfSpec, ComponentSpec]] = {}
+        self.components_on: dict[str, list[tuple[VnfSpec, ComponentSpec]]] = {}
+        for vnf in t.vnfs:
+            self.vnfs.setdefault(vnf.name, vnf)
+            if vnf.balances is not None:
+                self.balancers_of.setdefault(vnf.balances, []).append(vnf)
+            for c in vnf.components:
+                self.components.setdefault(c.name, (vnf, c))
+                self.components_on.setdefault(c.vm, []).append((vnf, c))
+
+    def built_from(self, t: Topology) -> bool:
+        return all(a is b for a, b in zip(self._sources, (t.sites, t.vms, t.vnfs),
+                                          strict=True))
 
 
 class TopologyError(Exception):
@@ -364,7 +429,7 @@ def _balancer_problems(where: str, vnf: VnfSpec, t: Topology) -> list[str]:
         out.append(f"{where}.components: a load balancer's components have program 'lb'")
     if vnf.stateful or vnf.redundancy not in ("2n", "none"):
         out.append(f"{where}.redundancy: a load balancer is a stateless 2n pair (or none)")
-    target = next((v for v in t.vnfs if v.name == vnf.balances), None)
+    target = t._index().vnfs.get(vnf.balances)
     addr = vnf.service_address
     if target is None:
         return [*out, f"{where}.balances: no VNF named '{vnf.balances}'"]
@@ -382,7 +447,7 @@ def _balancer_problems(where: str, vnf: VnfSpec, t: Topology) -> list[str]:
         # An own AM manages its VNF alone: the LB's member_failed would reach nobody.
         out.append(f"{where}.vnfm: a load balancer and '{target.name}' need one manager for"
                    " its member reports (vnfm: generic for both); 'own' manages one VNF")
-    others = [v.name for v in t.vnfs if v.balances == vnf.balances and v is not vnf]
+    others = [v.name for v in t._index().balancers_of.get(vnf.balances, []) if v is not vnf]
     if others:
         out.append(f"{where}.balances: '{vnf.balances}' already has a load balancer"
                    f" ('{others[0]}')")
@@ -405,6 +470,18 @@ def _standby_problems(t: Topology, vm_host: dict[str, str],
             return None
         site, rack = host_rack[host]
         return {"host": host, "rack": f"{site}/{rack}", "site": site}.get(vnf.anti_affinity)
+
+    # Per VNF, its components by zone (built on first need): a standby VM is checked
+    # against the components in its own zone, not against all of its VNF's.
+    by_zone: dict[int, dict[str | None, list[ComponentSpec]]] = {}
+
+    def in_zone(vnf: VnfSpec, z: str) -> list[ComponentSpec]:
+        zones = by_zone.get(id(vnf))
+        if zones is None:
+            zones = by_zone[id(vnf)] = {}
+            for c in vnf.components:
+                zones.setdefault(zone(vnf, vm_host.get(c.vm)), []).append(c)
+        return zones.get(z, [])
 
     seen: dict[str, str] = {}
     for vi, vm in enumerate(t.vms):
@@ -438,8 +515,8 @@ def _standby_problems(t: Topology, vm_host: dict[str, str],
             if vnf.anti_affinity == "none" or vnf.redundancy == "none":
                 continue
             mine = zone(vnf, vm.host)
-            for c in vnf.components:
-                if c.vm != target and mine is not None and zone(vnf, vm_host.get(c.vm)) == mine:
+            for c in in_zone(vnf, mine) if mine is not None else []:
+                if c.vm != target:
                     out.append(f"{where}.host: anti-affinity '{vnf.anti_affinity}' of VNF"
                                f" '{vnf.name}': after a failover of '{target}', its VNFCs"
                                f" would share {vnf.anti_affinity} '{mine}' with '{c.name}'")
@@ -472,7 +549,8 @@ def _affinity_problems(
 ) -> list[str]:
     if vnf.anti_affinity == "none" or vnf.redundancy == "none":
         return []
-    zone_of: dict[str, str] = {}
+    zone_of: dict[str, str] = {}  # component -> its zone
+    in_zone: dict[str, list[str]] = {}  # zone -> its components, in file order
     out: list[str] = []
     for ci, comp in enumerate(vnf.components):
         host = vm_host.get(comp.vm)
@@ -480,14 +558,20 @@ def _affinity_problems(
             continue
         site, rack = host_rack[host]
         zone = {"host": host, "rack": f"{site}/{rack}", "site": site}[vnf.anti_affinity]
-        for other, other_zone in zone_of.items():
-            if other_zone == zone:
-                out.append(
-                    f"{where}.components[{ci}].vm: anti-affinity '{vnf.anti_affinity}' is"
-                    f" violated: '{comp.name}' and '{other}' are both in {vnf.anti_affinity}"
-                    f" '{zone}'"
-                )
-        zone_of[comp.name] = zone
+        # Only the components already in this zone (not all of the VNF's): linear in
+        # the VNF's size unless it actually violates anti-affinity that often.
+        for other in in_zone.get(zone, ()):
+            out.append(
+                f"{where}.components[{ci}].vm: anti-affinity '{vnf.anti_affinity}' is"
+                f" violated: '{comp.name}' and '{other}' are both in {vnf.anti_affinity}"
+                f" '{zone}'"
+            )
+        previous = zone_of.get(comp.name)
+        if previous != zone:  # a duplicate name (reported elsewhere) moves zones
+            if previous is not None:
+                in_zone[previous].remove(comp.name)
+            in_zone.setdefault(zone, []).append(comp.name)
+            zone_of[comp.name] = zone
     return out
 
 

@@ -13,7 +13,14 @@ A host is a network namespace; its ``data0`` is a port of an in-namespace bridge
 so a VM reaches the rest of the data network through its host, and cutting the host's
 ``data0`` cuts its VMs off as a real NIC failure would.
 
-Within each /24: .1 root side, hosts .10+i, VMs (data) .60+j, VIPs (data) .200+k.
+Each of the two subnets is a /24 when the run fits (as many choices as possible for
+runs planned at the same moment), else the narrowest of /23 ... /18 that fits. Within
+a /24: .1 root side, hosts .10+i, VMs (data) .60+j, VIPs (data) .200+k (at most 50
+hosts, 140 VMs, 50 VIPs); within a wider one of size S: .1 root side, hosts from 16,
+VMs from S/4, VIPs from 7S/8. Limits per run: ``limit_problems`` (``nfvha validate``
+checks them): 1,000 hosts (a host's root-side link name ``nfvha-<run>m<index>`` must
+fit in 15 characters), 10,240 VMs, 2,046 VIPs, and 1,022 VMs per host (a Linux bridge
+has at most 1,024 ports; a host's ``br0`` also has ``data0``).
 IPv6 is disabled everywhere (no link-local chatter, nothing but the IPv4 plan), and
 there are only on-link routes: no namespace has a default route.
 
@@ -30,17 +37,83 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nfvha.nfvi.spawn import NETNS_DIR, setns_net
 from nfvha.util.runpaths import PREFIX, RunPaths
 
+if TYPE_CHECKING:
+    from nfvha.model.topology import Topology
+
 FABRIC_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
-PREFIXLEN = 24
-HOST_BASE, MAX_HOSTS = 10, 50
-VM_BASE, MAX_VMS = 60, 140
-VIP_BASE, MAX_VIPS = 200, 50
+PREFIXLEN = 24  # the narrowest subnet, and the usual one
+WIDEST_PREFIXLEN = 18  # 16 of them in the fabric range: 8 big runs at once
+MAX_HOSTS = 1000  # root-side link names "nfvha-<run>m<index>": 15 characters at most
+MAX_VMS_PER_HOST = 1022  # a bridge has at most 1,024 ports; br0 also has data0
 HOST_LINKS = ("mgmt0", "data0")
+
+
+@dataclass(frozen=True)
+class SubnetLayout:
+    """Where hosts, VMs and VIPs go in a subnet of ``prefixlen`` (offsets from its
+    network address), and how many fit."""
+
+    prefixlen: int
+    host_base: int
+    max_hosts: int
+    vm_base: int
+    max_vms: int
+    vip_base: int
+    max_vips: int
+
+
+def subnet_layout(prefixlen: int) -> SubnetLayout:
+    if not WIDEST_PREFIXLEN <= prefixlen <= PREFIXLEN:
+        raise ValueError(f"a fabric subnet is a /{WIDEST_PREFIXLEN} ... /{PREFIXLEN}")
+    if prefixlen == PREFIXLEN:
+        return SubnetLayout(PREFIXLEN, 10, 50, 60, 140, 200, 50)
+    size = 1 << (32 - prefixlen)
+    return SubnetLayout(prefixlen, 16, min(MAX_HOSTS, size // 4 - 16),
+                        size // 4, size * 5 // 8, size * 7 // 8, size // 8 - 2)
+
+
+MAX_VMS = subnet_layout(WIDEST_PREFIXLEN).max_vms
+MAX_VIPS = subnet_layout(WIDEST_PREFIXLEN).max_vips
+
+
+def layout_for(hosts: int, vms: int, vips: int) -> SubnetLayout | None:
+    """The narrowest subnet layout a run of this size fits in; None: none does."""
+    for prefixlen in range(PREFIXLEN, WIDEST_PREFIXLEN - 1, -1):
+        lay = subnet_layout(prefixlen)
+        if hosts <= lay.max_hosts and vms <= lay.max_vms and vips <= lay.max_vips:
+            return lay
+    return None
+
+
+def limit_problems(hosts: int, vms: int, vips: int, vms_on_one_host: int = 0) -> list[str]:
+    """Why a run of this size does not fit the fabric (empty: it does)."""
+    out: list[str] = []
+    if hosts > MAX_HOSTS:
+        out.append(f"{hosts} hosts: the fabric takes at most {MAX_HOSTS:,} per run")
+    if vms > MAX_VMS:
+        out.append(f"{vms} VMs: the fabric takes at most {MAX_VMS:,} per run")
+    if vips > MAX_VIPS:
+        out.append(f"{vips} VIPs (VNFs with a service address): the fabric takes at most"
+                   f" {MAX_VIPS:,} per run")
+    if vms_on_one_host > MAX_VMS_PER_HOST:
+        out.append(f"{vms_on_one_host} VMs on one host: the fabric takes at most"
+                   f" {MAX_VMS_PER_HOST:,} per host")
+    return out
+
+
+def topology_limit_problems(t: Topology) -> list[str]:
+    """Why ``t`` does not fit one run's fabric (empty: it does)."""
+    per_host: dict[str, int] = {}
+    for v in t.vms:
+        per_host[v.host] = per_host.get(v.host, 0) + 1
+    return limit_problems(len(t.host_names()), len(t.vms),
+                          sum(1 for v in t.vnfs if v.service_address is not None),
+                          max(per_host.values(), default=0))
 
 
 class FabricError(RuntimeError):
@@ -76,6 +149,11 @@ class FabricPlan:
     vips: tuple[str, ...]
     mgmt_bridge: str
     data_bridge: str
+
+    @property
+    def prefixlen(self) -> int:
+        """Of both subnets (one size per run)."""
+        return ipaddress.IPv4Network(self.data_subnet).prefixlen
 
     @property
     def tag(self) -> str:
@@ -262,20 +340,23 @@ def _disable_ipv6_on_root_link(link: str) -> None:
             f.write("1")
 
 
-def _add_netns(netns: str) -> None:
-    if netns not in list_netns():
+def _add_netns(netns: str) -> bool:
+    """Create ``netns`` unless it exists; True if it was created now."""
+    created = not os.path.exists(os.path.join(NETNS_DIR, netns))
+    if created:
         _ip("netns", "add", netns)
     _disable_ipv6_in_netns(netns)
+    return created
 
 
 # --- planning --------------------------------------------------------------------------
 
 
-def _free_subnets() -> list[ipaddress.IPv4Network]:
+def _free_subnets(prefixlen: int = PREFIXLEN) -> list[ipaddress.IPv4Network]:
     used = [n for n in _root_ipv4_networks() if n.overlaps(FABRIC_RANGE)]
     return [
         s
-        for s in FABRIC_RANGE.subnets(new_prefix=PREFIXLEN)
+        for s in FABRIC_RANGE.subnets(new_prefix=prefixlen)
         if not any(s.overlaps(u) for u in used)
     ]
 
@@ -289,16 +370,20 @@ def plan_fabric(
 ) -> FabricPlan:
     """Addresses and names for a run; ``vms`` is a list of (vm, host).
 
-    The two /24s are picked at random among those no address of the root namespace uses,
-    so a second run (even one planned at the same moment) does not clash with this one.
+    The two subnets (/24s unless the run needs more) are picked at random among those no
+    address of the root namespace uses, so a second run (even one planned at the same
+    moment) does not clash with this one.
     """
     paths = RunPaths(run_id)
-    if len(hosts) > MAX_HOSTS:
-        raise ValueError(f"{len(hosts)} hosts: at most {MAX_HOSTS}")
-    if len(vms) > MAX_VMS:
-        raise ValueError(f"{len(vms)} VMs: at most {MAX_VMS}")
-    if not 0 <= n_vips <= MAX_VIPS:
-        raise ValueError(f"{n_vips} VIPs: at most {MAX_VIPS}")
+    per_host: dict[str, int] = {}
+    for _, h in vms:
+        per_host[h] = per_host.get(h, 0) + 1
+    problems = limit_problems(len(hosts), len(vms), n_vips, max(per_host.values(), default=0))
+    if n_vips < 0:
+        problems.append(f"{n_vips} VIPs")
+    lay = layout_for(len(hosts), len(vms), n_vips)
+    if problems or lay is None:
+        raise ValueError("; ".join(problems) or "the run does not fit the fabric")
     if len(set(hosts)) != len(hosts):
         raise ValueError("duplicate host names")
     vm_names = [v for v, _ in vms]
@@ -307,9 +392,9 @@ def plan_fabric(
     for vm, host in vms:
         if host not in hosts:
             raise ValueError(f"VM {vm!r} is on unknown host {host!r}")
-    free = _free_subnets()
+    free = _free_subnets(lay.prefixlen)
     if len(free) < 2:
-        raise FabricError("no two free /24 subnets left in 198.18.0.0/15")
+        raise FabricError(f"no two free /{lay.prefixlen} subnets left in 198.18.0.0/15")
     mgmt, data = secrets.SystemRandom().sample(free, 2)
     return FabricPlan(
         run_id=run_id,
@@ -322,16 +407,17 @@ def plan_fabric(
                 name=h,
                 index=i,
                 netns=paths.host_netns(h),
-                mgmt_ip=_addr(mgmt, HOST_BASE + i),
-                data_ip=_addr(data, HOST_BASE + i),
+                mgmt_ip=_addr(mgmt, lay.host_base + i),
+                data_ip=_addr(data, lay.host_base + i),
             )
             for i, h in enumerate(hosts)
         ),
         vms=tuple(
-            VmNet(name=v, host=h, netns=paths.vm_netns(v), data_ip=_addr(data, VM_BASE + j))
+            VmNet(name=v, host=h, netns=paths.vm_netns(v),
+                  data_ip=_addr(data, lay.vm_base + j))
             for j, (v, h) in enumerate(vms)
         ),
-        vips=tuple(_addr(data, VIP_BASE + k) for k in range(n_vips)),
+        vips=tuple(_addr(data, lay.vip_base + k) for k in range(n_vips)),
         mgmt_bridge=f"{paths.tag}m",
         data_bridge=f"{paths.tag}d",
     )
@@ -374,7 +460,7 @@ def create_fabric(plan: FabricPlan) -> None:
     _ip_batch(create)
     for link in root_links:
         _disable_ipv6_on_root_link(link)
-    plen = PREFIXLEN
+    plen = plan.prefixlen
     root = [
         f"addr add {plan.controller_ip}/{plen} dev {plan.mgmt_bridge}",
         f"addr add {plan.root_data_ip}/{plen} dev {plan.data_bridge}",
@@ -413,36 +499,28 @@ def create_vm_network(plan: FabricPlan, vm: str, *, host: str | None = None) -> 
     v = plan.vm(vm)
     h = plan.host(host or v.host)
     host_side = f"v{plan.vm_index(vm)}"
-    _add_netns(v.netns)
-    attached_here = _ip_ok("link", "show", "eth0", netns=v.netns) and _ip_ok(
-        "link", "show", host_side, netns=h.netns
-    )
+    # Few ``ip`` runs (a host starts its VMs in parallel, each run is a process): a new
+    # namespace has no eth0, so nothing of a veth to look for or clean up.
+    fresh = _add_netns(v.netns)
+    has_eth0 = not fresh and _ip_ok("link", "show", "eth0", netns=v.netns)
+    attached_here = has_eth0 and _ip_ok("link", "show", host_side, netns=h.netns)
     if not attached_here:
         # A stale half (after a crash, or attached to another host) goes first; deleting
         # one end of a veth deletes the other.
-        _ip("link", "del", "eth0", netns=v.netns, check=False)
+        if has_eth0:
+            _ip("link", "del", "eth0", netns=v.netns, check=False)
         _ip("link", "del", host_side, netns=h.netns, check=False)
+        # The same MAC on every host: peers' ARP caches stay right when the VM moves.
         _ip(
-            "link",
-            "add",
-            "name",
-            host_side,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            v.netns,
+            "link", "add", "name", host_side, "type", "veth", "peer", "name", "eth0",
+            "address", vm_mac(v.data_ip), "netns", v.netns,
             netns=h.netns,
         )
-        # The same MAC on every host: peers' ARP caches stay right when the VM moves.
-        _ip("link", "set", "eth0", "address", vm_mac(v.data_ip), netns=v.netns)
     _ip_batch([f"link set {host_side} master br0", f"link set {host_side} up"], netns=h.netns)
     _ip_batch(
         [
             "link set lo up",
-            f"addr replace {v.data_ip}/{PREFIXLEN} dev eth0",
+            f"addr replace {v.data_ip}/{plan.prefixlen} dev eth0",
             "link set eth0 up",
         ],
         netns=v.netns,

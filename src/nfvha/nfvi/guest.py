@@ -37,8 +37,8 @@ agent -> guest:
 
 - ``{"op":"ping","n":N}`` -> ``{"op":"pong","n":N}`` at once (the hang detector's
   heartbeat: a frozen VM cannot answer);
-- ``{"op":"hello"}`` -> ``{"op":"state","vm":...,"vnfcs":{...as vnfcs.json}}``, then
-  every unacknowledged event again, oldest first;
+- ``{"op":"hello"}`` -> ``{"op":"state","vm":...,"vnfcs":{...as vnfcs.json},
+  "booted":bool}``, then every unacknowledged event again, oldest first;
 - ``{"op":"ack","seq":N}`` -> events with seq <= N are forgotten;
 - ``{"op":"vnfc-start","name":X}`` -> start X unless it is running (then: no-op);
 - ``{"op":"vnfc-stop","name":X,"signal":"TERM"|"KILL"}`` -> signal X (default TERM);
@@ -48,6 +48,11 @@ agent -> guest:
   (SIGUSR1 to the guest does the same, for fault injection without the channel);
 - anything else -> ``{"op":"error","reason":...,"request":<the message>}`` (``request``
   only when the message was a JSON object).  Orders have no reply on success.
+
+guest -> agent, once the guest is up (its VNFCs launched): ``{"op":"booted"}`` to the
+connected client (a client that connects later learns it from ``state``). Until then
+the VM is booting: the agent arms its hang detector only after it (a guest busy
+booting on a loaded host answers no heartbeat, and is not hung).
 
 guest -> agent events (seq from 1 per guest lifetime, ``mono_ns`` =
 ``time.monotonic_ns()`` when the guest saw it happen), sent at once to a connected
@@ -287,6 +292,7 @@ class Guest:
         self._shutting_down = False
         self._memory_hog: asyncio.Task[None] | None = None
         self._preexec = _pdeathsig_preexec()
+        self._booted = False
 
     # ---- lifecycle
 
@@ -304,6 +310,9 @@ class Guest:
         for vnfc in self.vnfcs.values():
             self._start(vnfc)
         self.console.log(f"guest {self.config.vm} up")
+        self._booted = True
+        if self._client is not None:
+            self._send(self._client, {"op": "booted"})
         await self._terminate.wait()
         await self._shutdown()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -587,7 +596,8 @@ class Guest:
         return None
 
     def _op_hello(self, writer: asyncio.StreamWriter, message: Message) -> str | None:
-        self._send(writer, {"op": "state", "vm": self.config.vm, "vnfcs": self._vnfc_records()})
+        self._send(writer, {"op": "state", "vm": self.config.vm, "vnfcs": self._vnfc_records(),
+                            "booted": self._booted})
         for event in list(self._unacked):
             self._send(writer, event)
         return None

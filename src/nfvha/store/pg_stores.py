@@ -30,8 +30,14 @@ _ALARM_COLUMNS = "id, key, entity, host, severity, active, raised_time, changed_
 
 
 class PgEventStore:
-    def __init__(self, db: PgDatabase, *, owns_db: bool = False) -> None:
+    def __init__(self, db: PgDatabase, *, owns_db: bool = False,
+                 append_db: PgDatabase | None = None) -> None:
+        """``append_db``: a connection for appends alone (owned, closed with the
+        store): the event bus commits in a thread of its own, and reads on ``db``
+        would otherwise wait for its transactions (one connection is used by one
+        thread at a time). None: appends use ``db`` too."""
         self.db = db
+        self.append_db = append_db
         self._owns_db = owns_db
 
     def append(self, events: Sequence[Event], received_time: float,
@@ -40,7 +46,7 @@ class PgEventStore:
 
     def append_groups(self, groups: Sequence[Arrival]) -> list[list[StoredEvent]]:
         out: list[list[StoredEvent]] = []
-        with self.db.transaction() as cur:
+        with (self.append_db or self.db).transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_APPEND_LOCK,))
             last_seq: dict[str, int] = {}
             for events, received_time, received_mono_ns in groups:
@@ -105,6 +111,8 @@ class PgEventStore:
         return [{"time": r.event_time, **r.details} for r in rows]
 
     def close(self) -> None:
+        if self.append_db is not None:
+            self.append_db.close()
         if self._owns_db:
             self.db.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ from nfvha.store.schema import open_store
 class SqliteEventStore:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self._db = open_store(path, "events", fsync=fsync)
+        # Appends have a connection of their own: the event bus commits in its writer
+        # thread while the event loop reads through ``_db``, and one SQLite connection
+        # must not be used by two threads at once (its readers would also see the
+        # writer's uncommitted rows). WAL: readers see what is committed, never wait.
+        self._writer = open_store(path, "events", fsync=fsync)
+        self._write_lock = threading.Lock()
 
     def append(self, events: Sequence[Event], received_time: float,
                received_mono_ns: int) -> list[StoredEvent]:
@@ -31,24 +38,27 @@ class SqliteEventStore:
     def append_groups(self, groups: Sequence[Arrival]) -> list[list[StoredEvent]]:
         """One transaction, one commit, for several arrivals (group commit)."""
         out: list[list[StoredEvent]] = []
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            for events, received_time, received_mono_ns in groups:
-                out.append(self._insert(events, received_time, received_mono_ns))
-            self._db.execute("COMMIT")
-        except sqlite3.Error as e:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise StoreUnavailable(str(e)) from e
+        db = self._writer
+        with self._write_lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for events, received_time, received_mono_ns in groups:
+                    out.append(self._insert(db, events, received_time, received_mono_ns))
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreUnavailable(str(e)) from e
         return out
 
-    def _insert(self, events: Sequence[Event], received_time: float,
+    @staticmethod
+    def _insert(db: sqlite3.Connection, events: Sequence[Event], received_time: float,
                 received_mono_ns: int) -> list[StoredEvent]:
         stored: list[StoredEvent] = []
         last_seq: dict[str, int] = {}
         for ev in events:
             body = ev.model_dump_json()
-            cur = self._db.execute(
+            cur = db.execute(
                 "INSERT OR IGNORE INTO events(host, seq, origin, kind, entity, body,"
                 " received_time, received_mono_ns) VALUES (?,?,?,?,?,?,?,?)",
                 (ev.host, ev.seq, ev.origin, ev.kind.value, ev.entity, body,
@@ -61,7 +71,7 @@ class SqliteEventStore:
             stored.append(StoredEvent(**ev.model_dump(), id=cur.lastrowid or 0,
                                       received_time=received_time,
                                       received_mono_ns=received_mono_ns))
-        self._db.executemany(
+        db.executemany(
             "INSERT INTO agent_seq(host, last_seq) VALUES (?, ?) ON CONFLICT(host)"
             " DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
             list(last_seq.items()),
@@ -106,4 +116,6 @@ class SqliteEventStore:
         return [{"time": r.event_time, **r.details} for r in rows]
 
     def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
         self._db.close()

@@ -84,3 +84,38 @@ def member_state(front_url: str, timeout_s: float = 1.0) -> dict[str, Any] | Non
         return body
     except (httpx.HTTPError, ValueError):
         return None
+
+
+# The inventory listings (``/v1/hosts``, ``/v1/vms``, ``/v1/vnfcs``) are paged: this
+# many per request, the most the API gives.
+PAGE_LIMIT = 2000
+
+
+async def get_all(client: httpx.AsyncClient, path: str,
+                  params: dict[str, Any] | None = None) -> list[Any]:
+    """Every item of a paged listing: one page after another, following the
+    ``Link: rel="next"`` header, until the last. Raises httpx.HTTPStatusError."""
+    items: list[Any] = []
+    r = await client.get(path, params={"limit": PAGE_LIMIT, **(params or {})})
+    while True:
+        r.raise_for_status()
+        items.extend(r.json())
+        following = r.links.get("next", {}).get("url")
+        if not following:
+            return items
+        r = await client.get(following)
+
+
+async def full_status(client: httpx.AsyncClient) -> dict[str, Any]:
+    """``/v1/status`` (the summary) with every host, VM and VNFC listed under
+    ``hosts``, ``vms`` and ``vnfcs`` beside it (as ``status``, ``hosts``, ...): for
+    tests and tools that look at small deployments item by item."""
+    r = await client.get("/v1/status")
+    r.raise_for_status()
+    status: dict[str, Any] = r.json()
+    hosts, vms, vnfcs = await asyncio.gather(get_all(client, "/v1/hosts"),
+                                             get_all(client, "/v1/vms"),
+                                             get_all(client, "/v1/vnfcs"))
+    return {"status": status, "run_id": status["run_id"],
+            "last_event_id": status["last_event_id"], "hosts": hosts, "vms": vms,
+            "vnfcs": vnfcs}

@@ -22,19 +22,19 @@ from typing import Any
 import httpx
 import yaml
 
-from nfvha.agent.config import AgentConfig, PeerAddress, ProcessLaunch, VmLaunch, VnfcLaunch
+from nfvha.agent.config import AgentConfig, ProcessLaunch, VmLaunch, VnfcLaunch
+from nfvha.amf.own.config import VnfAmConfig
 from nfvha.controller.config import AmfConfig, ComponentEndpoint, ControllerConfig, HostEntry
 from nfvha.model.auth import AuthConfig, TokenEntry, new_token, token_hash
 from nfvha.model.topology import ComponentSpec, FenceSpec, Topology, VnfSpec
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths, detect_cgroups
 from nfvha.nfvi.cleanup import RUN_MARKER, teardown_run
-from nfvha.nfvi.fabric import PREFIXLEN, FabricPlan, create_fabric, plan_fabric
+from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import controller_cgroup, host_system_cgroup, save_boot_spec
 from nfvha.nfvi.spawn import Spawned, spawn_detached_sync
 from nfvha.util.files import atomic_write_json, read_json
 from nfvha.util.procs import is_same_process
 from nfvha.util.runpaths import RunPaths, new_run_id, run_root
-from nfvha.vnfam.config import VnfAmConfig
 
 CONTROLLER_PORT = 7700
 HEARTBEAT_PORT = 7701
@@ -153,6 +153,8 @@ class Testbed:
         self.tokens = {role: new_token() for role in ("admin", "operator", "reader")}
         self.amf_port = 0
         self.own_ams: dict[str, AmfConfig] = {}  # VNF -> its own AM's (vnfm: own)
+        # id(AM config) -> (it, its endpoints by component name)
+        self._endpoints: dict[int, tuple[AmfConfig, dict[str, ComponentEndpoint]]] = {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -179,7 +181,7 @@ class Testbed:
         self.amf_port = AMF_PORT if self.plan is not None else free_tcp_port()
         endpoints: dict[str, list[ComponentEndpoint]] = {}
         for vnf, c in t.components():
-            port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+            port = self._vnfc_port(t.vm_position(c.vm), c.port)
             endpoints.setdefault(vnf.name, []).append(ComponentEndpoint(
                 name=c.name, vnf=vnf.name, vm=c.vm, host=t.vm(c.vm).host,
                 address=vm_ips[c.vm], port=port, sync_port=port + 1))
@@ -191,7 +193,7 @@ class Testbed:
                 assert v.service_address is not None
                 if v.service_address.kind == "vip":
                     ip = v.service_address.address or self.plan.vips[k]
-                    vips[v.name] = f"{ip}/{PREFIXLEN}"
+                    vips[v.name] = f"{ip}/{self.plan.prefixlen}"
         listen = self.plan.root_data_ip if self.plan is not None else "127.0.0.1"
         # Reports about members go to the VNFM only if it manages both sides.
         balancers = {v.name: v.balances for v in t.vnfs if v.balances is not None
@@ -205,9 +207,17 @@ class Testbed:
         return AmfConfig(listen_ip=listen, port=self.amf_port, components=components,
                          vips=vips, balancers=balancers)
 
+    def _endpoint(self, amf: AmfConfig, component: str) -> ComponentEndpoint:
+        """``component``'s endpoint in ``amf``, by name (indexed once per AM config)."""
+        known = self._endpoints.get(id(amf))
+        if known is None or known[0] is not amf:
+            known = (amf, {c.name: c for c in reversed(amf.components)})  # the first wins
+            self._endpoints[id(amf)] = known
+        return known[1][component]
+
     def _ha_args(self, amf: AmfConfig, state: str, component: str) -> list[str]:
         """The counter's availability-management flags: it registers with the VNFM."""
-        ep = next(c for c in amf.components if c.name == component)
+        ep = self._endpoint(amf, component)
         args = ["--am", f"{amf.listen_ip}:{amf.port}", "--component", component,
                 "--state", state]
         return [*args, "--sync-port", str(ep.sync_port)] if state == "sync" else args
@@ -217,7 +227,7 @@ class Testbed:
         """How a VNFC is started: the counter, or (program ``lb``, IF-2) the load
         balancer in front of the members of the VNF its VNF balances."""
         t = self.topology
-        port = self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+        port = self._vnfc_port(t.vm_position(c.vm), c.port)
         bind = "0.0.0.0" if self.plan is not None else "127.0.0.1"
         am = amf if vnf.vnfm == "generic" else self.own_ams.get(vnf.name)
         if c.program == "counter":
@@ -225,7 +235,7 @@ class Testbed:
                     "--port", str(port), "--bind", bind,
                     *(self._ha_args(am, vnf.state, c.name) if am is not None else [])]
         assert vnf.balances is not None  # the topology check: lb only in a balancer VNF
-        members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vms.index(t.vm(m.vm)), m.port)}"
+        members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vm_position(m.vm), m.port)}"
                    for m in t.vnf(vnf.balances).components]
         # A member without the active role answers GET with "ERR not-active": not
         # eligible (N+M spares), without counting as a failure. A request is retried on
@@ -240,9 +250,9 @@ class Testbed:
     def component_address(self, component: str) -> tuple[str, int]:
         """Where a VNFC serves, as seen from the root namespace."""
         t = self.topology
-        c = next(c for _, c in t.components() if c.name == component)
+        c = t.component(component)[1]
         ip = self.plan.vm(c.vm).data_ip if self.plan is not None else "127.0.0.1"
-        return ip, self._vnfc_port(t.vms.index(t.vm(c.vm)), c.port)
+        return ip, self._vnfc_port(t.vm_position(c.vm), c.port)
 
     def vip(self, vnf: str) -> tuple[str, int] | None:
         """A VNF's service address (VIP and port), if it has one on this test bed."""
@@ -261,6 +271,8 @@ class Testbed:
         return self.topology.host(host).fence
 
     def write_configs(self) -> tuple[ControllerConfig, dict[str, AgentConfig]]:
+        """Every process's configuration, in time linear in hosts + VMs + VNFCs (but
+        (ADR 0015: no peer lists any more)."""
         t, run = self.topology, self.run
         controller_ip, hosts, vm_ips = self._addresses()
         controller_port = CONTROLLER_PORT if self.plan is not None else free_tcp_port()
@@ -268,13 +280,17 @@ class Testbed:
         plan_json = self.plan.to_json() if self.plan is not None else None
         agents: dict[str, AgentConfig] = {}
         amf = self._amf_config(vm_ips)
+        # Where witnesses ping a host (ADR 0015): its data address, another path than
+        # the management network its heartbeats take.
+        probe_ips = {h.name: h.data_ip for h in self.plan.hosts} if self.plan is not None \
+            else dict.fromkeys(hosts, "127.0.0.1")
         for host in t.host_names():
             vms = []
             for vm in t.vms_on(host):
                 # A standby VM (ADR 0010) is launched with the VNFCs of the VM it stands
                 # by for, exactly as they run there.
                 runs = vm.standby_for or vm.name
-                idx = t.vms.index(t.vm(runs))
+                idx = t.vm_position(runs)
                 vnfcs = [
                     VnfcLaunch(name=c.name, port=self._vnfc_port(idx, c.port),
                                argv=self._vnfc_argv(vnf, c, amf, vm_ips))
@@ -282,7 +298,8 @@ class Testbed:
                 ]
                 vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
                                     netns=run.vm_netns(vm.name) if self.plan else None,
-                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs))
+                                    data_ip=vm_ips[vm.name], vnfcs=vnfcs,
+                                    boot_timeout_s=vm.boot_timeout_s))
             mgmt_ip, hb_port = hosts[host]
             hspec = t.host(host)
             host_ip = self.plan.host(host).data_ip if self.plan is not None else "127.0.0.1"
@@ -297,9 +314,7 @@ class Testbed:
             agents[host] = AgentConfig(
                 run_id=run.run_id, host=host, python=self.python,
                 controller_ip=controller_ip, controller_port=controller_port,
-                heartbeat_port=hb_port, mgmt_ip=mgmt_ip,
-                peers=[PeerAddress(host=h, ip=ip, port=p)
-                       for h, (ip, p) in hosts.items() if h != host],
+                heartbeat_port=hb_port, mgmt_ip=mgmt_ip, probe_ip=probe_ips[host],
                 settings=settings, vms=vms, processes=procs, fabric=plan_json,
                 links=["mgmt0", "data0"] if self.plan is not None else [],
                 cgroups=self.cgroups is not None,
@@ -313,7 +328,10 @@ class Testbed:
             auth=auth,
             run_id=run.run_id, listen_ip=controller_ip, port=controller_port,
             api_port=self.api_port, db_path=run.controller_dir / "events.db",
-            hosts=[HostEntry(name=h, fence=self._fence(h)) for h in t.host_names()],
+            hosts=[HostEntry(name=h.name, fence=self._fence(h.name),
+                             rack=f"{site.name}/{rack.name}", mgmt_ip=hosts[h.name][0],
+                             probe_ip=probe_ips[h.name], probe_port=hosts[h.name][1])
+                   for site, rack, h in t.hosts()],
             settings=settings, fabric=plan_json, topology_file=run.topology_file,
             amf=amf, vm_launch=[v for a in agents.values() for v in a.vms],
         )
@@ -422,7 +440,7 @@ class Testbed:
         """Start (or restart) the own AM of ``vnf`` beside the controller: its network
         and cgroup, the run's marker (``nfvha down`` removes it). Returns its pid."""
         d = self.own_am_dir(vnf)
-        return self.spawn_control(["nfvha.vnfam.main", "--config", str(d / "vnf-am.json")],
+        return self.spawn_control(["nfvha.amf.own.main", "--config", str(d / "vnf-am.json")],
                                   d / "vnf-am.log", d / "vnf-am.pid", env).pid
 
     def boot_host(self, host: str, env: dict[str, str]) -> None:
@@ -461,13 +479,68 @@ class Testbed:
                         f" see {self.run.root}/*/*.log")
                 await asyncio.sleep(0.05)
 
-    async def start_vms(self, timeout_s: float = 60.0) -> None:
+    async def start_vms(self, timeout_s: float = 60.0, repair_wait_s: float = 120.0,
+                        repair_grace_s: float = 5.0) -> None:
+        """Start every VM but the standbys. A VM whose start fails (it died while
+        booting, or is not up yet) may be under repair by the VIM's own policy
+        (ADR 0010) - e.g. a slow boot on a loaded machine taken for a failure: that
+        repair is waited for (``repair_wait_s``) and the VM confirmed running. Only a
+        real failure - the repair failed or was given up, nobody repairs it, or it is
+        not running in time - fails the start, naming the VM and why."""
         async with httpx.AsyncClient(base_url=self.api_url, timeout=timeout_s,
                                      headers=self.headers) as client:
+            async def vm_state(vm: str) -> str | None:
+                r = await client.get("/v1/vms")
+                r.raise_for_status()
+                return next((str(v["state"]) for v in r.json() if v["name"] == vm), None)
+
+            async def settle(vm: str, why: str) -> None:
+                """Until the VM runs and no repair is under way (or it cannot be)."""
+                loop = asyncio.get_running_loop()
+                end = loop.time() + repair_wait_s
+                grace_end = loop.time() + repair_grace_s
+                while True:
+                    r = await client.get(f"/v1/vms/{vm}/repair")
+                    if r.status_code == 404:  # no VM repair policy in this controller
+                        raise TestbedError(f"VM {vm} did not start: {why}")
+                    r.raise_for_status()
+                    repair = r.json()
+                    state, vm_is = repair["state"], await vm_state(vm)
+                    last = repair.get("last_repair") or {}
+                    if state in ("repair-failed", "gave-up"):
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; the VIM's repair of it"
+                            f" {'failed' if state == 'repair-failed' else 'was given up'}"
+                            f": {last.get('error') or 'it failed again after each repair'}")
+                    if state == "ok" and vm_is == "running":
+                        return
+                    now = loop.time()
+                    if state == "awaiting-confirmation" and now > grace_end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; its repair action is"
+                            " 'confirm' and nobody asked for a repair")
+                    if now > end:
+                        raise TestbedError(
+                            f"VM {vm} did not start: {why}; still {vm_is} (repair state"
+                            f" {state}) after waiting {repair_wait_s:g} s")
+                    if state == "ok" and vm_is not in ("starting", "running") \
+                            and now > grace_end:
+                        # Failed, and no repair started: its failure event arrived
+                        # long ago (the grace), so none is coming.
+                        raise TestbedError(f"VM {vm} did not start: {why}; it is {vm_is}"
+                                           " and the VIM is not repairing it")
+                    await asyncio.sleep(0.1)
+
             async def start(vm: str) -> None:
-                r = await client.post(f"/v1/vms/{vm}/start")
-                if r.status_code != 200 or not r.json()["result"].get("ready", True):
-                    raise TestbedError(f"VM {vm} did not start: {r.status_code} {r.text}")
+                try:
+                    r = await client.post(f"/v1/vms/{vm}/start")
+                except httpx.TimeoutException:
+                    why = f"no answer within {timeout_s:g} s"
+                else:
+                    if r.status_code == 200 and r.json()["result"].get("ready", True):
+                        return
+                    why = f"{r.status_code} {r.text}"
+                await settle(vm, why)
 
             # A standby VM stays stopped until a failover starts it (ADR 0010).
             await asyncio.gather(*(start(v.name) for v in self.topology.vms
@@ -492,7 +565,7 @@ class Testbed:
         comps = self.topology.components_on(runs)
         if not comps:
             raise KeyError(f"VM {vm} has no VNFC")
-        idx = self.topology.vms.index(self.topology.vm(runs))
+        idx = self.topology.vm_position(runs)
         ip = self.plan.vm(vm).data_ip if self.plan is not None else "127.0.0.1"
         return ip, self._vnfc_port(idx, comps[0][1].port)
 

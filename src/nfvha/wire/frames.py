@@ -1,7 +1,9 @@
 """Frames of the agent <-> controller stream (TCP, one JSON object per line).
 
 Agent -> controller: ``hello`` then ``event``s (with sequence numbers),
-``inventory`` snapshots and command ``reply``s. Controller -> agent:
+``inventory`` snapshots, ``started`` when the agent begins a command and command
+``reply``s (a command's time limit counts from ``started``: a command queued
+behind the host's other work is not late). Controller -> agent:
 ``welcome`` (the highest sequence number already stored, so the agent drops
 what is safe and re-sends the rest), cumulative ``ack``s and ``command``s.
 An event is acknowledged only after the controller has committed it, so an
@@ -71,6 +73,13 @@ class Inventory(Frame):
     sensors: dict[str, float] = Field(default_factory=dict)
 
 
+class Started(Frame):
+    """The agent has begun carrying out command ``id`` (its reply follows)."""
+
+    t: Literal["started"] = "started"
+    id: int
+
+
 class Reply(Frame):
     t: Literal["reply"] = "reply"
     id: int
@@ -105,28 +114,20 @@ class Command(Frame):
     target: str
     args: dict[str, Any] = Field(default_factory=dict)
     leader_epoch: int = 0  # the deciding leader's term (fencing token, ADR 0013)
+    # How long the controller waits for the reply once the agent has started the
+    # command: the agent answers within it (a VM still booting: "not ready yet").
+    timeout_s: float | None = Field(None, gt=0)
 
 
-AgentFrame = Annotated[Hello | EventFrame | Inventory | Reply, Field(discriminator="t")]
+AgentFrame = Annotated[Hello | EventFrame | Inventory | Started | Reply,
+                       Field(discriminator="t")]
 ControllerFrame = Annotated[Welcome | Ack | Command, Field(discriminator="t")]
 
-AGENT_FRAME: TypeAdapter[Hello | EventFrame | Inventory | Reply] = TypeAdapter(AgentFrame)
+AGENT_FRAME: TypeAdapter[Hello | EventFrame | Inventory | Started | Reply] = \
+    TypeAdapter(AgentFrame)
 CONTROLLER_FRAME: TypeAdapter[Welcome | Ack | Command] = TypeAdapter(ControllerFrame)
 
 
 def encode(frame: Frame) -> bytes:
     return frame.model_dump_json().encode() + b"\n"
 
-
-class Heartbeat(Frame):
-    """UDP datagram from a host supervisor to the controller and to its peers.
-
-    Host liveness is the supervisor's job, not the agent's, so an agent crash is
-    reported as an agent failure and never makes the host look dead."""
-
-    t: Literal["hb"] = "hb"
-    host: str
-    boot: str  # new on every host power-on
-    n: int
-    # peer host -> milliseconds since its last heartbeat was received here
-    peers_seen_ms: dict[str, int] = Field(default_factory=dict)

@@ -1,6 +1,6 @@
 """``VnfAm``: one VNF's own availability manager over the VIM's public API (ADR 0008).
 
-The engine is the generic VNFM's (``Vnfm``), given only this VNF's components: the
+The engine is the generic VNFM's (``AvailabilityManager``), given only this VNF's components: the
 same readiness rules, records and orders, the same SDK wire protocol for the VNF's
 components (``--am``/``NFVHA_AM``). What differs is what is under it:
 
@@ -23,17 +23,17 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from nfvha.controller.config import AmfConfig
-from nfvha.controller.placement import Placement
-from nfvha.controller.vnfm import VnfAvailability, Vnfm
+from nfvha.amf.config import AmfConfig
+from nfvha.amf.manager import AvailabilityManager, VnfAvailability
+from nfvha.amf.own.feed import EventFeed
+from nfvha.amf.own.placement import VmPlacement
+from nfvha.amf.own.repair import ApiRepair
+from nfvha.amf.own.vim import VimClient, VimError
 from nfvha.model.events import Kind, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.model.topology import Topology
 from nfvha.store.assignments import AssignmentStore
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
-from nfvha.vnfam.feed import EventFeed
-from nfvha.vnfam.repair import ApiRepair
-from nfvha.vnfam.vim import VimClient, VimError
 
 log = logging.getLogger(__name__)
 PENDING_REPAIR = ("awaiting-confirmation", "repair-failed")
@@ -64,9 +64,9 @@ class VnfAm:
         self._vim = vim
         self._vms = {c.vm for c in spec.components}
         self.repair = repair or ApiRepair(vim, clock)
-        self.vnfm = Vnfm(topology, amf, store, self.repair, settings or topology.settings,
-                         clock)
-        self.placement = Placement(topology)
+        self.manager = AvailabilityManager(topology, amf, store, self.repair,
+                                           settings or topology.settings, clock)
+        self.placement = VmPlacement(topology)
         self._poll_wait_s = poll_wait_s
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
@@ -77,17 +77,17 @@ class VnfAm:
 
     async def start(self) -> None:
         """Listen for the components at once; follow the VIM as soon as it answers."""
-        await self.vnfm.start()
+        await self.manager.start()
         self._task = asyncio.create_task(self._follow(), name=f"vnf-am-{self.vnf}")
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.vnfm.close()
+        await self.manager.close()
 
     def status(self) -> VnfAvailability:
-        return self.vnfm.status()[0]
+        return self.manager.status()[0]
 
     # -- the VIM --------------------------------------------------------------------------
     async def _follow(self) -> None:
@@ -124,7 +124,9 @@ class VnfAm:
             log.info("AM of %s: VM failures awaiting repair: %s", self.vnf,
                      [(ev.entity, ev.id) for ev in pending])
             self.on_events(pending)
-        for vnfc in self._exited(status):
+        # Read after the event id above: whatever changed since is in the events after it.
+        vms, vnfcs = await self._vim.vms(self.vnf), await self._vim.vnfcs(self.vnf)
+        for vnfc in self._exited(vms, vnfcs):
             log.warning("AM of %s: VNFC %s exited while no AM ran: starting it", self.vnf,
                         vnfc["name"])
             try:
@@ -135,9 +137,10 @@ class VnfAm:
         last: int = status["last_event_id"]
         return last
 
-    def _exited(self, status: dict[str, Any]) -> list[dict[str, Any]]:
-        running = {vm["name"] for vm in status["vms"] if vm.get("state") == "running"}
-        return [c for c in status["vnfcs"] if c.get("vnf") == self.vnf
+    def _exited(self, vms: list[dict[str, Any]], vnfcs: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+        running = {vm["name"] for vm in vms if vm.get("state") == "running"}
+        return [c for c in vnfcs if c.get("vnf") == self.vnf
                 and c.get("state") == "exited" and c.get("vm") in running]
 
     def on_events(self, events: Sequence[StoredEvent]) -> None:
@@ -153,7 +156,7 @@ class VnfAm:
                 log.info("ignoring event %d (%s %s from %s): the VM runs elsewhere now",
                          ev.id, ev.kind, ev.entity, ev.host)
         self.repair.on_events(current)
-        self.vnfm.on_events(current)
+        self.manager.on_events(current)
 
     def _placed(self, vm: str, host: str) -> None:
         try:
@@ -163,4 +166,4 @@ class VnfAm:
         except KeyError:
             return  # a VM or host this topology does not have
         if vm in self._vms:
-            self.vnfm.vm_placed(vm, host)
+            self.manager.vm_placed(vm, host)

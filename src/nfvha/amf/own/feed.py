@@ -12,8 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from nfvha.amf.own.vim import VimClient, VimError
 from nfvha.model.events import StoredEvent
-from nfvha.vnfam.vim import VimClient, VimError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from nfvha.controller.config import AmfConfig
+from nfvha.amf.config import AmfConfig
 from nfvha.model.settings import Strict
 
 

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from nfvha.model.events import StoredEvent
 
 _EVENTS = TypeAdapter(list[StoredEvent])
+LISTING_PAGE = 2000  # items per page of an inventory listing: the most the VIM gives
 
 
 class VimError(RuntimeError):
@@ -68,6 +69,39 @@ class VimClient:
     async def status(self) -> dict[str, Any]:
         got: dict[str, Any] = await self.request("GET", "/v1/status")
         return got
+
+    async def listing(self, path: str, params: dict[str, Any] | None = None
+                      ) -> list[dict[str, Any]]:
+        """Every item of a paged inventory listing (``/v1/vms``, ``/v1/vnfcs``): page
+        after page, as the ``Link: rel="next"`` header names them."""
+        items: list[dict[str, Any]] = []
+        page: dict[str, Any] | None = {"limit": LISTING_PAGE, **(params or {})}
+        while page is not None:
+            try:
+                r = await self._http.get(path, params=page)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                raise VimError(f"GET {path}: the VIM does not answer ({e})", sent=False) from e
+            except httpx.HTTPError as e:
+                raise VimError(f"GET {path}: {type(e).__name__} {e}") from e
+            if r.status_code >= 400:
+                raise VimError(f"GET {path}: {r.status_code} {_detail(r)}", r.status_code)
+            try:
+                items.extend(r.json())
+            except ValueError as e:
+                raise VimError(f"GET {path}: not JSON: {r.text[:200]!r}", r.status_code) from e
+            following = r.links.get("next", {}).get("url")
+            page = None
+            if following:
+                url = httpx.URL(following)
+                path, page = url.path, dict(url.params)
+        return items
+
+    async def vms(self, vnf: str) -> list[dict[str, Any]]:
+        """The VMs of ``vnf`` (its components' VMs and their standby VMs)."""
+        return await self.listing("/v1/vms", {"vnf": vnf})
+
+    async def vnfcs(self, vnf: str) -> list[dict[str, Any]]:
+        return await self.listing("/v1/vnfcs", {"vnf": vnf})
 
     async def placement(self) -> dict[str, str]:
         got: dict[str, str] = await self.request("GET", "/v1/placement")

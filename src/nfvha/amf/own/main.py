@@ -14,18 +14,18 @@ import signal
 import sys
 from pathlib import Path
 
-from nfvha.controller.config import AmfConfig, ComponentEndpoint
+from nfvha.amf.config import AmfConfig, ComponentEndpoint
+from nfvha.amf.own.am import VnfAm
+from nfvha.amf.own.config import VnfAmConfig
+from nfvha.amf.own.options import add_options
+from nfvha.amf.own.repair import ApiRepair
+from nfvha.amf.own.vim import VimClient, read_token
 from nfvha.model.topology import load_topology
 from nfvha.store.assignments import SqliteAssignmentStore
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.logs import setup_logging
-from nfvha.vnfam.am import VnfAm
-from nfvha.vnfam.config import VnfAmConfig
-from nfvha.vnfam.options import add_options
-from nfvha.vnfam.repair import ApiRepair
-from nfvha.vnfam.vim import VimClient, read_token
 
-log = logging.getLogger("nfvha.vnfam")
+log = logging.getLogger("nfvha.amf.own")
 
 
 async def serve(cfg: VnfAmConfig, clock: Clock = SYSTEM_CLOCK,

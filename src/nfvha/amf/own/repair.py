@@ -21,31 +21,18 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from nfvha.controller.vmrepair import PerformedAction, RepairJob, RepairOutcome, RepairTicket
+from nfvha.amf.own.vim import VimClient, VimError
+from nfvha.amf.ports import PerformedAction, RepairJob, RepairOutcome, RepairTicket
 from nfvha.model.events import Kind, StoredEvent
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.tasks import background
-from nfvha.vnfam.vim import VimClient, VimError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ApiRepairJob(RepairJob):
-    """A repair the VIM carries out for this AM; settled from its answer and events."""
-
-    def mark_stopped(self) -> None:
-        if not self.stopped:
-            self._mark_stopped()
-
-    def resolve(self, outcome: RepairOutcome) -> None:
-        self.action = outcome.action
-        if not self.done.done():
-            self.done.set_result(outcome)
-
-
 class ApiRepair:
-    """``RepairPort`` of ``nfvha.controller.vnfm.Vnfm`` over the VIM's API.
+    """``RepairPort`` of the availability manager (``nfvha.amf.ports``) over the VIM's API.
 
     ``repair_timeout_s``: how long a VM repair may take (the VIM answers when it is
     done). ``unsent_retry_s``: how long a call the VIM did not receive is tried again
@@ -64,7 +51,7 @@ class ApiRepair:
         self._retry_pause_s = retry_pause_s
         self._kill_timeout_s = kill_timeout_s
         self._poll_s = poll_s
-        self._asks: dict[str, tuple[ApiRepairJob, int]] = {}  # vm -> (job, last id at ask)
+        self._asks: dict[str, tuple[RepairJob, int]] = {}  # vm -> (job, last id at ask)
         self._crash_event: dict[str, int] = {}  # vm -> id of its latest vm.crashed
         self._seen = 0
 
@@ -117,14 +104,14 @@ class ApiRepair:
         if ask is not None:
             return RepairTicket("joined", ask[0])
         action: PerformedAction = "restart-initial"  # until the VIM says what it did
-        job = ApiRepairJob(vm, action, requested_by, stop_first=True)
+        job = RepairJob(vm, action, requested_by, stop_first=True)
         self._asks[vm] = (job, self._seen)
         if failure is not None and self._crash_event.get(vm) == failure:
             job.mark_stopped()  # the failure is a crash: nothing of it runs
         background(self._ask(vm, failure, job), name=f"vim-repair-{vm}")
         return RepairTicket("started", job)
 
-    async def _ask(self, vm: str, failure: int | None, job: ApiRepairJob) -> None:
+    async def _ask(self, vm: str, failure: int | None, job: RepairJob) -> None:
         t0_wall, t0_ns = self._clock.wall(), self._clock.mono_ns()
         params = {"failure": failure} if failure is not None else None
         try:
@@ -144,7 +131,7 @@ class ApiRepair:
                  outcome.error or outcome.fallback or outcome.action)
         job.resolve(outcome)
 
-    def _outcome(self, vm: str, failure: int | None, job: ApiRepairJob, host: str,
+    def _outcome(self, vm: str, failure: int | None, job: RepairJob, host: str,
                  result: dict[str, Any], t0_wall: float, t0_ns: int) -> RepairOutcome:
         if "verdict" in result:
             # UC-9: several of the host's VMs were reported; the VIM repairs the host
@@ -173,7 +160,7 @@ class ApiRepair:
             await asyncio.sleep(self._retry_pause_s)
 
 
-def _made(vm: str, job: ApiRepairJob, failure: int | None, host: str, t0_wall: float,
+def _made(vm: str, job: RepairJob, failure: int | None, host: str, t0_wall: float,
           ms: float, *, ok: bool, error: str | None = None, fallback: str | None = None
           ) -> RepairOutcome:
     """An outcome the VIM did not state (no repair of the VM itself, or no answer)."""
