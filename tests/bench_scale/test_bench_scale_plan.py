@@ -6,13 +6,22 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
 
 from nfvha.bench import procstats
 from nfvha.bench.scale import crash_targets, silence_targets, simulator_count
-from nfvha.bench.scaleplan import HOSTS_PER_RACK, plan_topology, shard, topology_text
+from nfvha.bench.scaleplan import (
+    HOSTS_PER_RACK,
+    controller_config,
+    plan_topology,
+    shard,
+    topology_text,
+)
+from nfvha.controller.config import ControllerConfig
+from nfvha.model.auth import token_hash
 from nfvha.model.topology import parse_topology
 
 
@@ -93,3 +102,27 @@ def test_this_process_own_udp_socket_and_cpu_and_memory_are_found() -> None:
     peak, now = procstats.peak_rss_mb(os.getpid()), procstats.rss_mb(os.getpid())
     assert peak is not None and now is not None and peak >= now > 0
     assert procstats.udp_rcvbuf_errors() is not None
+
+
+def test_the_controller_config_names_every_host_s_rack_addresses_and_port(
+        tmp_path: Path) -> None:
+    plan = plan_topology(25, 2)
+    ports = {h.name: 40_000 + i for i, h in enumerate(plan.hosts)}
+    cfg = controller_config(plan, run_id="abcde", run_dir=tmp_path,
+                            topology_file=tmp_path / "topology.yaml", listen_ip="127.0.0.1",
+                            port=7700, api_port=7701, amf_port=7702, probe_ports=ports,
+                            admin_token="secret")
+    assert ControllerConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    by_name = {h.name: h for h in cfg.hosts}
+    for h in plan.hosts:
+        e = by_name[h.name]
+        assert (e.rack, e.mgmt_ip, e.probe_ip, e.probe_port) == \
+            (plan.racks[h.name], h.ip, h.ip, ports[h.name])
+        assert e.fence.type == "none"
+    assert {e.rack for e in cfg.hosts} == {"s01/s01-r01", "s01/s01-r02"}
+    (token,) = cfg.auth.tokens
+    assert (token.role, token.sha256) == ("admin", token_hash("secret"))
+    with pytest.raises(ValueError, match="no UDP port"):
+        controller_config(plan, run_id="abcde", run_dir=tmp_path,
+                          topology_file=tmp_path / "t.yaml", listen_ip="127.0.0.1", port=1,
+                          api_port=2, amf_port=3, probe_ports={}, admin_token="x")
