@@ -396,6 +396,12 @@ def _cmd_bench_alarms(args: argparse.Namespace) -> int:
     return run_alarms_bench(args)
 
 
+def _cmd_bench_scale(args: argparse.Namespace) -> int:
+    from nfvha.bench.scale import run_scale_bench
+
+    return run_scale_bench(args)
+
+
 def _cmd_availability(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -666,6 +672,37 @@ def build_parser() -> argparse.ArgumentParser:
                     help="topology (default: 2 hosts, one 2N VNF 'gw')")
     bc.add_argument("--vnf", default="gw", help="the VNF whose active is killed each round")
     bc.set_defaults(func=_cmd_bench_chaos)
+    bs = bsub.add_parser("scale",
+                         help="the real controller and its HA director against N simulated"
+                              " hosts of M VMs (loopback): time until all are up, false"
+                              " suspects, VM crash receipt, host silence -> down, heartbeats"
+                              " dropped, the controller's CPU and memory")
+    bs.add_argument("--hosts", type=int, required=True)
+    bs.add_argument("--vms-per-host", type=int, required=True)
+    bs.add_argument("--duration", type=float, default=60.0,
+                    help="seconds watched once every host is up (the issue's run: 600)")
+    bs.add_argument("--crashes", type=int, default=20,
+                    help="VM crashes injected, spread over the watch")
+    bs.add_argument("--silences", type=int, default=3,
+                    help="hosts powered off, spread over the watch (each powered on again"
+                         " once confirmed down)")
+    bs.add_argument("--json", action="store_true")
+    bs.add_argument("--sim-procs", type=int, default=0,
+                    help="host simulator shards, each a process for the hosts'"
+                         " supervisors and one for their agents (default: one per 600"
+                         " hosts)")
+    bs.add_argument("--up-timeout", type=float, default=300.0,
+                    help="seconds from the controller's start to wait for every host to be up")
+    bs.add_argument("--settle", type=float, default=10.0,
+                    help="seconds to wait after the watch for the injected faults' events")
+    bs.add_argument("--heartbeat-interval-ms", type=int, default=0,
+                    help="host_heartbeat_interval_ms of the deployment (default: the"
+                         " setting's default)")
+    bs.add_argument("--heartbeat-misses", type=int, default=0,
+                    help="host_heartbeat_misses (default: the setting's default)")
+    bs.add_argument("--keep", action="store_true",
+                    help="keep the run directory (logs, configuration) for a post-mortem")
+    bs.set_defaults(func=_cmd_bench_scale)
 
     from nfvha.amf.own.options import add_options as vnf_am_options
 
