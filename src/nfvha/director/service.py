@@ -67,6 +67,7 @@ RECEIVE_BUFFER_BYTES = 8 << 20  # a burst of every host's heartbeat, many times 
 MAX_DATAGRAMS_PER_WAKEUP = 20_000  # then the loop serves the rest and comes back
 MAX_UNPUBLISHED = 10_000  # liveness events the controller has not stored yet
 PUBLISH_RETRY_S = 0.5
+LATE_LOG_EVERY_S = 10
 
 
 class Director:
@@ -100,6 +101,9 @@ class Director:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.late_ticks = 0  # ticks skipped because the director itself stalled
+        self._late_since_log = 0
+        self._late_worst_s = 0.0
+        self._late_logged_ns = -(LATE_LOG_EVERY_S * 10**9)
 
     # -- the process --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -197,14 +201,24 @@ class Director:
             if late > tick_s:
                 # The director itself stalled: silence measured across the stall says
                 # nothing about the hosts. Judge on the next, punctual tick.
-                self.late_ticks += 1
-                log.warning("liveness tick %.0f ms late; not judging hosts this time",
-                            late * 1000)
+                self._late_tick(late)
                 continue
             result = self.liveness.tick()
             self._send_probes(result.probes)
             self._apply(result.transitions)
             self._send_reasons()
+
+    def _late_tick(self, late_s: float) -> None:
+        """Counted; logged at most every ``LATE_LOG_EVERY_S`` (a busy machine makes many)."""
+        self.late_ticks += 1
+        self._late_since_log += 1
+        self._late_worst_s = max(self._late_worst_s, late_s)
+        now = self.clock.mono_ns()
+        if now - self._late_logged_ns >= LATE_LOG_EVERY_S * 1e9:
+            log.warning("liveness ticks late (the director itself stalled): %d since the last"
+                        " report, the worst %.0f ms; hosts were not judged on them",
+                        self._late_since_log, self._late_worst_s * 1000)
+            self._late_logged_ns, self._late_since_log, self._late_worst_s = now, 0, 0.0
 
     def _send_probes(self, probes: Sequence[ProbeRequest]) -> None:
         sock = self._udp
