@@ -107,6 +107,9 @@ class SiStatus(BaseModel):
     epoch: int
     active: list[str]
     standby: list[str]
+    # When this AM decided the record at ``epoch`` (CLOCK_MONOTONIC, machine-wide); None
+    # for a record it did not write (an earlier AM's, adopted).
+    decided_mono_ns: int | None = None
 
 
 class VnfAvailability(BaseModel):
@@ -177,6 +180,7 @@ class Vnfm:
         self._server: asyncio.Server | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.decisions: list[Decision] = []
+        self._decided_ns: dict[str, tuple[int, int]] = {}  # si -> (epoch, decided mono ns)
         # IF-2: how long a member_failed waits for the VIM's word (a crash, a hung VM)
         # before the VNFM restarts the member itself: VM-hang detection + a heartbeat.
         self._member_confirm_s = member_confirm_s if member_confirm_s is not None else (
@@ -222,9 +226,14 @@ class Vnfm:
                 service_instances=[
                     SiStatus(si=si, epoch=r.epoch if r else 0,
                              active=list(r.active) if r else [],
-                             standby=list(r.standby) if r else [])
+                             standby=list(r.standby) if r else [],
+                             decided_mono_ns=self._decided_at(si, r))
                     for si, r in recs.items()]))
         return out
+
+    def _decided_at(self, si: str, record: AssignmentRecord | None) -> int | None:
+        epoch, ns = self._decided_ns.get(si, (0, 0))
+        return ns if record is not None and record.epoch == epoch else None
 
     # -- the VIM's events --------------------------------------------------------------
     def on_events(self, events: Iterable[StoredEvent]) -> None:
@@ -356,7 +365,9 @@ class Vnfm:
                 if not self._store.compare_and_set(rec.si, old.epoch if old else 0, rec):
                     log.warning("lost the assignment race for %s; deciding again", rec.si)
                     break
-                self.decisions.append(Decision(vnf, rec, self._clock.mono_ns(), why))
+                decided_ns = self._clock.mono_ns()
+                self.decisions.append(Decision(vnf, rec, decided_ns, why))
+                self._decided_ns[rec.si] = (rec.epoch, decided_ns)
                 log.info("%s epoch %d: active %s, standby %s (%s)", rec.si, rec.epoch,
                          list(rec.active), list(rec.standby), why)
                 for order in orders(old, rec):

@@ -29,6 +29,14 @@ the VIP from the VIP.  State:
 - ``checkpoint``: every change is written to the AM's checkpoint (key ``counters``)
   before the answer; a new active reads it first.
 
+In HA mode two more requests answer on any role: ``SYNC`` (``SYNC up|degraded|none``:
+whether a standby holds the active's full state) and ``TIMES``: ``TIMES <JSON>``, per
+service instance when this process last took the active role, on CLOCK_MONOTONIC
+(one clock machine-wide), for timing a failover stage by stage:
+``{"<si>": {"epoch": E, "order_mono_ns": T, "vip_mono_ns": T|null,
+"serving_mono_ns": T}}`` - the active order arrived, the VIP was configured and the
+first gratuitous ARP sent (null: no VIP), it served.
+
 Standard library only: this runs as a separate process inside a VM.  The HA modules
 are imported only in HA mode, so the plain counter starts as fast as before.
 """
@@ -43,6 +51,7 @@ import json
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -335,6 +344,8 @@ class HaCounter:
         self._vips: dict[str, _VipEndpoint] = {}
         self._links: dict[str, _SyncLink] = {}
         self._inbound: set[asyncio.StreamWriter] = set()
+        # si -> when this process last became its active (see TIMES in the docstring).
+        self.became_active: dict[str, dict[str, int | None]] = {}
 
     @property
     def serving(self) -> bool:
@@ -365,6 +376,8 @@ class HaCounter:
         words = request.split()
         if [w.upper() for w in words] == ["SYNC"]:
             return self.sync_text()
+        if [w.upper() for w in words] == ["TIMES"]:
+            return "TIMES " + json.dumps(self.became_active, separators=(",", ":"))
         if len(words) != 2 or words[0].upper() not in ("INC", "GET"):
             return self.service.handle(request)  # PING, usage errors
         if not self.serving:
@@ -394,6 +407,8 @@ class HaCounter:
     # -- role callbacks (ComponentClient) ------------------------------------------------
 
     async def on_active(self, si: str, epoch: int, vip: str | None, peer: Peer | None) -> None:
+        order_ns = None if self.client is None else self.client.order_received_mono_ns
+        vip_ns: int | None = None
         if self.opts.state == "checkpoint":
             assert self.client is not None
             stored = await self.client.checkpoint_read(
@@ -408,6 +423,7 @@ class HaCounter:
             await self._release_vip(si)
         if vip is not None:
             await self._claim_vip(si, vip)
+            vip_ns = time.monotonic_ns()
         self._close_link(si)
         if self.opts.state == "sync" and peer is not None:
             # Connect in the background (a dead standby host costs a connect timeout, and
@@ -416,6 +432,10 @@ class HaCounter:
             link = self._links[si] = _SyncLink(self, si, epoch, peer)
             await self.lock.acquire()
             self._spawn(self._connect_locked(link))
+        if self.roles.get(si) != "active":  # taking the role, not a refreshed order
+            self.became_active[si] = {"epoch": epoch, "order_mono_ns": order_ns,
+                                      "vip_mono_ns": vip_ns,
+                                      "serving_mono_ns": time.monotonic_ns()}
         self.roles[si] = "active"
         _say(f"counter {self.opts.name} {si} active epoch {epoch} vip {vip}")
 
