@@ -26,7 +26,6 @@ IPv4 only.  Needs CAP_NET_ADMIN (address) and CAP_NET_RAW (ARP): without them
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -265,6 +264,8 @@ async def _cli(action: str, vip_cidr: str, ifname: str, garp_interval_s: float) 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m nfvha.amf.vip claim|release CIDR [--ifname IF]`` (ops and tests)."""
+    import argparse  # here: a VNFC imports this module, and its claims need no argparse
+
     parser = argparse.ArgumentParser(prog="nfvha.amf.vip", description=main.__doc__)
     parser.add_argument("action", choices=("claim", "release"))
     parser.add_argument("vip")

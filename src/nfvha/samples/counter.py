@@ -47,6 +47,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import signal
 import socket
@@ -621,6 +622,10 @@ def _say(line: str) -> None:
 
 async def serve_ha(opts: HaOptions) -> None:
     from nfvha.amf.sdk import ComponentClient
+
+    # Imported now, not at the first claim: that is a failover, and an import on a busy
+    # machine takes tens of milliseconds.
+    importlib.import_module("nfvha.amf.vip")
 
     service = CounterService(opts.name)
     ha = HaCounter(service, opts)

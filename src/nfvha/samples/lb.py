@@ -64,6 +64,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import importlib
 import json
 import signal
 import socket
@@ -648,6 +649,9 @@ async def serve(opts: Options) -> None:
     members = ",".join(f"{m.name}={m.addr[0]}:{m.addr[1]}" for m in lb.members)
     _say(f"lb {opts.name} serving udp+tcp on {opts.bind}:{opts.port} members {members}")
     if opts.am is not None:
+        # Imported now, not at the first claim: that is a failover (lb-crash), and an
+        # import on a busy machine takes tens of milliseconds.
+        importlib.import_module("nfvha.amf.vip")
         lb.client = ComponentClient(opts.component or opts.name, opts.am,
                                     on_active=lb.on_active, on_standby=lb.on_standby,
                                     on_quiesced=lb.on_quiesced, on_removed=lb.on_removed)
