@@ -5,6 +5,7 @@ and by checkpoints."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 
@@ -116,6 +117,7 @@ async def test_sync_standby_has_every_acknowledged_change_after_a_crash(
     for n in range(1, 6):
         assert await udp_ask(LOOPBACK, pa, "INC alice") == f"OK alice {n} gw-a"
     assert await udp_ask(LOOPBACK, pa, "INC bob") == "OK bob 1 gw-a"
+    await a.wait_line("sync gw to gw-b up")
     assert await udp_ask(LOOPBACK, pa, "SYNC") == "SYNC up"  # what the scenarios wait for
     assert await udp_ask(LOOPBACK, pb, "SYNC") == "SYNC none"  # a standby syncs nothing
 
@@ -167,6 +169,74 @@ async def test_sync_goes_on_degraded_and_resyncs_a_returning_standby(
     await a.kill()
     await conn_b.order("gw", "active", 2)
     assert await udp_ask(LOOPBACK, pb, "GET s") == "VAL s 4 gw-b"
+
+
+class SlowStandby:
+    """A standby's sync port that acknowledges the first message (the snapshot) only
+    when told to, then everything at once; it keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+        self.release = asyncio.Event()
+        self.snapshot_seen = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, LOOPBACK, 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readline()  # hello
+            while line := await reader.readline():
+                message = json.loads(line)
+                if message["op"] == "snapshot":
+                    self.counters = dict(message["counters"])
+                    self.snapshot_seen.set()
+                    await self.release.wait()
+                elif message["op"] == "set":
+                    self.counters[message["session"]] = message["value"]
+                writer.write(json.dumps({"op": "ack", "seq": message["seq"]}).encode() + b"\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.mark.req("IF-3")
+async def test_a_joining_standby_does_not_hold_the_answers_and_gets_what_changed_meanwhile(
+        am: FakeAM, start_counter: StartCounter) -> None:
+    """A standby that has just started may take a while to take the snapshot: the
+    active answers meanwhile (the standby protects nothing yet), then sends it the
+    sessions changed since; only then is the pair in sync."""
+    standby = SlowStandby()
+    sb = await standby.start()
+    try:
+        pa, sa = free_port(), free_port()
+        a = await start_counter(counter_argv("gw-a", pa, am.endpoint, state="sync",
+                                             sync_port=sa))
+        conn_a = await am.accept()
+        assert (await conn_a.order("gw", "active", 1))["op"] == "assigned"
+        assert await udp_ask(LOOPBACK, pa, "INC s") == "OK s 1 gw-a"
+        await conn_a.order("gw", "active", 2, peer=peer("gw-b", sb))
+        await asyncio.wait_for(standby.snapshot_seen.wait(), 5)
+        # The snapshot is not acknowledged: the answers go on regardless.
+        for n in range(2, 5):
+            assert await udp_ask(LOOPBACK, pa, "INC s", retry_s=10) == f"OK s {n} gw-a"
+        assert await udp_ask(LOOPBACK, pa, "INC t", retry_s=10) == "OK t 1 gw-a"
+        assert await udp_ask(LOOPBACK, pa, "SYNC") == "SYNC degraded"
+        assert standby.counters == {"s": 1}
+        standby.release.set()
+        await a.wait_line("sync gw to gw-b up")
+        assert standby.counters == {"s": 4, "t": 1}
+        assert await udp_ask(LOOPBACK, pa, "SYNC") == "SYNC up"
+        assert await udp_ask(LOOPBACK, pa, "INC s", retry_s=10) == "OK s 5 gw-a"
+        assert standby.counters == {"s": 5, "t": 1}  # in sync: acknowledged first
+    finally:
+        standby.close()
 
 
 async def test_sync_standby_refuses_an_active_with_an_older_epoch(

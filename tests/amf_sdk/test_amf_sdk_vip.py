@@ -9,7 +9,9 @@ used from the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import secrets
 import socket
 import struct
@@ -150,6 +152,26 @@ async def vip_cli(lan: Lan, role: str, action: str) -> None:
     assert proc.returncode == 0, err.decode()
 
 
+def packet_sockets(pid: int) -> set[str]:
+    """The inodes of the AF_PACKET sockets ``pid`` holds (in its network namespace)."""
+    with open(f"/proc/{pid}/net/packet") as f:
+        packet = {line.split()[-1] for line in f.readlines()[1:] if line.strip()}
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                held.add(link[len("socket:["):-1])
+    return held & packet
+
+
+async def wait_no_packet_socket(pid: int, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while held := packet_sockets(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still holds packet sockets {held}"
+        await asyncio.sleep(0.01)
+
+
 async def wait_neigh(lan: Lan, mac: str, within_s: float) -> float:
     """Seconds until the client's ARP entry for the VIP is ``mac``."""
     started = time.monotonic()
@@ -222,15 +244,24 @@ async def test_counter_failover_keeps_the_vip_and_the_state(lan: Lan, am_in_c: F
             for n in range(1, 4):
                 assert await ask("INC s") == f"OK s {n} gw-a"
             assert lan.neigh_mac(lan.vip_ip) == lan.mac("a")
+            # Its announcements sent, the active holds no packet socket: closing one
+            # waits for an RCU grace period, and its death (the failover) would too.
+            await wait_no_packet_socket(procs["a"].proc.pid)
 
             await procs["a"].kill()  # the address stays on a's eth0: see the ADR
             ordered = time.monotonic()
+            ordered_ns = time.monotonic_ns()
             assert (await conns["gw-b"].order("gw", "active", 2, vip=lan.vip))["op"] == "assigned"
             assert await ask("GET s") == "VAL s 3 gw-b"
             took = time.monotonic() - ordered
             assert lan.neigh_mac(lan.vip_ip) == lan.mac("b")
             assert took < 0.5, took
             assert await ask("INC s") == "OK s 4 gw-b"
+            # When it took the role, stage by stage (what the scenario runner reads).
+            times = json.loads((await ask("TIMES")).removeprefix("TIMES "))["gw"]
+            assert times["epoch"] == 2
+            assert ordered_ns <= times["order_mono_ns"] <= times["vip_mono_ns"] \
+                <= times["serving_mono_ns"] <= time.monotonic_ns(), times
         finally:
             probe.close()
     finally:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 
 import pytest
 from lb_testutil import (
@@ -76,9 +78,14 @@ async def test_only_the_active_lb_forwards_and_reports_failed_members(
         # Switch-over: the old active quiesced first, then the standby promoted.
         assert (await conns["lb-b"].order(SI, "quiesced", 2))["op"] == "assigned"
         assert await no_answer(pb, "INC z")
+        ordered_ns = time.monotonic_ns()
         assert (await conns["lb-a"].order(SI, "active", 2))["op"] == "assigned"
         assert (await answer(pa, "INC z")).startswith("OK z 1 ")
         assert (await stats_a.get())["role"] == "active"
+        # When it took the role (what the scenario runner reads; no VIP here).
+        times = json.loads((await answer(pa, "TIMES")).removeprefix("TIMES "))[SI]
+        assert times["epoch"] == 2 and times["vip_mono_ns"] is None
+        assert ordered_ns <= times["order_mono_ns"] <= times["serving_mono_ns"], times
 
         # A member crashes: both exclude it (the standby stays warm), only the active
         # asks for recovery.

@@ -11,7 +11,13 @@ from collections import Counter
 
 import pytest
 
-from nfvha.scenarios.runner import SAL_THRESHOLD_MS, SCENARIOS, RunResult, ScenarioRunner
+from nfvha.scenarios.runner import (
+    SAL_THRESHOLD_MS,
+    SCENARIOS,
+    STAGES,
+    RunResult,
+    ScenarioRunner,
+)
 from nfvha.testbed.apiclient import get_all
 from nfvha.testbed.probe import ServiceProbe
 from nfvha.util.files import read_json
@@ -29,6 +35,18 @@ def assert_safe(r: RunResult) -> None:
     assert r.double_active == 0, r
 
 
+def assert_failover_stages(r: RunResult) -> None:
+    """The failover path, stage by stage (``scenario run --json``): each stage the
+    runner can see is measured, and they come in the order they happen. No timing
+    thresholds: the figures are the runner's, on a quiet machine."""
+    stages = {stage: r.stage_ms(stage) for stage in STAGES}
+    for stage in ("detect", "order", "vip", "first_answer"):
+        assert stages[stage] is not None, (stage, r)
+    measured = [v for v in stages.values() if v is not None]
+    assert measured == sorted(measured), r
+    assert measured[0] >= 0, r  # nothing before the fault
+
+
 @pytest.mark.req("UC-1")
 @pytest.mark.req("IF-1")
 @pytest.mark.req("IF-3")
@@ -38,6 +56,7 @@ async def test_uc1_active_vnfc_crash_fails_over_to_the_synced_standby(
     before = await runner.active_su("gw")
     r = await run(runner, "UC-1")
     assert_safe(r)  # the standby had every acknowledged increment (direct sync)
+    assert_failover_stages(r)
     assert await runner.active_su("gw") != before  # failed over, no fail-back
     # Target p99 < 100 ms (runner); here with margin, and well inside SAL 1.
     assert r.outage_ms < 1_000 < SAL_THRESHOLD_MS[1], r
@@ -50,6 +69,7 @@ async def test_uc1_active_vnfc_crash_fails_over_to_the_synced_standby(
 async def test_uc2_active_vm_crash_vnf_failover_and_vim_repair(runner: ScenarioRunner) -> None:
     r = await run(runner, "UC-2")
     assert_safe(r)
+    assert_failover_stages(r)
     assert r.outage_ms < 1_500, r
     # The VM was replaced in its initial state and its VNFC is the standby again:
     # the VNF has its two VMs back.

@@ -1,7 +1,8 @@
 """The agent's on-disk spool of events not yet acknowledged by the controller.
 
 Append-only JSON lines; an event is written (to the OS, so it survives the
-agent's own crash) before it is sent. ``sync()`` fsyncs what was written; the
+agent's own crash) as it is sent, right after it went on the stream (``uplink``
+says why that order loses nothing). ``sync()`` fsyncs what was written; the
 agent calls it from a worker thread every ``fsync_interval_s``, never on the send
 path (an fsync can take tens of milliseconds), so a machine crash loses at most
 that window. The

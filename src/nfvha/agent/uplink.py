@@ -2,8 +2,12 @@
 
 Reconnects with backoff; on every (re)connect sends ``hello``, learns from
 ``welcome`` what the controller already has, and re-sends the rest of the
-spool. Events are sent the moment they are spooled; the stream is never
-blocked by a slow disk because the spool write goes to the page cache.
+spool. An event goes on the stream first and into the spool right after, in the
+same call: a failover waits for it, and even a write to the page cache can be held
+up by a busy disk (dirty-page throttling). A crash between the two loses nothing
+that matters: a VNFC's exit stays with the guest until the agent has spooled it (the
+guest sends it again), and a VM that died is recorded as running in the state file
+until after its report (the next agent finds it dead and reports it).
 
 With several controllers (ADR 0013) only the leader takes the stream: the link
 tries the addresses in turn (a follower refuses or closes), without pausing
@@ -92,10 +96,10 @@ class ControllerLink:
         self._inventory_dirty = asyncio.Event()
 
     def send_event(self, event: Event) -> None:
-        """Spool, then send if connected; otherwise it goes out after reconnect."""
-        self._spool.append(event)
+        """Send if connected (otherwise it goes out after reconnect), then spool."""
         if self._ready:
             self._write(EventFrame(event=event))
+        self._spool.append(event)
 
     def inventory_changed(self) -> None:
         self._inventory_dirty.set()

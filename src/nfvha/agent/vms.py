@@ -83,6 +83,18 @@ class VmRuntime:
     lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass
+class _VmExit:
+    """A VM's exit as reported, for its clean-up."""
+
+    name: str
+    pid: int | None
+    ticks: int | None
+    expected: bool
+    status: int | None = None
+    desc: str | None = None
+
+
 class VmManager:
     def __init__(
         self,
@@ -429,22 +441,39 @@ class VmManager:
             asyncio.get_running_loop().remove_reader(fd)
             os.close(fd)
             rt.pidfd = None
-        background(self._vm_exited(rt, detected))
+        # Reported here and now, not from a task a loop iteration later: a failover
+        # waits for it. The clean-up's task is queued before anything that reads the
+        # report can answer it, so a restart asked for on the report waits for it.
+        exited = self._vm_exit_reported(rt, detected)
+        if exited is not None:
+            background(self._vm_exit_cleanup(rt, exited))
 
     async def _vm_exited(self, rt: VmRuntime, detected_mono_ns: int, late: bool = False) -> None:
+        exited = self._vm_exit_reported(rt, detected_mono_ns, late)
+        if exited is not None:
+            await self._vm_exit_cleanup(rt, exited)
+
+    def _vm_exit_reported(self, rt: VmRuntime, detected_mono_ns: int, late: bool = False
+                          ) -> _VmExit | None:
+        """Report a VM's exit; None if it was reported already."""
         if rt.state in ("stopped", "crashed"):
-            return
-        name, pid, ticks = rt.spec.name, rt.pid, rt.start_ticks
-        expected = rt.stopping
-        rt.state = "stopped" if expected else "crashed"
+            return None
+        exited = _VmExit(rt.spec.name, rt.pid, rt.start_ticks, rt.stopping)
+        rt.state = "stopped" if exited.expected else "crashed"
         rt.since = self._clock.wall()
         # Report first: detection latency must not wait for any clean-up.
-        status = zombie_status(pid, ticks) if pid is not None and ticks is not None else None
-        desc = describe_wait_status(status) if status is not None else None
-        self._report_exit(rt, detected_mono_ns, late, status, desc)
+        if exited.pid is not None and exited.ticks is not None:
+            exited.status = zombie_status(exited.pid, exited.ticks)
+        exited.desc = describe_wait_status(exited.status) if exited.status is not None else None
+        self._report_exit(rt, detected_mono_ns, late, exited.status, exited.desc)
         rt.exited.set()
-        # Then clean up under the lifecycle lock, so a restart waits for it (no await
-        # before taking it: a restart requested on the report must not slip in).
+        return exited
+
+    async def _vm_exit_cleanup(self, rt: VmRuntime, exited: _VmExit) -> None:
+        name, pid, ticks, expected = exited.name, exited.pid, exited.ticks, exited.expected
+        status, desc = exited.status, exited.desc
+        # Under the lifecycle lock, so a restart waits for it (no await before taking
+        # it: a restart requested on the report must not slip in).
         async with rt.lifecycle:
             # First: its namespace outlives it, and a service address (VIP) left on
             # eth0 would go on answering ARP for a VM that is gone.

@@ -166,7 +166,11 @@ class ComponentClient:
         # look punctual.
         self._unanswered_since_ns: int | None = None
         self._grant_rtt_max_ns = 0
-        self._orders: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # Orders with the time each arrived (mono ns); None: the lease ran out.
+        self._orders: asyncio.Queue[tuple[dict[str, Any], int] | None] = asyncio.Queue()
+        self.order_received_mono_ns: int | None = None
+        """When the order whose role callback runs now arrived (CLOCK_MONOTONIC): a
+        callback may note it, so the failover path can be timed stage by stage."""
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
@@ -322,6 +326,7 @@ class ComponentClient:
                     return welcomed
                 if not line:
                     return welcomed
+                received_ns = self._clock.mono_ns()
                 try:
                     message = json.loads(line)
                     op = message["op"]
@@ -338,9 +343,9 @@ class ComponentClient:
                         asking = asyncio.get_running_loop().create_task(
                             self._ask_for_leases(), name=f"am-lease-{self.component}")
                 elif op == "grant":
-                    self._on_grant(message)
+                    self._on_grant(message, received_ns)
                 elif op in ("assign", "remove"):
-                    self._queue_order(message)
+                    self._queue_order(message, received_ns)
                 elif op == "checkpoint":
                     future = self._pending.get(_int_or_none(message.get("id")) or -1)
                     if future is not None and not future.done():
@@ -395,7 +400,7 @@ class ComponentClient:
                 self._unanswered_since_ns = now
         return self._lease_n
 
-    def _on_grant(self, message: dict[str, Any]) -> None:
+    def _on_grant(self, message: dict[str, Any], received_ns: int) -> None:
         n = _int_or_none(message.get("n"))
         if n is None:
             log.warning("grant without a request number: %r", message)
@@ -419,7 +424,7 @@ class ComponentClient:
             entries = message.get("assignments")
             for entry in entries if isinstance(entries, list) else []:
                 if isinstance(entry, dict):
-                    self._consider_granted(entry)
+                    self._consider_granted(entry, received_ns)
         self._wake_grant_waiters(n)
 
     def _time_grant(self) -> None:
@@ -438,7 +443,7 @@ class ComponentClient:
             self._grant_rtt_max_ns = 0
         return rtt / 1e6
 
-    def _consider_granted(self, entry: dict[str, Any]) -> None:
+    def _consider_granted(self, entry: dict[str, Any], received_ns: int) -> None:
         """Queue an order for an assignment the grant states and the component has
         neither carried out nor queued (a lost or late order, or a self-quiesced active
         the AM still counts on)."""
@@ -453,16 +458,16 @@ class ComponentClient:
             return
         if state is None:
             if held is not None:
-                self._queue_order({"op": "remove", "si": si, "epoch": epoch})
+                self._queue_order({"op": "remove", "si": si, "epoch": epoch}, received_ns)
         else:
-            self._queue_order({**entry, "op": "assign"})
+            self._queue_order({**entry, "op": "assign"}, received_ns)
 
-    def _queue_order(self, order: dict[str, Any]) -> None:
+    def _queue_order(self, order: dict[str, Any], received_ns: int) -> None:
         si, epoch = order.get("si"), order.get("epoch")
         if isinstance(si, str) and isinstance(epoch, int):
             state = order.get("ha_state") if order.get("op") == "assign" else None
             self._ordered[si] = (state if isinstance(state, str) else None, epoch)
-        self._orders.put_nowait(order)
+        self._orders.put_nowait((order, received_ns))
 
     def _wake_grant_waiters(self, n: int | None) -> None:
         waiting = []
@@ -491,15 +496,18 @@ class ComponentClient:
 
     async def _apply_orders(self) -> None:
         while True:
-            order = await self._orders.get()
-            if order is None:
+            queued = await self._orders.get()
+            if queued is None:
                 self._lease_expiry_queued = False
                 await self._expire_lease()
                 continue
+            order, self.order_received_mono_ns = queued
             try:
                 await self._apply(order)
             except Exception:  # one bad order must not stop all later ones
                 log.exception("applying %r failed", order)
+            finally:
+                self.order_received_mono_ns = None
 
     async def _apply(self, order: dict[str, Any]) -> None:
         si, epoch = order.get("si"), order.get("epoch")

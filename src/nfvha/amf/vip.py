@@ -13,13 +13,19 @@ reply as gratuitous (and lets it override a fresh neighbour entry) only then.  T
 first pair goes out before ``claim`` returns; the repeats are scheduled on the event
 loop so a claim costs well under a millisecond.
 
+The packet socket that sends them lives only as long as its announcements: closing a
+packet socket waits for an RCU grace period (8-30 ms measured), and a process that
+holds one pays that wait when it dies - a crashed active would then take that much
+longer to be seen dead by its parent, and the failover with it.  So each claim opens
+its own (protocol 0: no receive hook, about 50 us) and closes it, after its last
+announcement, in a thread of its own, off the event loop.
+
 IPv4 only.  Needs CAP_NET_ADMIN (address) and CAP_NET_RAW (ARP): without them
 ``VipPermissionError``.  Standard library only: this runs inside VNFC processes.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -28,6 +34,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 from collections.abc import Callable
 
 ETH_P_ARP = 0x0806
@@ -40,7 +47,6 @@ _BROADCAST_MAC = b"\xff" * 6
 # Repeats still to be sent, per (ifname, address): a release cancels them, so an
 # address we no longer hold is not announced any more.
 _pending: dict[tuple[str, str], _Announcer] = {}
-_packet_sockets: dict[str, socket.socket] = {}
 
 
 class VipError(OSError):
@@ -100,16 +106,12 @@ def _arp_frame(mac: bytes, ip: bytes, op: int) -> bytes:
 
 
 def _packet_socket(ifname: str) -> socket.socket:
-    """A send-only packet socket on ``ifname``, kept for the life of the process.
+    """A send-only packet socket on ``ifname`` for one claim's announcements.
 
-    Protocol 0 means the kernel delivers nothing to it.  Binding a packet socket to a
-    protocol, and closing any packet socket, waits for an RCU grace period (8-30 ms
-    measured): on the failover path that is outage, so the socket is made once and
-    never closed.
+    Protocol 0 means the kernel delivers nothing to it, and binding it registers no
+    receive hook, so making it waits for nothing (binding to a protocol would wait for
+    an RCU grace period).  Closed by ``_close_off_loop``.
     """
-    sock = _packet_sockets.get(ifname)
-    if sock is not None:
-        return sock
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     except PermissionError as exc:
@@ -118,18 +120,17 @@ def _packet_socket(ifname: str) -> socket.socket:
     try:
         sock.bind((ifname, 0))
     except OSError as exc:
-        sock.close()
+        _close_off_loop(sock)
         raise VipError(exc.errno, f"packet socket on {ifname}: {exc.strerror}") from exc
     sock.setblocking(False)
-    _packet_sockets[ifname] = sock
     return sock
 
 
-def _forget_packet_socket(ifname: str) -> None:
-    """After a send error: the interface may have been re-created under the same name."""
-    sock = _packet_sockets.pop(ifname, None)
-    if sock is not None:
-        sock.close()
+def _close_off_loop(sock: socket.socket) -> None:
+    """Close a packet socket without waiting for it: the close waits for an RCU grace
+    period, which a thread may spend (``close(2)`` runs without the GIL) but the event
+    loop must not."""
+    threading.Thread(target=sock.close, name="close-packet-socket", daemon=True).start()
 
 
 async def claim(
@@ -166,7 +167,6 @@ async def claim(
         announcer.send()
     except OSError as exc:
         announcer.stop()
-        _forget_packet_socket(ifname)
         raise VipError(exc.errno, f"gratuitous ARP for {vip.ip} on {ifname}: {exc}") from exc
     if announcer.left > 0:
         _pending[key] = announcer
@@ -177,7 +177,8 @@ async def claim(
 
 
 class _Announcer:
-    """The gratuitous ARP repeats of one claim."""
+    """The gratuitous ARP announcements of one claim, on a packet socket of its own
+    that ``stop`` closes (off the loop)."""
 
     def __init__(self, sock: socket.socket, ip: bytes, count: int, interval_s: float,
                  done: asyncio.Future[None]) -> None:
@@ -187,6 +188,7 @@ class _Announcer:
         self.left = count
         self.interval_s = interval_s
         self.handle: asyncio.TimerHandle | None = None
+        self.closed = False
 
     def send(self) -> None:
         self.left -= 1
@@ -213,6 +215,9 @@ class _Announcer:
             self.handle.cancel()
         if not self.done.done():
             self.done.set_result(None)
+        if not self.closed:
+            self.closed = True
+            _close_off_loop(self.sock)
 
 
 def _cancel_pending(key: tuple[str, str]) -> None:
@@ -259,6 +264,8 @@ async def _cli(action: str, vip_cidr: str, ifname: str, garp_interval_s: float) 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m nfvha.amf.vip claim|release CIDR [--ifname IF]`` (ops and tests)."""
+    import argparse  # here: a VNFC imports this module, and its claims need no argparse
+
     parser = argparse.ArgumentParser(prog="nfvha.amf.vip", description=main.__doc__)
     parser.add_argument("action", choices=("claim", "release"))
     parser.add_argument("vip")

@@ -429,7 +429,7 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from nfvha.scenarios.runner import SCENARIOS, expand, run_scenarios
+    from nfvha.scenarios.runner import SCENARIOS, STAGES, expand, run_scenarios
 
     try:
         names = expand(args.names)
@@ -459,12 +459,36 @@ def _cmd_scenario_run(args: argparse.Namespace) -> int:
         for r in results:
             t.add_row(*("-" if r.get(c) is None else str(r[c]) for c in cols))
         Console(width=max(Console().width, 140)).print(t)
+        _print_stages(results, STAGES)
         for r in results:
             what = (SCENARIOS[r["scenario"]].what if r["scenario"] in SCENARIOS
                     else "all faults of the randomized run")
             err.print(f"{r['scenario']}: {what}"
                       + (f"  ERRORS: {r['errors']}" if r["errors"] else ""), markup=False)
     return 0 if all(not r["errors"] for r in results) else 1
+
+
+def _print_stages(results: list[dict[str, Any]], stages: tuple[str, ...]) -> None:
+    """The failover path of the scenarios that measured one: p50 / p99 of each stage."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [r for r in results if any(r.get(f"{s}_p50_ms") is not None for s in stages)]
+    if not rows:
+        return
+    t = Table(title="failover stages (ms from the fault: p50 / p99)")
+    t.add_column("scenario", justify="left")
+    for stage in stages:
+        t.add_column(stage.replace("_", " "), justify="right")
+    t.add_column("outage", justify="right")
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        p50, p99 = r.get(f"{key}_p50_ms"), r.get(f"{key}_p99_ms")
+        return "-" if p50 is None else f"{p50} / {p99}"
+
+    for r in rows:
+        t.add_row(r["scenario"], *(cell(r, s) for s in stages), cell(r, "outage"))
+    Console(width=max(Console().width, 140)).print(t)
 
 
 def _cmd_vnf_am(args: argparse.Namespace) -> int:

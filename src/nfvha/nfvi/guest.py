@@ -439,11 +439,8 @@ class Guest:
         vnfc.exit_status = status
         vnfc.exit_desc = describe_wait_status(status)
         vnfc.exited.set()
-        self.console.log(
-            f"vnfc {vnfc.spec.name} (pid {proc.pid}) exited: {vnfc.exit_desc}"
-            + (" (expected)" if expected else "")
-        )
-        self._write_state()
+        # Reported first: a failover waits for this event, and the console line and the
+        # state file are writes to a disk that may be slow.
         self._emit(
             "vnfc-exited",
             vnfc=vnfc.spec.name,
@@ -453,6 +450,11 @@ class Guest:
             expected=expected,
             mono_ns=mono_ns,
         )
+        self.console.log(
+            f"vnfc {vnfc.spec.name} (pid {proc.pid}) exited: {vnfc.exit_desc}"
+            + (" (expected)" if expected else "")
+        )
+        self._write_state()
         # Clean-up (AMF's CLEANUP), after the report so detection does not wait:
         # the service addresses a dead VNFC held go, unless another VNFC of this VM
         # still runs (it may hold one of them).

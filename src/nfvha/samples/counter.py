@@ -32,6 +32,14 @@ State:
 - ``checkpoint``: every change is written to the AM's checkpoint (key ``counters``)
   before the answer; a new active reads it first.
 
+In HA mode two more requests answer on any role: ``SYNC`` (``SYNC up|degraded|none``:
+whether a standby holds the active's full state) and ``TIMES``: ``TIMES <JSON>``, per
+service instance when this process last took the active role, on CLOCK_MONOTONIC
+(one clock machine-wide), for timing a failover stage by stage:
+``{"<si>": {"epoch": E, "order_mono_ns": T, "vip_mono_ns": T|null,
+"serving_mono_ns": T}}`` - the active order arrived, the VIP was configured and the
+first gratuitous ARP sent (null: no VIP), it served.
+
 Standard library only: this runs as a separate process inside a VM.  The HA modules
 are imported only in HA mode, so the plain counter starts as fast as before.
 """
@@ -42,10 +50,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -228,9 +238,17 @@ class _VipEndpoint:
 class _SyncLink:
     """The active's side of direct state sync to one standby (IF-3).
 
-    Every exchange runs under the counter's lock, so at most one message is in flight
-    and a snapshot never races a change.
+    A standby that joins is brought up to date without holding the clients: the full
+    state goes first, then, round by round, the sessions changed meanwhile; answers in
+    the meantime do not wait for it (a standby that does not hold the state yet
+    protects nothing by making them wait, and a standby that has just started may take
+    tens of milliseconds to answer). Once it holds everything (``caught_up``), every
+    change is answered only after the standby acknowledged it, under the counter's lock,
+    so at most one message is in flight. Down (unreachable, slow), the link is
+    ``degraded`` and comes back the same way.
     """
+
+    CATCH_UP_ROUNDS = 3  # then the last round holds the clients (changes keep coming)
 
     def __init__(self, owner: HaCounter, si: str, epoch: int, peer: Peer) -> None:
         self.owner = owner
@@ -242,10 +260,13 @@ class _SyncLink:
         self.seq = 0
         self.closed = False
         self.degraded = False
+        self.caught_up = False
+        self.dirty: set[str] = set()  # sessions changed while catching up
+        self.bring_up: asyncio.Task[None] | None = None  # the first connect and catch-up
         self._retry: asyncio.Task[None] | None = None
 
     async def connect(self) -> bool:
-        """Connect and send the full state. Caller holds the lock."""
+        """Connect, then bring the standby up to date. True once it holds everything."""
         opts = self.owner.opts
         try:
             self.reader, self.writer = await asyncio.wait_for(
@@ -259,46 +280,81 @@ class _SyncLink:
             return False
         self._write({"op": "hello", "component": opts.component, "si": self.si,
                      "epoch": self.epoch})
+        self.dirty.clear()
         counters = dict(self.owner.service.counters)
-        if not await self._exchange({"op": "snapshot", "counters": counters}):
+        if not await self._exchange([{"op": "snapshot", "counters": counters}]):
             return False
+        for _ in range(self.CATCH_UP_ROUNDS):
+            if not self.dirty:
+                break
+            if not await self._exchange(self._take_dirty()):
+                return False
+        if self.dirty:
+            async with self.owner.lock:  # the last few changes, with the clients held
+                if self.writer is None or not await self._exchange(self._take_dirty()):
+                    return False
+                return self._caught_up(len(counters))
+        return self._caught_up(len(counters))  # no await since the last ack: none missing
+
+    def _caught_up(self, sessions: int) -> bool:
+        if self.closed or self.writer is None:
+            return False
+        self.caught_up = True
         self.degraded = False
-        _say(f"counter {opts.name} sync {self.si} to {self.peer.component} up "
-             f"({len(counters)} sessions)")
+        _say(f"counter {self.owner.opts.name} sync {self.si} to {self.peer.component} up "
+             f"({sessions} sessions)")
         return True
 
+    def _take_dirty(self) -> list[dict[str, Any]]:
+        counters = self.owner.service.counters
+        changed, self.dirty = self.dirty, set()
+        return [{"op": "set", "session": s, "value": counters[s]}
+                for s in sorted(changed) if s in counters]
+
     async def replicate(self, session: str, value: int) -> bool:
-        """Send one change and wait for the ack. False: not synced (degraded)."""
-        if self.writer is None:
+        """Send one change and wait for the ack (caller holds the lock). False: not
+        synced - degraded, or still catching up (then it goes in a later round)."""
+        if not self.caught_up:
+            if self.writer is not None:
+                self.dirty.add(session)
             return False
-        return await self._exchange({"op": "set", "session": session, "value": value})
+        return await self._exchange([{"op": "set", "session": session, "value": value}])
 
     def _write(self, message: dict[str, Any]) -> None:
         assert self.writer is not None
         self.writer.write(json.dumps(message).encode() + b"\n")
 
-    async def _exchange(self, message: dict[str, Any]) -> bool:
-        if self.writer is None or self.reader is None:
+    async def _exchange(self, messages: list[dict[str, Any]]) -> bool:
+        """Send messages (one write) and wait for the ack of each, in order."""
+        reader, writer = self.reader, self.writer
+        if writer is None or reader is None:
             return False
-        self.seq += 1
+        first = self.seq + 1
+        self.seq += len(messages)
+        reply: Any = {}
         try:
-            self._write({**message, "seq": self.seq})
-            await self.writer.drain()
-            line = await asyncio.wait_for(self.reader.readline(),
-                                          self.owner.opts.sync_ack_timeout_s)
-            reply = json.loads(line) if line else {}
+            writer.write(b"".join(json.dumps({**m, "seq": first + i}).encode() + b"\n"
+                                  for i, m in enumerate(messages)))
+            await writer.drain()
+            for i in range(len(messages)):
+                line = await asyncio.wait_for(reader.readline(),
+                                              self.owner.opts.sync_ack_timeout_s)
+                reply = json.loads(line) if line else {}
+                if not isinstance(reply, dict) or reply.get("op") != "ack" \
+                        or reply.get("seq") != first + i:
+                    break
+            else:
+                return True
         except (OSError, TimeoutError, ValueError):
             reply = {}
-        if not isinstance(reply, dict):
-            reply = {}
-        if reply.get("op") == "ack" and reply.get("seq") == self.seq:
-            return True
-        self._down(reply.get("reason") or "no ack")
+        self._down((reply.get("reason") if isinstance(reply, dict) else None) or "no ack")
         return False
 
     def _down(self, why: str) -> None:
         if self.writer is not None:
             self.writer.close()
+        self.caught_up = False
+        self.dirty.clear()  # the next connect starts from a full snapshot
         if not self.degraded:
             self.degraded = True
             _say(f"counter {self.owner.opts.name} sync {self.si} to {self.peer.component} "
@@ -312,12 +368,12 @@ class _SyncLink:
         while not self.closed:
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_s)
-            async with self.owner.lock:
-                if self.closed or await self.connect():
-                    return
+            if self.closed or await self.connect():
+                return
 
     def close(self) -> None:
         self.closed = True
+        self.caught_up = False
         if self._retry is not None:
             self._retry.cancel()
         if self.writer is not None:
@@ -338,6 +394,8 @@ class HaCounter:
         self._vips: dict[str, _VipEndpoint] = {}
         self._links: dict[str, _SyncLink] = {}
         self._inbound: set[asyncio.StreamWriter] = set()
+        # si -> when this process last became its active (see TIMES in the docstring).
+        self.became_active: dict[str, dict[str, int | None]] = {}
 
     @property
     def serving(self) -> bool:
@@ -356,12 +414,13 @@ class HaCounter:
 
     def sync_text(self) -> str:
         """``SYNC up``: every standby link holds the full state (a failover now loses
-        nothing acknowledged); ``degraded``: changes are answered without a standby;
-        ``none``: no direct sync here (not active, or another state model)."""
+        nothing acknowledged); ``degraded``: changes are answered without a standby (it
+        is down, or still being brought up to date); ``none``: no direct sync here (not
+        active, or another state model)."""
         links = list(self._links.values())
         if self.opts.state != "sync" or not links:
             return "SYNC none"
-        up = all(link.writer is not None and not link.degraded for link in links)
+        up = all(link.caught_up and not link.degraded for link in links)
         return "SYNC up" if up else "SYNC degraded"
 
     def grants_text(self, args: list[str]) -> str:
@@ -380,6 +439,8 @@ class HaCounter:
             return self.sync_text()
         if words and words[0].upper() == "GRANTS":
             return self.grants_text(words[1:])
+        if [w.upper() for w in words] == ["TIMES"]:
+            return "TIMES " + json.dumps(self.became_active, separators=(",", ":"))
         if len(words) != 2 or words[0].upper() not in ("INC", "GET"):
             return self.service.handle(request)  # PING, usage errors
         if not self.serving:
@@ -409,6 +470,8 @@ class HaCounter:
     # -- role callbacks (ComponentClient) ------------------------------------------------
 
     async def on_active(self, si: str, epoch: int, vip: str | None, peer: Peer | None) -> None:
+        order_ns = None if self.client is None else self.client.order_received_mono_ns
+        vip_ns: int | None = None
         if self.opts.state == "checkpoint":
             assert self.client is not None
             stored = await self.client.checkpoint_read(
@@ -423,27 +486,28 @@ class HaCounter:
             await self._release_vip(si)
         if vip is not None:
             await self._claim_vip(si, vip)
+            vip_ns = time.monotonic_ns()
         self._close_link(si)
         if self.opts.state == "sync" and peer is not None:
-            # Connect in the background (a dead standby host costs a connect timeout, and
-            # that is outage here) but under the lock taken now: no change is answered
-            # before the standby has the snapshot or the link is known to be down.
+            # In the background: a dead standby host costs a connect timeout, and a
+            # starting one may be slow to answer; the clients do not wait for either.
             link = self._links[si] = _SyncLink(self, si, epoch, peer)
-            await self.lock.acquire()
-            self._spawn(self._connect_locked(link))
+            link.bring_up = self._spawn(self._bring_up(link))
+        if self.roles.get(si) != "active":  # taking the role, not a refreshed order
+            self.became_active[si] = {"epoch": epoch, "order_mono_ns": order_ns,
+                                      "vip_mono_ns": vip_ns,
+                                      "serving_mono_ns": time.monotonic_ns()}
         self.roles[si] = "active"
         _say(f"counter {self.opts.name} {si} active epoch {epoch} vip {vip}")
 
-    async def _connect_locked(self, link: _SyncLink) -> None:
-        try:
-            await link.connect()
-        finally:
-            self.lock.release()
+    async def _bring_up(self, link: _SyncLink) -> None:
+        await link.connect()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def on_standby(self, si: str, epoch: int, peer: Peer | None) -> None:
         await self._step_down(si, "standby")
@@ -463,8 +527,22 @@ class HaCounter:
             self.roles.pop(si, None)
         else:
             self.roles[si] = state
-        self._close_link(si)
         await self._release_vip(si)
+        await self._finish_catch_up(si)
+        self._close_link(si)
+
+    async def _finish_catch_up(self, si: str) -> None:
+        """A standby still being brought up to date gets what was answered meanwhile
+        before the link closes (a planned switchover keeps every acknowledged change).
+        After the VIP is released: a lease that ran out must not keep the address."""
+        link = self._links.get(si)
+        task = None if link is None or link.caught_up else link.bring_up
+        if task is None or task.done():
+            return
+        opts = self.opts
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), opts.sync_connect_timeout_s
+                                   + (_SyncLink.CATCH_UP_ROUNDS + 2) * opts.sync_ack_timeout_s)
 
     async def shutdown(self) -> None:
         self.roles.clear()
@@ -559,6 +637,10 @@ def _say(line: str) -> None:
 
 async def serve_ha(opts: HaOptions) -> None:
     from nfvha.amf.sdk import ComponentClient
+
+    # Imported now, not at the first claim: that is a failover, and an import on a busy
+    # machine takes tens of milliseconds.
+    importlib.import_module("nfvha.amf.vip")
 
     service = CounterService(opts.name)
     ha = HaCounter(service, opts)

@@ -10,7 +10,9 @@ Front: UDP and TCP on ADDR:PORT (and on the VIP while it holds one).
   (round robin among equals: a hung member collects outstanding requests, so it is
   avoided even before it is detected).  The member's reply is relayed to the client
   from the front socket the request came in on.  The datagram ``STATS`` is answered by
-  the LB itself with its statistics as JSON (also printed on SIGUSR1).
+  the LB itself with its statistics as JSON (also printed on SIGUSR1), and ``TIMES``
+  with when it last took the active role, as the counter sample answers it
+  (``nfvha.samples.counter``: for timing a failover stage by stage).
 - TCP: per connection (L4): each new connection is spliced to one healthy member; a
   member that is excluded has its connections closed, so clients reconnect elsewhere.
 
@@ -64,10 +66,12 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import importlib
 import json
 import signal
 import socket
 import sys
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -215,6 +219,8 @@ class LoadBalancer:
         self.members = [_Member(name, (host, port), _connected_udp((host, port)))
                         for name, host, port in opts.members]
         self.roles: dict[str, str] = {}
+        # si -> when this LB last became its active (TIMES, as the counter answers it).
+        self.became_active: dict[str, dict[str, int | None]] = {}
         self.client: ComponentClient | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.forwarded = self.replied = self.failed = self.retried = 0
@@ -349,6 +355,9 @@ class LoadBalancer:
     def on_request(self, front: _Front, data: bytes, client: Addr) -> None:
         if data.strip().upper() == b"STATS":
             front.send(json.dumps(self.stats()).encode(), client)
+            return
+        if data.strip().upper() == b"TIMES":
+            front.send(b"TIMES " + json.dumps(self.became_active).encode(), client)
             return
         if not self.serving:
             self.dropped += 1
@@ -517,8 +526,15 @@ class LoadBalancer:
     # -- role callbacks (pair mode, ComponentClient) -------------------------------------
 
     async def on_active(self, si: str, epoch: int, vip: str | None, peer: Peer | None) -> None:
+        order_ns = None if self.client is None else self.client.order_received_mono_ns
+        vip_ns = None
         if vip is not None:
             await self.fronts.claim_vip(si, vip)
+            vip_ns = time.monotonic_ns()
+        if self.roles.get(si) != "active":  # taking the role, not a refreshed order
+            self.became_active[si] = {"epoch": epoch, "order_mono_ns": order_ns,
+                                      "vip_mono_ns": vip_ns,
+                                      "serving_mono_ns": time.monotonic_ns()}
         self.roles[si] = "active"
         _say(f"lb {self.opts.name} {si} active epoch {epoch} vip {vip}")
         for m in self.members:  # the old active may have died before asking
@@ -648,6 +664,9 @@ async def serve(opts: Options) -> None:
     members = ",".join(f"{m.name}={m.addr[0]}:{m.addr[1]}" for m in lb.members)
     _say(f"lb {opts.name} serving udp+tcp on {opts.bind}:{opts.port} members {members}")
     if opts.am is not None:
+        # Imported now, not at the first claim: that is a failover (lb-crash), and an
+        # import on a busy machine takes tens of milliseconds.
+        importlib.import_module("nfvha.amf.vip")
         lb.client = ComponentClient(opts.component or opts.name, opts.am,
                                     on_active=lb.on_active, on_standby=lb.on_standby,
                                     on_quiesced=lb.on_quiesced, on_removed=lb.on_removed)

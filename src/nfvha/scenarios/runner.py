@@ -15,6 +15,17 @@ watched too).
 
 A VNF whose service address is of kind ``lb`` is probed through its load balancer's
 VIP (IF-2).
+
+The failover path, stage by stage (each in ms from the fault, all on CLOCK_MONOTONIC,
+one clock machine-wide; None where a stage was not measured): ``detect_ms`` the agent
+(or the guest, for a VNFC) saw the failure (the event's ``detected_mono_ns``);
+``decide_ms`` the availability manager decided the record that made the new active
+(``decided_mono_ns`` of that epoch in ``/v1/availability``); ``order_ms`` the new
+active received its order and ``vip_ms`` it had configured the VIP and sent the first
+gratuitous ARP (the component says, asked ``TIMES``); ``first_answer_ms`` the probe's
+first answer after the fault (the end of the first interruption). The timestamps come
+from the processes that act, never from the store in between, so they stay valid
+whichever path carries the failure to the availability manager.
 """
 
 from __future__ import annotations
@@ -36,6 +47,13 @@ from nfvha.amf.model import ServiceGroup
 from nfvha.bench.alarms import ReceiverProcess
 from nfvha.bench.stats import percentile
 from nfvha.model.topology import SAL_RECOVERY_MS, Topology, VnfSpec
+from nfvha.testbed.probe import (
+    Sample,
+    ServiceProbe,
+    first_answer_after,
+    lost_increments,
+    outage_after,
+)
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
 from nfvha.testbed.observe import EventWaiter, udp_request
@@ -43,6 +61,8 @@ from nfvha.testbed.probe import ServiceProbe, lost_increments, outage_after
 
 SAL_THRESHOLD_MS = SAL_RECOVERY_MS
 RESTORE_TIMEOUT_S = 30.0
+# The failover path's stages, in the order they happen (``<stage>_ms`` from the fault).
+STAGES = ("detect", "decide", "order", "vip", "first_answer")
 
 
 @dataclass(frozen=True)
@@ -109,10 +129,20 @@ class RunResult:
     double_active: int
     failed: int = 0  # probe requests without an answer, in the fault window
     sent: int = 0  # probe requests sent in the fault window
+    # The failover path, each in ms from the fault (module docstring); None: not measured.
+    detect_ms: float | None = None
+    decide_ms: float | None = None
+    order_ms: float | None = None
+    vip_ms: float | None = None
+    first_answer_ms: float | None = None
 
     @property
     def failed_pct(self) -> float:
         return round(100 * self.failed / self.sent, 2) if self.sent else 0.0
+
+    def stage_ms(self, stage: str) -> float | None:
+        value: float | None = getattr(self, f"{stage}_ms")
+        return value
 
 
 @dataclass
@@ -148,6 +178,8 @@ class ScenarioReport:
             "failed_pct": round(100 * sum(r.failed for r in self.runs) / sent, 2)
             if sent else None,
             "failed_max_pct": max((r.failed_pct for r in self.runs), default=None),
+            **{f"{stage}_{q}_ms": p([r.stage_ms(stage) for r in self.runs], n)
+               for stage in STAGES for q, n in (("p50", 50), ("p99", 99))},
             "errors": self.errors,
         }
 
@@ -171,6 +203,8 @@ class ScenarioRunner:
         self.events = EventWaiter(client)
         self.faults = FaultInjector(tb.run, tb.topology)
         self._sessions = 0
+        # (si, epoch) -> when the AM decided that record, as /v1/availability said.
+        self._decided: dict[tuple[str, int], int] = {}
 
     def _vnf(self, name: str) -> VnfSpec:
         return next(v for v in self.topology.vnfs if v.name == name)
@@ -178,7 +212,12 @@ class ScenarioRunner:
     async def availability(self, vnf: str) -> dict[str, Any]:
         r = await self.client.get("/v1/availability")
         r.raise_for_status()
-        return next(a for a in r.json() if a["vnf"] == vnf)
+        found: dict[str, Any] = next(a for a in r.json() if a["vnf"] == vnf)
+        for si in found["service_instances"]:
+            # Kept: a record's decision time is shown only while it is the current one.
+            if si.get("decided_mono_ns") is not None:
+                self._decided[(si["si"], si["epoch"])] = int(si["decided_mono_ns"])
+        return found
 
     async def fully_assigned(self, vnf: str) -> bool:
         spec = self._vnf(vnf)
@@ -290,6 +329,8 @@ class ScenarioRunner:
                 fault_ns = fault_ns or inj.injected_mono_ns
                 detected = await self.events.wait(scenario.event, entity, timeout_s=20)
                 self.events.after = int(detected["id"])
+                if scenario.repeat_fault == 1:
+                    await self.availability(vnf)  # the failover's record, while current
             if scenario.expect is not None:
                 # The recovery the scenario is about (UC-9: escalated to a VM repair,
                 # or - repeated within the VM repairs' probation - to a host repair).
@@ -315,6 +356,8 @@ class ScenarioRunner:
         samples = probe.snapshot()
         outage = outage_after(samples, fault_ns)
         window = [s for s in samples if fault_ns <= s.sent_ns <= served_ns]
+        stages = (await self._stages(vnf, fault_ns, int(detected["detected_mono_ns"]), samples)
+                  if scenario.repeat_fault == 1 else {})
         return RunResult(
             detection_ms=round(detection_ms, 2),
             notification_ms=notification_ms,
@@ -322,7 +365,34 @@ class ScenarioRunner:
             state_lost=lost_increments(samples) if spec.stateful else None,
             restored_ms=round((restored_ns - fault_ns) / 1e6, 1),
             double_active=double,
-            failed=sum(1 for s in window if s.reply_ns is None), sent=len(window))
+            failed=sum(1 for s in window if s.reply_ns is None), sent=len(window),
+            **stages)
+
+    async def _stages(self, vnf: str, fault_ns: int, detected_ns: int,
+                      samples: list[Sample]) -> dict[str, float | None]:
+        """The failover path of one run, stage by stage (module docstring): the active
+        of the VNF's first SI now says when it took the role, at which epoch; the AM's
+        decision of that epoch was seen in /v1/availability."""
+        decided_ns = order_ns = vip_ns = None
+        si = (await self.availability(vnf))["service_instances"][0]
+        if si["active"]:
+            addr = self.tb.component_address(si["active"][0])
+            took = _active_times(await asyncio.to_thread(udp_request, addr, "TIMES", 0.5),
+                                 si["si"])
+            order_ns = took.get("order_mono_ns")
+            if order_ns is not None and order_ns >= fault_ns:  # this fault's failover
+                vip_ns = took.get("vip_mono_ns")
+                epoch = took.get("epoch")
+                decided_ns = None if epoch is None else self._decided.get((si["si"], epoch))
+            else:
+                order_ns = None
+
+        def ms(ns: int | None) -> float | None:
+            return None if ns is None else round((ns - fault_ns) / 1e6, 2)
+
+        return {"detect_ms": ms(detected_ns), "decide_ms": ms(decided_ns),
+                "order_ms": ms(order_ns), "vip_ms": ms(vip_ns),
+                "first_answer_ms": ms(first_answer_after(samples, fault_ns))}
 
     async def _wait_synced(self, su: str, timeout_s: float = 10.0) -> None:
         """Until the active's standby holds its full state: assigned is not yet redundant
@@ -480,6 +550,21 @@ def _serving_round(addrs: list[tuple[str, int]], request: str, timeout_s: float 
     return sum(1 for a in answers.values() if _serving(a))
 
 
+def _active_times(answer: str | None, si: str) -> dict[str, int | None]:
+    """One SI's entry of a counter's ``TIMES`` answer ({} if there is none: another
+    program, an old counter, no answer)."""
+    if answer is None or not answer.startswith("TIMES "):
+        return {}
+    try:
+        entry = json.loads(answer[len("TIMES "):]).get(si)
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(entry, dict):
+        return {}
+    return {k: v if isinstance(v, int) and not isinstance(v, bool) else None
+            for k, v in entry.items()}
+
+
 def _serving(answer: str | None) -> bool:
     if answer is None:
         return False
@@ -502,6 +587,7 @@ def random_total(reports: list[dict[str, Any]], seed: int) -> dict[str, Any]:
             "restored_p99_ms": None,
             "sal_met": bool(reports) and all(r["sal_met"] for r in reports),
             "double_active": sum(r["double_active"] for r in reports),
+            **{f"{stage}_{q}_ms": None for stage in STAGES for q in ("p50", "p99")},
             "errors": [f"{r['scenario']} {e}" for r in reports for e in r["errors"]]}
 
 
