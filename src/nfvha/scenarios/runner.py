@@ -47,6 +47,9 @@ from nfvha.amf.model import ServiceGroup
 from nfvha.bench.alarms import ReceiverProcess
 from nfvha.bench.stats import percentile
 from nfvha.model.topology import SAL_RECOVERY_MS, Topology, VnfSpec
+from nfvha.testbed.deploy import Testbed
+from nfvha.testbed.faults import FaultError, FaultInjector
+from nfvha.testbed.observe import EventWaiter, udp_request
 from nfvha.testbed.probe import (
     Sample,
     ServiceProbe,
@@ -54,10 +57,6 @@ from nfvha.testbed.probe import (
     lost_increments,
     outage_after,
 )
-from nfvha.testbed.deploy import Testbed
-from nfvha.testbed.faults import FaultError, FaultInjector
-from nfvha.testbed.observe import EventWaiter, udp_request
-from nfvha.testbed.probe import ServiceProbe, lost_increments, outage_after
 
 SAL_THRESHOLD_MS = SAL_RECOVERY_MS
 RESTORE_TIMEOUT_S = 30.0
