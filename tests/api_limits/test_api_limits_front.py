@@ -56,7 +56,7 @@ async def test_never_more_than_n_requests_at_once_and_the_next_one_waits_for_a_s
         assert fake.seen[3].query == b"i=3"
 
 
-async def test_a_full_queue_is_503_with_retry_after_at_once(
+async def test_a_full_queue_is_503_with_retry_after_after_that_long(
         upstream: tuple[SlowUpstream, str]) -> None:
     fake, url = upstream
     limits = ApiLimits(forward_concurrency=1, forward_queue=2, forward_queue_timeout_s=60)
@@ -66,7 +66,8 @@ async def test_a_full_queue_is_503_with_retry_after_at_once(
         await until(lambda: front.slots.waiting == 2)
         t0 = time.monotonic()
         r = await client.get("/v1/hosts")
-        assert time.monotonic() - t0 < 5
+        # Answered after its Retry-After: a flood asking again at once is paced by it.
+        assert 0.9 <= time.monotonic() - t0 < 20
         busy(r, "queue full")
         assert r.headers["content-type"] == "application/problem+json"
         # On the Masakari API, the refusal is a Masakari fault.

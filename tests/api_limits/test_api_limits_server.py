@@ -138,7 +138,8 @@ async def test_idle_keep_alive_connection_is_closed_after_the_timeout(tmp_path: 
         writer.close()
 
 
-async def test_connections_beyond_the_concurrency_limit_are_503(tmp_path: Path) -> None:
+async def test_connections_beyond_the_concurrency_limit_are_503_after_retry_after(
+        tmp_path: Path) -> None:
     limits = ApiLimits(max_concurrency=16, forward_waiting=8)
     async with served(tmp_path, limits) as s:
         held = [await asyncio.open_connection("127.0.0.1", s.port)
@@ -146,9 +147,12 @@ async def test_connections_beyond_the_concurrency_limit_are_503(tmp_path: Path) 
         # The last connection within the limit is served as ever...
         answer, inside_reader, inside = await get(s.port, "/v1/health")
         assert answer.status == 200
-        # ...the next one is refused at once, with Retry-After, and closed.
+        # ...the next one is refused with Retry-After, after that long (a client that
+        # asks again at once asks once a second), and closed.
+        t0 = time.monotonic()
         answer, reader, writer = await get(s.port, "/v1/health")
         assert answer.status == 503 and answer.headers["retry-after"] == "1"
+        assert time.monotonic() - t0 >= 0.9
         assert await asyncio.wait_for(reader.read(), 30) == b""
         writer.close()
         # The connections within the limit are not refused for it (uvicorn's own limit
@@ -226,3 +230,22 @@ async def test_a_body_trickled_byte_by_byte_is_cut_off_at_the_body_timeout(
         answer2, _, writer = await get(s.port, "/v1/health")
         writer.close()
         assert answer2.status == 200
+
+
+async def test_refused_connections_held_are_bounded_the_rest_are_reset(tmp_path: Path) -> None:
+    limits = ApiLimits(max_concurrency=16, forward_waiting=8, retry_after_s=30)
+    async with served(tmp_path, limits) as s:
+        conns = [await asyncio.open_connection("127.0.0.1", s.port)
+                 for _ in range(3 * limits.max_concurrency)]
+        # 16 served, 16 refused and held (their answer due in 30 s), the rest reset.
+        reset = 0
+        for reader, _ in conns:
+            with contextlib.suppress(TimeoutError):
+                try:
+                    if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                        reset += 1
+                except ConnectionResetError:
+                    reset += 1
+        assert reset == limits.max_concurrency, reset
+        for _, writer in conns:
+            writer.close()

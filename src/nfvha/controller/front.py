@@ -18,9 +18,10 @@ What reaches the controller through a front:
   anything is passed on;
 - **a few at a time**: at most ``forward_concurrency`` requests are passed on at once
   (``Slots``); more wait in a queue of at most ``forward_queue`` for at most
-  ``forward_queue_timeout_s``, else 503 with Retry-After. The controller's event loop
-  never interleaves more than that much API work with the agents' event streams. A
-  slot is held until the controller's answer is read whole, not while the client
+  ``forward_queue_timeout_s``, else 503 with Retry-After (when the queue is full,
+  after Retry-After: a flood is not answered as fast as it asks). The controller's
+  event loop never interleaves more than that much API work with the agents' event
+  streams. A slot is held until the controller's answer is read whole, not while the client
   takes it: a slow reader holds no slot. Requests that mostly wait (``waits``: the
   SSE streams, long polls, operations on VMs and VNFCs) take no slot but count
   against ``forward_waiting``, with the same queue; their answers are streamed;
@@ -33,6 +34,7 @@ A plain ASGI application over httpx; hop-by-hop headers are dropped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -61,7 +63,6 @@ HOP_BY_HOP = frozenset({
     "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
 # Set by the front alone: a client's own are dropped.
 FORWARDING = frozenset({"x-forwarded-for", "forwarded"})
-RETRY_AFTER_S = 1
 # An answer of a request that holds a slot is read whole before it is passed back (the
 # slot is free while the client takes it); one larger than this is streamed instead.
 BUFFERED_ANSWER_MAX = 4 * 1024 * 1024
@@ -94,6 +95,7 @@ class FrontApp:
         lim = limits or ApiLimits()
         self._upstream_url = upstream_url
         self._upstream = upstream
+        self._retry_after_s = lim.retry_after_s
         self._bounded = BodyLimit(self._serve, lim.body_limit, reject)
         self._local: dict[str, Callable[[], dict[str, Any]]] = {}
         if cluster_status is not None:
@@ -139,7 +141,8 @@ class FrontApp:
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         base = self._upstream_url()
         if base is None:
-            await _unavailable(scope, send, "no controller leads right now; try again")
+            await _unavailable(scope, send, "no controller leads right now; try again",
+                               self._retry_after_s)
             return
         body = bytearray()  # at most the body limit: BodyLimit cuts off the rest
         while True:
@@ -163,9 +166,14 @@ class FrontApp:
             else:
                 await self._pass_bounded(req, base, scope, send)
         except NoSlot as e:
+            if e.reason == NoSlot.QUEUE_FULL:
+                # Answered when the client is told to ask again anyway: a flood that
+                # asks again at once asks once per Retry-After, not as fast as this
+                # front can refuse (a request that waited its time is answered now).
+                await asyncio.sleep(self._retry_after_s)
             what = "requests that wait" if waiting else "requests"
             await _unavailable(scope, send, f"the API is busy: too many {what} now"
-                                            f" ({e.reason}); try again")
+                                            f" ({e.reason}); try again", self._retry_after_s)
 
     async def _pass_bounded(self, req: httpx.Request, base: str, scope: Scope,
                             send: Send) -> None:
@@ -232,7 +240,8 @@ class FrontApp:
         log.info("front: %s at %s does not answer: %s", self._upstream, base, e)
         what = "does not answer in time" if isinstance(e, httpx.TimeoutException) \
             else "does not answer"
-        await _unavailable(scope, send, f"{self._upstream} {what}: {e or type(e).__name__}")
+        await _unavailable(scope, send, f"{self._upstream} {what}: {e or type(e).__name__}",
+                           self._retry_after_s)
 
 
 def _url(base: str, scope: Scope) -> str:
@@ -262,10 +271,10 @@ async def _start(send: Send, resp: httpx.Response) -> None:
                             if k.lower() not in HOP_BY_HOP - {"content-length"}]})
 
 
-async def _unavailable(scope: Scope, send: Send, detail: str) -> None:
+async def _unavailable(scope: Scope, send: Send, detail: str, retry_after_s: int) -> None:
     """503 with Retry-After, in the shape of the route's other errors; the connection
     stays open."""
-    retry = [(b"retry-after", str(RETRY_AFTER_S).encode())]
+    retry = [(b"retry-after", str(retry_after_s).encode())]
     if is_masakari(scope["path"]):
         await send_openstack_fault(send, 503, detail, headers=retry, close=False)
     else:

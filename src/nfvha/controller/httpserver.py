@@ -10,9 +10,12 @@ send, which is work for the event loop that the limit was meant to spare it.
 
 ``BoundedH11Protocol`` (uvicorn's ``H11Protocol`` with four additions):
 
-- **connections beyond ``max_connections``** are answered a fixed 503 (Retry-After)
-  the moment they are made, nothing of them is parsed, and they are closed; the
-  connections already open go on as before;
+- **connections beyond ``max_connections``** are answered a fixed 503 with
+  Retry-After, nothing of them read or parsed, and closed; the connections already
+  open go on as before. The answer comes after ``retry_after_s`` (what the client is
+  told to wait anyway): a flood that reconnects at once then costs a connection per
+  client and second, not as many as the server can refuse. At most
+  ``max_connections`` refused ones are held so; beyond, they are reset at once;
 - **the request head** (line and headers) must be complete ``header_timeout_s`` after
   the connection was made or, on a kept-alive connection, after its first byte;
 - **the body** must be complete ``body_timeout_s`` after the head; either late, the
@@ -35,11 +38,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nfvha.model.api import ApiLimits
 
-REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n"
-           b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s")
 _REFUSED_BODY = (b'{"title": "Service Unavailable", "status": 503, "detail": "too many'
                  b' connections to this API; try again"}')
-REFUSED_ANSWER = REFUSED % (len(_REFUSED_BODY), _REFUSED_BODY)
 _LATE_BODY = (b'{"title": "Request Timeout", "status": 408, "detail": "the request did not'
               b' arrive in time"}')
 LATE_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n"
@@ -47,13 +47,30 @@ LATE_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/probl
                % (len(_LATE_BODY), _LATE_BODY))
 
 
+def refused_answer(retry_after_s: int) -> bytes:
+    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n"
+            b"retry-after: %d\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+            % (retry_after_s, len(_REFUSED_BODY), _REFUSED_BODY))
+
+
+class Refusals:
+    """The refused connections a server holds until their answer is due."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.total = 0
+
+
 class BoundedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, bounded (see the module). The bounds are class attributes:
-    ``bounded_protocol`` makes a subclass with those of an ``ApiLimits``."""
+    ``bounded_protocol`` makes a subclass with those of an ``ApiLimits`` (and its own
+    count of refusals: one per server)."""
 
     max_connections = 256
     header_timeout_s = 5.0
     body_timeout_s = 10.0
+    retry_after_s = 1
+    refusals = Refusals()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,23 +78,45 @@ class BoundedH11Protocol(H11Protocol):
         self._awaiting: object = None  # the h11 state the read timer runs for
         self._write_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._holding = False  # a refused connection whose answer is not due yet
 
     # -- connections beyond the limit ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            # Not counted, not parsed: the answer, then the connection's end once the
-            # client has read it (its EOF: the transport closes itself) or after the
-            # header timeout.
-            self._refused = True
-            self.connections.discard(self)
-            transport.write(REFUSED_ANSWER)
-            if transport.can_write_eof():
-                transport.write_eof()
-            self._read_timer = self.loop.call_later(self.header_timeout_s, transport.abort)
+            self._refuse(transport)
             return
         self._watch_reading()
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Not counted, not read: held until its answer is due, then answered."""
+        self._refused = True
+        self.connections.discard(self)
+        refusals = self.refusals
+        refusals.total += 1
+        if refusals.held >= self.max_connections:
+            transport.abort()
+            return
+        refusals.held += 1
+        self._holding = True
+        transport.pause_reading()
+        self._read_timer = self.loop.call_later(self.retry_after_s, self._answer_refusal)
+
+    def _answer_refusal(self) -> None:
+        """The 503, then the connection's end once the client has read it (its EOF: the
+        transport closes itself) or after the header timeout."""
+        self._let_go()
+        self.transport.write(refused_answer(self.retry_after_s))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()  # to see its EOF; what it sends is dropped
+        self._read_timer = self.loop.call_later(self.header_timeout_s, self.transport.abort)
+
+    def _let_go(self) -> None:
+        if self._holding:
+            self._holding = False
+            self.refusals.held -= 1
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -86,6 +125,7 @@ class BoundedH11Protocol(H11Protocol):
         self._watch_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._let_go()
         self._stop_timer()
         if self._write_timer is not None:
             self._write_timer.cancel()
@@ -157,7 +197,8 @@ def bounded_protocol(limits: ApiLimits) -> type[BoundedH11Protocol]:
     """``BoundedH11Protocol`` with the bounds of ``limits``."""
     return type("BoundedH11Protocol", (BoundedH11Protocol,), {
         "max_connections": limits.max_concurrency, "header_timeout_s": limits.header_timeout_s,
-        "body_timeout_s": limits.body_timeout_s})
+        "body_timeout_s": limits.body_timeout_s, "retry_after_s": limits.retry_after_s,
+        "refusals": Refusals()})
 
 
 def server_config(app: Any, host: str, port: int, limits: ApiLimits,

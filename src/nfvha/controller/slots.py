@@ -17,7 +17,10 @@ from collections.abc import AsyncIterator
 
 
 class NoSlot(Exception):
-    """No slot in time: ``reason`` is ``queue full`` or ``waited too long``."""
+    """No slot in time: ``reason`` is ``QUEUE_FULL`` or ``WAITED_TOO_LONG``."""
+
+    QUEUE_FULL = "queue full"
+    WAITED_TOO_LONG = "waited too long"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -59,7 +62,7 @@ class Slots:
             return
         if len(self._waiters) >= self.queue:
             self.queue_full += 1
-            raise NoSlot("queue full")
+            raise NoSlot(NoSlot.QUEUE_FULL)
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(granted)
         try:
@@ -68,7 +71,7 @@ class Slots:
         except TimeoutError:
             if not self._give_up(granted):
                 self.timed_out += 1
-                raise NoSlot("waited too long") from None
+                raise NoSlot(NoSlot.WAITED_TOO_LONG) from None
         except BaseException:
             if self._give_up(granted):
                 self._release()  # handed to us as we were cancelled: hand it on

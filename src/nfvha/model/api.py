@@ -79,9 +79,15 @@ class ApiLimits(Strict):
     # connection for a bounded time.
     header_timeout_s: float = Field(5.0, gt=0, le=300)
     body_timeout_s: float = Field(10.0, gt=0, le=300)
-    # Open connections beyond this are answered 503 the moment they are made (nothing
-    # of them is read) and closed. An alarm stream or a long poll holds one.
+    # Open connections beyond this are answered 503 (nothing of them is read) and
+    # closed. An alarm stream or a long poll holds one.
     max_concurrency: int = Field(256, ge=16, le=65_536)
+    # A request or connection refused for load (503) is answered after this many
+    # seconds, its Retry-After: a client that asks again at once (a flood does) asks at
+    # most once per this, instead of as fast as refusals can be written. The refused
+    # connections held meanwhile are at most ``max_concurrency``; beyond, they are
+    # reset at once.
+    retry_after_s: int = Field(1, ge=0, le=60)
     # Connections the kernel holds for the server before it takes them (listen
     # backlog); the server takes at most this many at once.
     backlog: int = Field(128, ge=8, le=65_536)
