@@ -116,24 +116,49 @@ def test_everything_else_works_and_takes_a_slot(method: str, path: str, query: b
     assert not waits(method, path, query)
 
 
-async def test_requests_that_wait_take_no_slot_but_have_a_cap_of_their_own(
+async def test_requests_that_wait_hold_a_slot_only_until_the_answer_begins(
         upstream: tuple[SlowUpstream, str]) -> None:
     fake, url = upstream
-    limits = ApiLimits(forward_concurrency=1, forward_queue=0, forward_waiting=3)
+    limits = ApiLimits(forward_concurrency=1, forward_queue=8, forward_queue_timeout_s=0.5,
+                       forward_waiting=3, forward_start_s=0.3)
     async with front_on(url, limits) as (front, client):
-        working = asyncio.create_task(client.get("/v1/status"))
-        await fake.until(lambda: fake.in_flight == 1)
-        busy(await client.get("/v1/events"), "queue full")  # the slot is taken
-        waiting = [asyncio.create_task(client.get("/v1/events", params={"wait": "5"})),
-                   asyncio.create_task(client.post("/v1/vms/vm1/start")),
-                   asyncio.create_task(client.get("/v1/hosts/health/stream"))]
-        await fake.until(lambda: fake.in_flight == 4)  # all passed on beside the slot
-        assert front.slots.in_use == 1 and front.waiting.in_use == 3
+        # A stream's answer begins at once: its slot is free at once.
+        send = Recorded()
+        stream = asyncio.create_task(front(get_scope("/v1/alarms/stream"), no_body, send))
+        await asyncio.wait_for(send.got_body.wait(), 30)
+        assert front.slots.in_use == 0 and front.waiting.in_use == 1
+        # A long poll and an operation, unanswered: their slot is free after the start time.
+        t0 = time.monotonic()
+        poll = asyncio.create_task(client.get("/v1/events", params={"wait": "5"}))
+        await fake.until(lambda: fake.in_flight == 2)
+        await until(lambda: front.slots.in_use == 0)
+        operation = asyncio.create_task(client.post("/v1/vms/vm1/start"))
+        await fake.until(lambda: fake.in_flight == 3)
+        await until(lambda: front.slots.in_use == 0)
+        assert time.monotonic() - t0 >= 0.5 and front.waiting.in_use == 3
+        # The cap of requests that wait is reached; other requests still get the slot.
         busy(await client.post("/v1/vnfcs/web-1/restart"), "requests that wait")
+        working = asyncio.create_task(client.get("/v1/status"))
+        await fake.until(lambda: fake.in_flight == 4)
         fake.release(4)
-        answers = await asyncio.gather(working, *waiting)
-        assert [r.status_code for r in answers] == [200] * 4
-        assert fake.max_in_flight == 4 and len(fake.seen) == 4
+        answers = await asyncio.gather(stream, poll, operation, working)
+        assert [r.status_code for r in answers[1:]] == [200] * 3
+        assert len(fake.seen) == 4 and front.slots.in_use == front.waiting.in_use == 0
+
+
+async def test_a_flood_of_requests_that_wait_is_no_more_work_at_once_than_the_slots(
+        upstream: tuple[SlowUpstream, str]) -> None:
+    fake, url = upstream
+    limits = ApiLimits(forward_concurrency=2, forward_queue=16, forward_queue_timeout_s=60,
+                       forward_waiting=32, forward_start_s=60)
+    async with front_on(url, limits) as (front, client):
+        flood = [asyncio.create_task(client.post(f"/v1/vms/vm{i}/start")) for i in range(6)]
+        await fake.until(lambda: fake.in_flight == 2)
+        await until(lambda: front.slots.waiting == 4)
+        assert len(fake.seen) == 2 and front.waiting.in_use == 6
+        fake.release(6)
+        assert [r.status_code for r in await asyncio.gather(*flood)] == [200] * 6
+        assert fake.max_in_flight == 2
 
 
 async def test_a_stream_is_passed_back_as_it_comes(upstream: tuple[SlowUpstream, str]) -> None:

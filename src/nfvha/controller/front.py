@@ -23,8 +23,9 @@ What reaches the controller through a front:
   event loop never interleaves more than that much API work with the agents' event
   streams. A slot is held until the controller's answer is read whole, not while the client
   takes it: a slow reader holds no slot. Requests that mostly wait (``waits``: the
-  SSE streams, long polls, operations on VMs and VNFCs) take no slot but count
-  against ``forward_waiting``, with the same queue; their answers are streamed;
+  SSE streams, long polls, operations on VMs and VNFCs) hold a slot only until the
+  controller's answer begins, at most ``forward_start_s``, and count against
+  ``forward_waiting`` while they last; their answers are streamed;
 - **the client's address** in ``X-Forwarded-For``, which the front sets: whatever a
   client sent in it (or in ``Forwarded``) is dropped, never appended to. The
   controller believes the header only from its fronts (``api/auth.py``).
@@ -106,7 +107,8 @@ class FrontApp:
         self.slots = Slots(lim.forward_concurrency, lim.forward_queue,
                            lim.forward_queue_timeout_s)
         self.waiting = Slots(lim.forward_waiting, lim.forward_queue,
-                             lim.forward_queue_timeout_s)
+                             lim.forward_queue_timeout_s, "requests that wait")
+        self._start_s = lim.forward_start_s
         connections = lim.forward_concurrency + lim.forward_waiting
         self._timeout = httpx.Timeout(lim.forward_timeout_s, connect=connect_timeout_s)
         self._http = httpx.AsyncClient(
@@ -161,8 +163,7 @@ class FrontApp:
         waiting = waits(scope["method"], scope["path"], scope.get("query_string", b""))
         try:
             if waiting:
-                async with self.waiting.slot():
-                    await self._pass_streaming(req, base, scope, send)
+                await self._pass_waiting(req, base, scope, send)
             else:
                 await self._pass_bounded(req, base, scope, send)
         except NoSlot as e:
@@ -171,8 +172,7 @@ class FrontApp:
                 # asks again at once asks once per Retry-After, not as fast as this
                 # front can refuse (a request that waited its time is answered now).
                 await asyncio.sleep(self._retry_after_s)
-            what = "requests that wait" if waiting else "requests"
-            await _unavailable(scope, send, f"the API is busy: too many {what} now"
+            await _unavailable(scope, send, f"the API is busy: too many {e.what} now"
                                             f" ({e.reason}); try again", self._retry_after_s)
 
     async def _pass_bounded(self, req: httpx.Request, base: str, scope: Scope,
@@ -208,12 +208,27 @@ class FrontApp:
         await send({"type": "http.response.body", "body": b"".join(chunks),
                     "more_body": False})
 
-    async def _pass_streaming(self, req: httpx.Request, base: str, scope: Scope,
-                              send: Send) -> None:
-        resp = await self._send(req, base, scope, send)
-        if resp is not None:
-            await _start(send, resp)
-            await self._relay(resp, base, send)
+    async def _pass_waiting(self, req: httpx.Request, base: str, scope: Scope,
+                            send: Send) -> None:
+        """Within the cap of requests that wait; and in a slot while the controller
+        starts on it: until its answer begins, at most ``forward_start_s``. What the
+        controller does for it at once (the request read, the token checked, an agent
+        asked) is done by then; after, it waits. So a flood of such requests (refused
+        for want of a token, say) is no more work at once than one of any other."""
+        async with self.waiting.slot():
+            await self.slots.acquire()
+            sending = asyncio.ensure_future(self._send(req, base, scope, send))
+            try:
+                await asyncio.wait({sending}, timeout=self._start_s)
+            except BaseException:
+                sending.cancel()
+                raise
+            finally:
+                self.slots.release()
+            resp = await sending  # cancelled with us, if the client goes
+            if resp is not None:
+                await _start(send, resp)
+                await self._relay(resp, base, send)
 
     async def _send(self, req: httpx.Request, base: str, scope: Scope,
                     send: Send) -> httpx.Response | None:

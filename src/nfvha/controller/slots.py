@@ -17,20 +17,23 @@ from collections.abc import AsyncIterator
 
 
 class NoSlot(Exception):
-    """No slot in time: ``reason`` is ``QUEUE_FULL`` or ``WAITED_TOO_LONG``."""
+    """No slot in time: ``reason`` is ``QUEUE_FULL`` or ``WAITED_TOO_LONG``; ``what``:
+    what the slots are for."""
 
     QUEUE_FULL = "queue full"
     WAITED_TOO_LONG = "waited too long"
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, what: str) -> None:
+        super().__init__(f"{what}: {reason}")
         self.reason = reason
+        self.what = what
 
 
 class Slots:
-    def __init__(self, size: int, queue: int, wait_s: float) -> None:
+    def __init__(self, size: int, queue: int, wait_s: float, what: str = "requests") -> None:
         if size < 1 or queue < 0 or wait_s <= 0:
             raise ValueError("slots: size >= 1, queue >= 0, wait_s > 0")
+        self.what = what
         self.size = size
         self.queue = queue
         self.wait_s = wait_s
@@ -49,20 +52,21 @@ class Slots:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the ``async with`` block; ``NoSlot`` if none comes in time."""
-        await self._acquire()
+        await self.acquire()
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self) -> None:
+    async def acquire(self) -> None:
+        """Take a slot (``release`` gives it back); ``NoSlot`` if none comes in time."""
         if self.in_use < self.size and not self._waiters:
             self.in_use += 1
             self.taken += 1
             return
         if len(self._waiters) >= self.queue:
             self.queue_full += 1
-            raise NoSlot(NoSlot.QUEUE_FULL)
+            raise NoSlot(NoSlot.QUEUE_FULL, self.what)
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(granted)
         try:
@@ -71,10 +75,10 @@ class Slots:
         except TimeoutError:
             if not self._give_up(granted):
                 self.timed_out += 1
-                raise NoSlot(NoSlot.WAITED_TOO_LONG) from None
+                raise NoSlot(NoSlot.WAITED_TOO_LONG, self.what) from None
         except BaseException:
             if self._give_up(granted):
-                self._release()  # handed to us as we were cancelled: hand it on
+                self.release()  # handed to us as we were cancelled: hand it on
             raise
         self.taken += 1
         self.waited += 1
@@ -88,7 +92,7 @@ class Slots:
             self._waiters.remove(granted)
         return False
 
-    def _release(self) -> None:
+    def release(self) -> None:
         self.in_use -= 1
         while self._waiters:
             nxt = self._waiters.popleft()

@@ -99,9 +99,12 @@ class ApiLimits(Strict):
     forward_concurrency: int = Field(4, ge=1, le=1024)
     forward_queue: int = Field(128, ge=0, le=65_536)
     forward_queue_timeout_s: float = Field(2.0, gt=0, le=300)
-    # Requests that mostly wait (``waits``: streams, long polls, operations) take no
-    # slot; at most this many are passed on at once (and as many more queue as above).
+    # Requests that mostly wait (``waits``: streams, long polls, operations) hold a slot
+    # only while the controller starts on them: until its answer begins, at most
+    # ``forward_start_s``. At most ``forward_waiting`` of them are passed on at once
+    # (and as many more queue as above).
     forward_waiting: int = Field(64, ge=1, le=65_536)
+    forward_start_s: float = Field(0.5, gt=0, le=60)
     # How long a request passed on may take at the controller (not the waiting ones):
     # a controller that stopped answering must not hold a slot for ever.
     forward_timeout_s: float = Field(60.0, gt=0, le=3600)
