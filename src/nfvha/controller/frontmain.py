@@ -23,6 +23,7 @@ from pathlib import Path
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.front import FrontApp
 from nfvha.controller.httpserver import QuietServer, server_config
+from nfvha.util.gcfreeze import freeze_long_lived
 from nfvha.util.logs import setup_logging
 
 log = logging.getLogger("nfvha.front")
@@ -50,6 +51,7 @@ async def serve_front(cfg: ControllerConfig, stop: asyncio.Event | None = None) 
     log.info("front of controller %s: on http://%s:%d, passing on to 127.0.0.1:%d"
              " (%d at once)", cfg.run_id, cfg.api_host, cfg.api_port, cfg.api_internal_port,
              cfg.api.forward_concurrency)
+    freeze_long_lived()
     try:
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -39,6 +39,7 @@ from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
 from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
+from nfvha.util.gcfreeze import freeze_long_lived
 from nfvha.util.logs import setup_logging
 
 log = logging.getLogger("nfvha.controller")
@@ -169,6 +170,7 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
              else f" (its front on http://{cfg.api_host}:{cfg.api_port})")
     if term is not None:
         term.ready()
+    freeze_long_lived()  # what is built so far lives as long as the process
     await stop.wait()
 
 
