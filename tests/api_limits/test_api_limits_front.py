@@ -256,3 +256,15 @@ async def test_a_slot_handed_to_a_waiter_that_gives_up_is_passed_on() -> None:
     w1.cancel()  # ...and gives up: w2 gets it
     await asyncio.gather(w1, w2, return_exceptions=True)
     assert got == [2] and slots.in_use == 0
+
+
+async def test_a_controller_that_takes_too_long_is_503_and_its_slot_is_free_again(
+        upstream: tuple[SlowUpstream, str]) -> None:
+    fake, url = upstream
+    limits = ApiLimits(forward_concurrency=1, forward_timeout_s=0.3)
+    async with front_on(url, limits) as (front, client):
+        t0 = time.monotonic()
+        busy(await client.get("/v1/status"), "the controller does not answer in time")
+        assert time.monotonic() - t0 >= 0.3 and front.slots.in_use == 0
+        fake.release(2)
+        assert (await client.get("/v1/status")).status_code == 200
