@@ -119,6 +119,7 @@ class FrontApp:
                                 keepalive_expiry=lim.keep_alive_timeout_s / 2),
             transport=httpx.AsyncHTTPTransport(retries=0))
         self.proxied = 0
+        self._unanswered = 0  # requests the controller did not answer since it last did
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -238,6 +239,10 @@ class FrontApp:
             await self._broken(e, base, scope, send)
             return None
         self.proxied += 1
+        if self._unanswered:
+            log.info("front: %s at %s answers again (%d requests unanswered)",
+                     self._upstream, base, self._unanswered)
+            self._unanswered = 0
         return resp
 
     async def _relay(self, resp: httpx.Response, base: str, send: Send) -> None:
@@ -252,7 +257,9 @@ class FrontApp:
 
     async def _broken(self, e: httpx.HTTPError, base: str, scope: Scope, send: Send) -> None:
         """The controller did not answer (no answer has been passed back yet)."""
-        log.info("front: %s at %s does not answer: %s", self._upstream, base, e)
+        if not self._unanswered:  # logged once per outage, not per request of a flood
+            log.warning("front: %s at %s does not answer: %s", self._upstream, base, e)
+        self._unanswered += 1
         what = "does not answer in time" if isinstance(e, httpx.TimeoutException) \
             else "does not answer"
         await _unavailable(scope, send, f"{self._upstream} {what}: {e or type(e).__name__}",
