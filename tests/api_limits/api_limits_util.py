@@ -46,8 +46,9 @@ class Controller:
 
 
 @contextlib.asynccontextmanager
-async def controller_app(tmp: Path, limits: ApiLimits | None = None
-                         ) -> AsyncIterator[Controller]:
+async def controller_app(tmp: Path, limits: ApiLimits | None = None, *,
+                         trusted: list[str] | None = None) -> AsyncIterator[Controller]:
+    """``trusted``: the intake's trusted networks (default: loopback only)."""
     topology = load_topology(default_topology_path())
     db = tmp / "events.db"
     store, alarm_store = SqliteEventStore(db), SqliteAlarmStore(db)
@@ -58,7 +59,8 @@ async def controller_app(tmp: Path, limits: ApiLimits | None = None
     liveness = HostStates(topology.host_names(), SYSTEM_CLOCK)
     agents = AgentServer(("127.0.0.1", 0), bus, liveness, SYSTEM_CLOCK)
     alarms = AlarmManager(topology, alarm_store, SYSTEM_CLOCK, topology.settings)
-    auth = AuthConfig(tokens=[TokenEntry(sha256=token_hash(TOKEN), role="admin")])
+    auth = AuthConfig(tokens=[TokenEntry(sha256=token_hash(TOKEN), role="admin")],
+                      **({} if trusted is None else {"intake_trusted_networks": trusted}))
     app = create_app("bound", topology, InventoryView(topology, agents, liveness, SYSTEM_CLOCK),
                      bus, agents, alarms, notifier, AlarmStream(), "/vnffm/v1", auth,
                      limits=limits)

@@ -24,11 +24,16 @@ from fastapi import FastAPI
 from test_api_limits_body import refusal
 
 from nfvha.api.doctor import MAX_EVENTS
-from nfvha.api.limits import JSON_MAX_CONTAINERS, JSON_MAX_DIGITS, json_problem, outside_strings
 from nfvha.api.problems import install_problem_handlers
 from nfvha.api.vnffm import vnffm_router
 from nfvha.faults.model import MAX_FILTER_VALUES
 from nfvha.model.api import ApiLimits
+from nfvha.util.jsonguard import (
+    JSON_MAX_CONTAINERS,
+    JSON_MAX_DIGITS,
+    json_problem,
+    outside_strings,
+)
 
 JSON = {"Content-Type": "application/json"}
 # Every route that takes a JSON body.

@@ -1,7 +1,8 @@
 """The controller's API behind a real uvicorn server, configured as the controller
-configures it (``ApiLimits.server_options``): oversize bodies are refused without
-being allocated (memory stays flat under a flood of them), and the header size,
-idle keep-alive and concurrent connections are bounded (ADR 0016)."""
+configures it (``controller/httpserver.py`` ``server_config``): oversize bodies are
+refused without being allocated (memory stays flat under a flood of them), and the
+header size, idle keep-alive, slow clients and concurrent connections are bounded
+(ADR 0016, ADR 0014 "The API front")."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from api_limits_util import (
     send_streaming,
 )
 
+from nfvha.controller.httpserver import server_config
 from nfvha.model.api import ApiLimits
 
 MIB = 1024 * 1024
@@ -42,9 +44,8 @@ class Served:
 async def served(tmp: Path, limits: ApiLimits) -> AsyncIterator[Served]:
     async with controller_app(tmp, limits) as controller:
         sock = listening_socket()
-        server = uvicorn.Server(uvicorn.Config(
-            controller.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
-            **limits.server_options()))
+        server = uvicorn.Server(server_config(controller.app, "127.0.0.1", 0, limits,
+                                              timeout_graceful_shutdown=1))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             yield Served(sock.getsockname()[1], controller, limits)
@@ -137,14 +138,28 @@ async def test_idle_keep_alive_connection_is_closed_after_the_timeout(tmp_path: 
         writer.close()
 
 
-async def test_connections_beyond_the_concurrency_limit_are_503(tmp_path: Path) -> None:
-    limits = ApiLimits(max_concurrency=16)
+async def test_connections_beyond_the_concurrency_limit_are_503_after_retry_after(
+        tmp_path: Path) -> None:
+    limits = ApiLimits(max_concurrency=16, forward_waiting=8)
     async with served(tmp_path, limits) as s:
         held = [await asyncio.open_connection("127.0.0.1", s.port)
-                for _ in range(limits.max_concurrency)]
-        answer, _, writer = await get(s.port, "/v1/health")
+                for _ in range(limits.max_concurrency - 1)]
+        # The last connection within the limit is served as ever...
+        answer, inside_reader, inside = await get(s.port, "/v1/health")
+        assert answer.status == 200
+        # ...the next one is refused with Retry-After, after that long (a client that
+        # asks again at once asks once a second), and closed.
+        t0 = time.monotonic()
+        answer, reader, writer = await get(s.port, "/v1/health")
+        assert answer.status == 503 and answer.headers["retry-after"] == "1"
+        assert time.monotonic() - t0 >= 0.9
+        assert await asyncio.wait_for(reader.read(), 30) == b""
         writer.close()
-        assert answer.status == 503
+        # The connections within the limit are not refused for it (uvicorn's own limit
+        # answers every request 503 while the connections are at the limit).
+        inside.write(b"GET /v1/health HTTP/1.1\r\nHost: nfvha\r\n\r\n")
+        assert (await asyncio.wait_for(read_answer(inside_reader), 30)).status == 200
+        inside.close()
         for _, w in held:
             w.close()
             await w.wait_closed()
@@ -157,3 +172,80 @@ async def test_connections_beyond_the_concurrency_limit_are_503(tmp_path: Path) 
                 break
             await asyncio.sleep(0.05)
         assert answer.status == 200
+
+
+async def trickle(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                  byte: bytes, every_s: float, limit_s: float) -> tuple[bytes, float]:
+    """Send ``byte`` every ``every_s`` until the server answers or closes (or ``limit_s``
+    passes): what it sent, and after how many seconds."""
+    t0 = time.monotonic()
+    got = asyncio.create_task(reader.read())
+    while time.monotonic() - t0 < limit_s:
+        done, _ = await asyncio.wait({got}, timeout=every_s)
+        if done:
+            return got.result(), time.monotonic() - t0
+        with contextlib.suppress(OSError):
+            writer.write(byte)
+    got.cancel()
+    return b"", time.monotonic() - t0
+
+
+async def test_a_request_head_trickled_byte_by_byte_is_cut_off_at_the_header_timeout(
+        tmp_path: Path) -> None:
+    async with served(tmp_path, ApiLimits(header_timeout_s=1.0)) as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(b"GET /v1/health HTTP/1.1\r\nHost: nfvha\r\nX-Slow: ")
+        answer, took = await trickle(writer, reader, b"a", 0.1, 30)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 0.9 <= took < 20
+        # A connection that never sends anything is closed as well.
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        t0 = time.monotonic()
+        assert (await asyncio.wait_for(reader.read(), 30)).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - t0 >= 0.9
+        writer.close()
+        # On a kept-alive connection the next request's head is timed from its first
+        # byte, not from the previous answer.
+        answer1, reader, writer = await get(s.port, "/v1/health")
+        assert answer1.status == 200
+        await asyncio.sleep(0.5)
+        writer.write(b"GET /v1/health HTTP/1.1\r\nHost: nfvha\r\nX-Slow: ")
+        answer, took = await trickle(writer, reader, b"a", 0.1, 30)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408") and took >= 0.9
+
+
+async def test_a_body_trickled_byte_by_byte_is_cut_off_at_the_body_timeout(
+        tmp_path: Path) -> None:
+    async with served(tmp_path, ApiLimits(body_timeout_s=1.0)) as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(b"PUT /doctor/events HTTP/1.1\r\nHost: nfvha\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n[")
+        answer, took = await trickle(writer, reader, b" ", 0.1, 30)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 0.9 <= took < 20
+        # The server goes on answering.
+        answer2, _, writer = await get(s.port, "/v1/health")
+        writer.close()
+        assert answer2.status == 200
+
+
+async def test_refused_connections_held_are_bounded_the_rest_are_reset(tmp_path: Path) -> None:
+    limits = ApiLimits(max_concurrency=16, forward_waiting=8, retry_after_s=30)
+    async with served(tmp_path, limits) as s:
+        conns = [await asyncio.open_connection("127.0.0.1", s.port)
+                 for _ in range(3 * limits.max_concurrency)]
+        # 16 served, 16 refused and held (their answer due in 30 s), the rest reset.
+        reset = 0
+        for reader, _ in conns:
+            with contextlib.suppress(TimeoutError):
+                try:
+                    if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                        reset += 1
+                except ConnectionResetError:
+                    reset += 1
+        assert reset == limits.max_concurrency, reset
+        for _, writer in conns:
+            writer.close()

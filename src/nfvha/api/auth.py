@@ -12,6 +12,13 @@ Existing Masakari and Doctor monitors are configured without credentials
 from trusted networks (by default loopback and the run's management fabric, where
 the hosts' monitors live). Set ``intake_trusted_networks`` to ``[]`` to require a
 token there too.
+
+Behind a front (ADR 0014 "The API front") every request comes from the front's
+address; the front puts the client's own in ``X-Forwarded-For``, replacing whatever
+the client sent there. The header is believed only from the fronts' addresses
+(``front_networks``, by default loopback), and only as one address: from there, a
+header the front did not write (two of them, a list, not an address) makes the
+source unknown, which no network trusts.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class Authenticator:
         against the configuration's."""
         self._tokens = [(t.sha256, Role[t.role.upper()]) for t in cfg.tokens]
         self._trusted = [ipaddress.ip_network(n) for n in cfg.intake_trusted_networks]
+        self._fronts = [ipaddress.ip_network(n) for n in cfg.front_networks]
         self._store = store
 
     def role_of(self, token: str | None) -> Role | None:
@@ -52,13 +60,19 @@ class Authenticator:
         return None
 
     def trusted_source(self, host: str | None) -> bool:
-        if host is None:
-            return False
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(addr in net for net in self._trusted)
+        return _within(host, self._trusted)
+
+    def source(self, request: Request) -> str | None:
+        """The client's address: the peer's, or from one of the fronts, the one it
+        forwards (None: not known)."""
+        peer = request.client.host if request.client else None
+        forwarded = request.headers.getlist("x-forwarded-for")
+        if not forwarded or not _within(peer, self._fronts):
+            return peer
+        if len(forwarded) != 1:
+            return None
+        claimed = forwarded[0].strip()
+        return claimed if _within(claimed, ANY_ADDRESS) else None
 
     async def middleware(self, request: Request,
                          call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -73,7 +87,7 @@ class Authenticator:
             needed = Role.ADMIN
         if role is None:
             intake = path.startswith(INTAKE_PREFIXES) or path in ("/v1", "/v1/")
-            client = request.client.host if request.client else None
+            client = self.source(request)
             # keystoneauth's no-auth plugin sends "X-Auth-Token: notused": from a trusted
             # network an unknown token on the intake counts as no token.
             if intake and self.trusted_source(client):
@@ -86,6 +100,20 @@ class Authenticator:
             return problem(403, f"this needs the {needed.name.lower()} role; the token has"
                                 f" {role.name.lower()}", "Forbidden")
         return await call_next(request)
+
+
+ANY_ADDRESS = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+
+
+def _within(host: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+            ) -> bool:
+    if host is None:
+        return False
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
 
 
 def _token(request: Request) -> str | None:

@@ -302,11 +302,17 @@ class AbuseBench:
         d = self.tb.run.controller_dir
         return rss_mb([d / "controller.pid", d / "director.pid"])
 
+    def _front_rss(self) -> float | None:
+        """The API front's (ADR 0014), apart: not the controller's, but bounded too."""
+        front = self.tb.run.controller_dir / "front.pid"
+        return rss_mb([front]) if front.exists() else None
+
     def _sched(self) -> dict[str, tuple[float, float]]:
-        """CPU and run-queue wait so far of the controller's two processes and the 2N
-        VNF's components (their main threads: the event loops)."""
+        """CPU and run-queue wait so far of the controller's processes (its API front
+        too, if it has one) and the 2N VNF's components (their main threads: the event
+        loops)."""
         pids = {}
-        for name in ("controller", "director"):
+        for name in ("controller", "director", "front"):
             with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
                 pids[name] = int(read_json(self.tb.run.controller_dir / f"{name}.pid")["pid"])
         for c in self.t.vnf(self.plan.vnf).components:
@@ -325,6 +331,7 @@ class AbuseBench:
         gw = self.counters([self.plan.vnf])
         rss_before = await asyncio.to_thread(self._rss)
         self.result.extra["rss_before_mb"] = round(rss_before, 1)
+        front_before = await asyncio.to_thread(self._front_rss)
         first = await self.events.sync()
         await asyncio.to_thread(grants_late_ms, gw, reset=True)
 
@@ -393,6 +400,9 @@ class AbuseBench:
             rss_after = await asyncio.to_thread(self._rss)
             r.extra["rss_after_mb"] = round(rss_after, 1)
             r.rss_growth_mb = round(rss_after - rss_before, 1)
+            front_after = await asyncio.to_thread(self._front_rss)
+            if front_before is not None and front_after is not None:
+                r.extra["front_rss_growth_mb"] = round(front_after - front_before, 1)
         with self.measuring("flood: detection"):
             samples = await self.detection_ms(crashes, first, "flood")
             r.detect_p99_ms = _p99(samples)

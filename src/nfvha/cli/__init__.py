@@ -737,7 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, module in (("agent", "nfvha.agent.main"), ("hostd", "nfvha.agent.hostd"),
                          ("controller", "nfvha.controller.main"),
-                         ("director", "nfvha.director.main")):
+                         ("director", "nfvha.director.main"),
+                         ("front", "nfvha.controller.frontmain")):
         ip = sub.add_parser(name, help=f"run the {name} (started by 'nfvha up')")
         ip.add_argument("--config", type=Path, required=True)
         ip.set_defaults(func=_internal(module))

@@ -20,18 +20,18 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
 
 from nfvha.controller.config import ControllerConfig
 from nfvha.controller.directorlink import DirectorLink, director_socket
 from nfvha.controller.fencing import Fencing
 from nfvha.controller.front import FrontApp
 from nfvha.controller.hoststates import HostStates
+from nfvha.controller.httpserver import QuietServer, server_config
 from nfvha.controller.leadership import LeaderElector, LeaderGate, LeaderTiming
 from nfvha.controller.quorum import EtcdOutage, QuorumWatch
 from nfvha.controller.stores import Stores, open_history, warm_up
@@ -129,14 +129,6 @@ class Watched:
     # ended (what the next leader raises and clears, ``controlplane``).
     etcd_outage: EtcdOutage | None = None
     etcd_outages: tuple[EtcdOutage, ...] = ()
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the process owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class ClusterController:
@@ -372,9 +364,8 @@ class ClusterController:
         if not await asyncio.to_thread(warm_up, self._history):
             log.warning("PostgreSQL does not answer yet; a term would start without it")
         await self._seed_tokens()
-        server = _QuietServer(uvicorn.Config(
-            self.front, host=self.c.front_host, port=self.c.front_port, log_level="warning",
-            lifespan="off", timeout_graceful_shutdown=1, **self.cfg.api.server_options()))
+        server = QuietServer(server_config(self.front, self.c.front_host, self.c.front_port,
+                                           self.cfg.api, timeout_graceful_shutdown=1))
         api = asyncio.create_task(server.serve(), name="front")
         self.link.start()
         announcer = asyncio.create_task(self._announce_loop(), name="term-announcer")

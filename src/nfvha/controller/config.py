@@ -41,8 +41,12 @@ class ControllerConfig(Strict):
     run_id: str
     listen_ip: str
     port: int  # TCP: agent event streams; UDP: host heartbeats
+    # The API's public address. With ``api_internal_port`` a front process serves it
+    # (``nfvha front``, ADR 0014 "The API front") and the controller's own API listens
+    # on 127.0.0.1:api_internal_port behind it; without, the controller serves it.
     api_host: str = "127.0.0.1"
     api_port: int
+    api_internal_port: int | None = Field(None, ge=1, le=65_535)
     db_path: Path
     db_fsync: bool = False
     hosts: list[HostEntry]
@@ -67,6 +71,22 @@ class ControllerConfig(Strict):
         if self.cluster is not None and self.store.kind != "cluster":
             raise ValueError("a cluster of controllers needs store kind 'cluster'")
         return self
+
+    @model_validator(mode="after")
+    def _one_front(self) -> ControllerConfig:
+        if self.cluster is not None and self.api_internal_port is not None:
+            raise ValueError("api_internal_port is for a single controller's front process;"
+                             " a cluster member has its front inside it (cluster.front_port)")
+        if self.api_internal_port is not None and self.api_internal_port == self.api_port:
+            raise ValueError("api_internal_port must differ from api_port")
+        return self
+
+    def api_listen(self) -> tuple[str, int]:
+        """Where the controller's own API listens: loopback behind its front, else the
+        public address."""
+        if self.api_internal_port is not None:
+            return "127.0.0.1", self.api_internal_port
+        return self.api_host, self.api_port
 
     @classmethod
     def load(cls, path: Path) -> ControllerConfig:

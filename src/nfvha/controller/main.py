@@ -10,11 +10,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 from nfvha.api.app import create_app
 from nfvha.controller.agentrepair import AgentRepair
@@ -29,6 +27,7 @@ from nfvha.controller.fencing import build_fencing
 from nfvha.controller.health import HealthPublisher
 from nfvha.controller.hostrepair import HostRepair
 from nfvha.controller.hoststates import HostStates
+from nfvha.controller.httpserver import QuietServer, server_config
 from nfvha.controller.placement import PLACEMENT_FILE, Placement
 from nfvha.controller.stores import open_stores
 from nfvha.controller.view import InventoryView
@@ -40,19 +39,12 @@ from nfvha.model.events import StoredEvent
 from nfvha.model.topology import Topology, load_topology
 from nfvha.store.tokens import TokenCheck
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
+from nfvha.util.gcfreeze import freeze_long_lived
 from nfvha.util.logs import setup_logging
 
 log = logging.getLogger("nfvha.controller")
 # The API root subscribers are told about (links in notifications).
 FM_API_ROOT_URL = "http://127.0.0.1:{port}/vnffm/v1"
-
-
-class _ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the controller owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def up_hosts(liveness: HostStates, agents: AgentServer) -> Callable[[], list[str]]:
@@ -106,7 +98,7 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
     done.push_async_callback(fencing.close)
     if term is not None:
         gate_fencing(fencing, term.gate)
-    api: list[tuple[_ApiServer, asyncio.Task[None]]] = []
+    api: list[tuple[QuietServer, asyncio.Task[None]]] = []
 
     async def stop_api() -> None:
         for server, task in api:
@@ -163,20 +155,22 @@ async def _serve(cfg: ControllerConfig, topology: Topology, clock: Clock,
             term.gate.is_leader).run(), name="control-plane-alarms"))
     for task in tasks:
         done.callback(task.cancel)
-    server = _ApiServer(uvicorn.Config(app, host=cfg.api_host, port=cfg.api_port,
-                                           log_level="warning", lifespan="off",
-                                           timeout_graceful_shutdown=2,
-                                           **cfg.api.server_options()))
+    api_host, api_port = cfg.api_listen()
+    server = QuietServer(server_config(app, api_host, api_port, cfg.api,
+                                       timeout_graceful_shutdown=2))
     stop = stop or asyncio.Event()
     if term is None:  # a cluster member's process owns its signals (serve_cluster)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     api.append((server, asyncio.create_task(server.serve())))
-    log.info("controller %s: agents on %s:%d, API on http://%s:%d", cfg.run_id,
-             cfg.listen_ip, cfg.port, cfg.api_host, cfg.api_port)
+    log.info("controller %s: agents on %s:%d, API on http://%s:%d%s", cfg.run_id,
+             cfg.listen_ip, cfg.port, api_host, api_port,
+             "" if cfg.api_internal_port is None
+             else f" (its front on http://{cfg.api_host}:{cfg.api_port})")
     if term is not None:
         term.ready()
+    freeze_long_lived()  # what is built so far lives as long as the process
     await stop.wait()
 
 

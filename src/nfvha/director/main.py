@@ -16,6 +16,7 @@ from pathlib import Path
 from nfvha.controller.config import ControllerConfig
 from nfvha.director.service import Director
 from nfvha.model.topology import load_topology
+from nfvha.util.gcfreeze import freeze_long_lived
 from nfvha.util.logs import setup_logging
 
 
@@ -25,6 +26,7 @@ async def _run(cfg: ControllerConfig, config_topology: Path) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    freeze_long_lived()  # no full collection walks the modules and topology mid-run
     await director.run(stop)
 
 

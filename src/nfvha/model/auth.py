@@ -26,6 +26,9 @@ class AuthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     tokens: list[TokenEntry] = Field(default_factory=list)
     intake_trusted_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8"])
+    # Where the API's fronts pass requests on from (ADR 0014 "The API front"): from
+    # these addresses ``X-Forwarded-For`` names the client, which the front sets.
+    front_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
 
 def token_hash(token: str) -> str:

@@ -8,7 +8,8 @@ command saved in ``<run>/hosts/<host>/boot.json``.
 
 Host cgroup layout (v1 and v2 alike): ``nfvha-<run>/<host>/system`` for the host's own
 processes, ``nfvha-<run>/<host>/vm-<vm>`` for its VMs, ``nfvha-<run>/control`` for the
-controller, ``nfvha-<run>/director`` for its HA director.
+controller, ``nfvha-<run>/director`` for its HA director, ``nfvha-<run>/front`` for its
+API front.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def controller_cgroup(run: RunPaths) -> str:
 def director_cgroup(run: RunPaths) -> str:
     """The HA directors' (ADR 0014): not the controllers', whose API a flood keeps busy."""
     return f"{run.tag}/director"
+
+
+def front_cgroup(run: RunPaths) -> str:
+    """The API front's (ADR 0014 "The API front"): bulk work, beside the controller's."""
+    return f"{run.tag}/front"
 
 
 def save_boot_spec(

@@ -87,6 +87,7 @@ class ClusterTestbed(Testbed):
                 update={"etcd_endpoints": self.etcd_endpoints_of(m.name)})
             cfg = ctl.model_copy(update={
                 "port": m.agent_port, "api_port": int(m.api_url.rsplit(":", 1)[1]),
+                "api_internal_port": None,  # its front is inside it
                 "store": own,
                 "cluster": ClusterConfig(name=m.name, members=self.members,
                                          front_port=int(m.front_url.rsplit(":", 1)[1]),

@@ -33,6 +33,7 @@ from nfvha.nfvi.fabric import FabricPlan, create_fabric, plan_fabric
 from nfvha.nfvi.power import (
     controller_cgroup,
     director_cgroup,
+    front_cgroup,
     host_system_cgroup,
     save_boot_spec,
 )
@@ -56,10 +57,22 @@ LB_REQUEST_TIMEOUT_MS = 15
 # a flood of the API (its lease grants up to 122 ms late); in a cgroup of its own with
 # this weight 7 % (24 ms): ``nfvha bench abuse``.
 DIRECTOR_CPU_WEIGHT = 1000
+# The API front's share (ADR 0014 "The API front"): bulk work - parsing whatever the
+# clients send, refusing what is too much - that may wait whenever the controller, its
+# director, the hosts or the VNFs want a CPU. It gets one when they leave it one.
+FRONT_CPU_WEIGHT = 10
 
 
 class TestbedError(RuntimeError):
     pass
+
+
+def _still_runs(pidfile: Path) -> bool:
+    """Whether the process recorded in ``pidfile`` (``spawn_detached_sync``'s) runs."""
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+        rec = read_json(pidfile)
+        return is_same_process(int(rec["pid"]), int(rec["start_ticks"]))
+    return False
 
 
 def namespaces_available() -> tuple[bool, str]:
@@ -338,7 +351,8 @@ class Testbed:
         ctl = ControllerConfig(
             auth=auth,
             run_id=run.run_id, listen_ip=controller_ip, port=controller_port,
-            api_port=self.api_port, db_path=run.controller_dir / "events.db",
+            api_port=self.api_port, api_internal_port=free_tcp_port(),
+            db_path=run.controller_dir / "events.db",
             hosts=[HostEntry(name=h.name, fence=self._fence(h.name),
                              rack=f"{site.name}/{rack.name}", mgmt_ip=hosts[h.name][0],
                              probe_ip=probe_ips[h.name], probe_port=hosts[h.name][1])
@@ -411,21 +425,31 @@ class Testbed:
 
     def start_controller(self, env: dict[str, str] | None = None) -> None:
         """Start (or restart, after a crash) the controller with the run's config, and
-        its HA director unless that still runs (it outlives the controller, ADR 0014)."""
+        its HA director and its API front unless they still run (they outlive the
+        controller, ADR 0014)."""
         d = self.run.controller_dir
         self.start_director(d / "controller.json", d / "director.log", d / "director.pid",
                             env)
         self.spawn_control(["nfvha.controller.main", "--config", str(d / "controller.json")],
                            d / "controller.log", d / "controller.pid", env)
+        self.start_front(env)
+
+    def start_front(self, env: dict[str, str] | None = None) -> None:
+        """Start the controller's API front (the run's API address, ``api_url``) unless
+        it still runs: in a cgroup of its own with a low CPU weight."""
+        d = self.run.controller_dir
+        if _still_runs(d / "front.pid"):
+            return
+        self.spawn_control(["nfvha.controller.frontmain", "--config",
+                            str(d / "controller.json")], d / "front.log", d / "front.pid",
+                           env, cgroup=front_cgroup(self.run), cpu_weight=FRONT_CPU_WEIGHT)
 
     def start_director(self, config: Path, log: Path, pidfile: Path,
                        env: dict[str, str] | None = None) -> None:
         """Start the HA director of the controller configured in ``config`` (the same
         file), unless the one recorded in ``pidfile`` still runs."""
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
-            rec = read_json(pidfile)
-            if is_same_process(int(rec["pid"]), int(rec["start_ticks"])):
-                return
+        if _still_runs(pidfile):
+            return
         self.spawn_control(["nfvha.director.main", "--config", str(config)], log, pidfile, env,
                            cgroup=director_cgroup(self.run), cpu_weight=DIRECTOR_CPU_WEIGHT)
 

@@ -17,7 +17,7 @@ wrapper around ``receive`` and ``send`` and nothing more.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -25,36 +25,42 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = Sequence[tuple[bytes, bytes]]
 # (scope, send, status, message): answer the request with this status and message.
 Reject = Callable[[Scope, Send, int, str], Awaitable[None]]
 
 PROBLEM_JSON = b"application/problem+json"
-_TITLES = {400: "Bad Request", 413: "Payload Too Large"}
+_TITLES = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large",
+           503: "Service Unavailable"}
 # OpenStack's fault names (nova's and masakari's ``api/openstack/wsgi.py``).
-_FAULT_NAMES = {400: "badRequest", 413: "overLimit"}
+_FAULT_NAMES = {400: "badRequest", 413: "overLimit", 503: "serviceUnavailable"}
 
 
-async def send_problem(send: Send, status: int, detail: str) -> None:
+async def send_problem(send: Send, status: int, detail: str, *,
+                       headers: Headers = (), close: bool = True) -> None:
     """RFC 7807 problem details (SOL013)."""
     body = json.dumps({"title": _TITLES.get(status, "Error"), "status": status,
                        "detail": detail}).encode()
-    await send_json(send, status, body, PROBLEM_JSON)
+    await send_json(send, status, body, PROBLEM_JSON, headers=headers, close=close)
 
 
-async def send_openstack_fault(send: Send, status: int, message: str) -> None:
+async def send_openstack_fault(send: Send, status: int, message: str, *,
+                               headers: Headers = (), close: bool = True) -> None:
     """An OpenStack API's fault, ``{"badRequest": {"code": 400, "message": ...}}``:
     what openstacksdk reads the message from."""
     fault = {_FAULT_NAMES.get(status, "computeFault"): {"code": status, "message": message}}
-    await send_json(send, status, json.dumps(fault).encode())
+    await send_json(send, status, json.dumps(fault).encode(), headers=headers, close=close)
 
 
 async def send_json(send: Send, status: int, body: bytes,
-                    content_type: bytes = b"application/json") -> None:
-    """The whole answer, closing the connection: a refused body is left unread."""
+                    content_type: bytes = b"application/json", *,
+                    headers: Headers = (), close: bool = True) -> None:
+    """The whole answer, by default closing the connection: a refused body is left
+    unread. ``headers``: more of them."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type),
                             (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            *([(b"connection", b"close")] if close else []), *headers]})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
