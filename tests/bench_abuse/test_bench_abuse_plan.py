@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from nfvha.bench.abuseplan import FIGURES, AbuseResult, bench_topology, make_plan
-from nfvha.bench.abusewatch import is_serving, serving_round
 from nfvha.model.topology import default_topology_path, load_topology
+from nfvha.testbed.observe import is_serving, serving_round
 
 
 def test_plan_faults_other_vnfs_and_watches_the_2n_ones() -> None:

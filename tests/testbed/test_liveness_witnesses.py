@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from bedkit import Bed, started_bed
+from bedkit import Bed
 
 from nfvha.model.topology import Topology, parse_topology
-from nfvha.testbed.deploy import namespaces_available
 
 pytestmark = [pytest.mark.testbed, pytest.mark.asyncio]
 
@@ -32,18 +29,9 @@ UNFENCED: dict[str, Any] = {
 }
 
 
-def unfenced_topology() -> Topology:
-    return parse_topology(UNFENCED, "tests/testbed/test_liveness_witnesses.py")
-
-
 @pytest.fixture
-async def bed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bed]:
-    ok, why = namespaces_available()
-    if not ok:
-        pytest.skip(why)
-    monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path))
-    async with started_bed(unfenced_topology(), 10.0) as bed:
-        yield bed
+def bed_topology() -> Topology:
+    return parse_topology(UNFENCED, "tests/testbed/test_liveness_witnesses.py")
 
 
 async def host(bed: Bed, name: str) -> dict[str, Any]:

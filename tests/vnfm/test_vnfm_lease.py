@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from vnfm_util import until
 
 from nfvha.amf.config import AmfConfig, ComponentEndpoint
 from nfvha.amf.manager import AvailabilityManager
@@ -123,15 +124,6 @@ class Roles:
 
     def current(self) -> str | None:
         return self.log[-1][1] if self.log else None
-
-
-async def until(cond: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.005)
-
 
 
 class Site:

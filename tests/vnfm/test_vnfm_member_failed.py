@@ -8,13 +8,13 @@ report's outcome, not a clock.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from vnfm_util import RecordingRepair, until
 
 from nfvha.amf.config import AmfConfig, ComponentEndpoint
 from nfvha.amf.manager import AvailabilityManager
@@ -45,38 +45,8 @@ TOPOLOGY: dict[str, Any] = {
 }
 
 
-class FakeRepair:
-    """Records the VIM repairs the VNFM asks for."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []  # (what, vnfc or vm)
-
-    async def restart_component(self, host: str, vnfc: str) -> None:
-        self.calls.append(("restart", vnfc))
-
-    async def kill_and_restart_component(self, host: str, vnfc: str) -> None:
-        self.calls.append(("kill-restart", vnfc))
-
-    async def stop_vm(self, vm: str, host: str) -> None:
-        self.calls.append(("stop-vm", vm))
-
-    async def start_vm(self, vm: str, host: str) -> None:
-        self.calls.append(("start-vm", vm))
-
-    def of(self, vnfc: str) -> list[str]:
-        return [what for what, target in self.calls if target == vnfc]
-
-
-async def until(cond: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.01)
-
-
 class Site:
-    def __init__(self, vnfm: AvailabilityManager, repair: FakeRepair,
+    def __init__(self, vnfm: AvailabilityManager, repair: RecordingRepair,
                  clients: dict[str, ComponentClient]) -> None:
         self.vnfm = vnfm
         self.repair = repair
@@ -123,9 +93,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     cfg = AmfConfig(listen_ip="127.0.0.1", port=port, components=endpoints,
                     balancers={"web-lb": "web"})
     store = SqliteAssignmentStore(tmp_path / "amf.db")
-    repair = FakeRepair()
+    repair = RecordingRepair()
     vnfm = AvailabilityManager(
-        topology, cfg, store, repair, Settings(), SYSTEM_CLOCK,  # type: ignore[arg-type]
+        topology, cfg, store, repair, Settings(), SYSTEM_CLOCK,
         member_confirm_s=CONFIRM_S)
     await vnfm.start()
     clients = {e.name: ComponentClient(e.name, ("127.0.0.1", port)) for e in endpoints}

@@ -14,16 +14,16 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from vnfm_util import RecordingRepair, until
 
 from nfvha.amf.config import AmfConfig, ComponentEndpoint
 from nfvha.amf.manager import AvailabilityManager
 from nfvha.amf.model import Readiness
-from nfvha.amf.ports import RepairTicket
 from nfvha.model.events import EventType, Kind, Severity, StoredEvent
 from nfvha.model.settings import Settings
 from nfvha.model.topology import parse_topology
@@ -44,30 +44,6 @@ TOPOLOGY: dict[str, Any] = {
 HOST = {"gw-a": "h1", "gw-b": "h2"}
 VM = {"gw-a": "vm1", "gw-b": "vm2"}
 AGENT = "agent-incarnation-1"
-
-
-class RecordingRepair:
-    """The VIM's repairs, recorded and not done."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    async def restart_component(self, host: str, vnfc: str) -> None:
-        self.calls.append(("restart", vnfc))
-
-    async def kill_and_restart_component(self, host: str, vnfc: str) -> None:
-        self.calls.append(("kill-restart", vnfc))
-
-    async def stop_vm(self, vm: str, host: str) -> None:
-        self.calls.append(("stop-vm", vm))
-
-    async def start_vm(self, vm: str, host: str) -> None:
-        self.calls.append(("start-vm", vm))
-
-    def repair_vm(self, vm: str, *, requested_by: str, failure: int | None = None
-                  ) -> RepairTicket:
-        self.calls.append(("repair-vm", vm))
-        return RepairTicket("resolved", None)
 
 
 class RawComponent:
@@ -108,14 +84,6 @@ class RawComponent:
             self._writer.close()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def until(cond: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.005)
 
 
 async def settled() -> None:
@@ -171,7 +139,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         for v, c in topology.components()])
     store = SqliteAssignmentStore(tmp_path / "amf.db")
     repair = RecordingRepair()
-    am = AvailabilityManager(topology, cfg, store, repair, Settings(),  # type: ignore[arg-type]
+    am = AvailabilityManager(topology, cfg, store, repair, Settings(),
                              ManualClock())
     await am.start()
     s = Site(am, repair, port)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import selectors
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +22,7 @@ from typing import Any
 import httpx
 
 from nfvha.bench.stats import percentile
-from nfvha.testbed.observe import udp_request
+from nfvha.testbed.observe import serving_round, udp_request
 from nfvha.util.files import read_json
 from nfvha.util.procs import is_same_process
 
@@ -94,46 +91,6 @@ class ActiveWatch:
     def summary(self) -> dict[str, Any]:
         return {name: {"rounds": s.rounds, "unanswered": s.unanswered, "lost": s.lost}
                 for name, s in self.seen.items()}
-
-
-def serving_round(addrs: list[tuple[str, int]], request: str,
-                  timeout_s: float) -> tuple[int, int]:
-    """(how many serve, how many answered): ``request`` sent to every address back to
-    back from one thread, the answers awaited together."""
-    socks: list[socket.socket] = []
-    answers: dict[int, str] = {}
-    with selectors.DefaultSelector() as sel:
-        try:
-            for i, addr in enumerate(addrs):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.setblocking(False)
-                with contextlib.suppress(OSError):
-                    sock.connect(addr)
-                    sock.send(request.encode())
-                    sel.register(sock, selectors.EVENT_READ, i)
-            end = time.monotonic() + timeout_s
-            while sel.get_map() and (left := end - time.monotonic()) > 0:
-                for key, _ in sel.select(left):
-                    with contextlib.suppress(OSError):
-                        answers[key.data] = socks[key.data].recv(65535).decode(
-                            errors="replace")
-                    sel.unregister(key.fileobj)
-        finally:
-            for sock in socks:
-                sock.close()
-    return sum(1 for a in answers.values() if is_serving(a)), len(answers)
-
-
-def is_serving(answer: str) -> bool:
-    """A counter's GET is answered (VAL) only by an active holding its lease; an LB's
-    STATS says its role."""
-    if answer.startswith("VAL"):
-        return True
-    if answer.startswith("{"):
-        with contextlib.suppress(ValueError, AttributeError):
-            return bool(json.loads(answer).get("role") == "active")
-    return False
 
 
 @dataclass

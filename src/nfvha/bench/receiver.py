@@ -55,6 +55,11 @@ async def main_async(n: int) -> None:
     print("PORTS " + " ".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the benchmark closes stdin
+    # Stop accepting before the loop ends: a connection accepted while asyncio.run
+    # shuts down leaves a handler task that never ran ("Task was destroyed").
+    for srv in servers:
+        srv.close()
+    await asyncio.gather(*(srv.wait_closed() for srv in servers))
 
 
 def main() -> int:

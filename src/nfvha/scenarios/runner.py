@@ -34,8 +34,6 @@ import asyncio
 import contextlib
 import json
 import random
-import selectors
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,7 +47,7 @@ from nfvha.bench.stats import percentile
 from nfvha.model.topology import SAL_RECOVERY_MS, Topology, VnfSpec
 from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
-from nfvha.testbed.observe import EventWaiter, udp_request
+from nfvha.testbed.observe import EventWaiter, serving_round, udp_request
 from nfvha.testbed.probe import (
     Sample,
     ServiceProbe,
@@ -290,7 +288,7 @@ class ScenarioRunner:
         while not stop.is_set():
             for request, allowed, addrs in watched:
                 for _ in range(2):
-                    if await asyncio.to_thread(_serving_round, addrs, request) <= allowed:
+                    if (await asyncio.to_thread(serving_round, addrs, request, 0.05))[0] <= allowed:
                         break
                 else:
                     seen += 1
@@ -522,33 +520,6 @@ class ScenarioRunner:
         return True
 
 
-def _serving_round(addrs: list[tuple[str, int]], request: str, timeout_s: float = 0.05) -> int:
-    """How many of ``addrs`` answer ``request`` as serving: all sent back to back from
-    one thread, the answers awaited together (blocking: run it in a thread)."""
-    socks: list[socket.socket] = []
-    answers: dict[int, str] = {}
-    with selectors.DefaultSelector() as sel:
-        try:
-            for i, addr in enumerate(addrs):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.setblocking(False)
-                with contextlib.suppress(OSError):
-                    sock.connect(addr)
-                    sock.send(request.encode())
-                    sel.register(sock, selectors.EVENT_READ, i)
-            end = time.monotonic() + timeout_s
-            while sel.get_map() and (left := end - time.monotonic()) > 0:
-                for key, _ in sel.select(left):
-                    with contextlib.suppress(OSError):
-                        answers[key.data] = socks[key.data].recv(65535).decode(errors="replace")
-                    sel.unregister(key.fileobj)
-        finally:
-            for sock in socks:
-                sock.close()
-    return sum(1 for a in answers.values() if _serving(a))
-
-
 def _active_times(answer: str | None, si: str) -> dict[str, int | None]:
     """One SI's entry of a counter's ``TIMES`` answer ({} if there is none: another
     program, an old counter, no answer)."""
@@ -562,17 +533,6 @@ def _active_times(answer: str | None, si: str) -> dict[str, int | None]:
         return {}
     return {k: v if isinstance(v, int) and not isinstance(v, bool) else None
             for k, v in entry.items()}
-
-
-def _serving(answer: str | None) -> bool:
-    if answer is None:
-        return False
-    if answer.startswith("VAL"):
-        return True
-    if answer.startswith("{"):
-        with contextlib.suppress(ValueError, AttributeError):
-            return bool(json.loads(answer).get("role") == "active")
-    return False
 
 
 def random_total(reports: list[dict[str, Any]], seed: int) -> dict[str, Any]:
