@@ -24,6 +24,7 @@ from typing import Any
 from nfvha.agent.config import AgentConfig, launch_spec
 from nfvha.agent.emit import Emitter
 from nfvha.agent.hostprocs import HostProcessSupervisor
+from nfvha.agent.hypervisor.process import ProcessDriver
 from nfvha.agent.netlink import LinkMonitor
 from nfvha.agent.notices import NoticeSender
 from nfvha.agent.sensors import SensorEvaluator, SensorSource
@@ -33,6 +34,7 @@ from nfvha.agent.uplink import ControllerLink
 from nfvha.agent.vms import VmManager, disk_mode
 from nfvha.model.events import EventType, Kind, Severity
 from nfvha.nfvi.cgroups import CgroupDriver, detect_cgroups
+from nfvha.nfvi.fabric import FabricPlan
 from nfvha.util.clock import SYSTEM_CLOCK, Clock
 from nfvha.util.files import atomic_write_json, read_json
 from nfvha.util.logs import setup_logging
@@ -57,7 +59,9 @@ class Agent:
         self._state_lock = threading.Lock()
         self._state_taken = 0  # snapshots of the state taken (on the loop), in order
         self._state_written = 0  # the newest of them on disk
-        self.vms = VmManager(cfg, self.run, clock, self.emitter, cgroups, self._changed,
+        plan = FabricPlan.from_json(cfg.fabric) if cfg.fabric else None
+        self.vms = VmManager(cfg, self.run, clock, self.emitter,
+                             ProcessDriver(cfg, self.run, cgroups, plan), self._changed,
                              self._persist_now)
         self.procs = HostProcessSupervisor(cfg, self.run, clock, self.emitter, cgroups,
                                            self._changed, self._save_state)

@@ -1,38 +1,34 @@
 """VMs and their VNFCs on one host: start, stop, watch, records, last words.
 
-A VM's death is seen through a pidfd (event-driven, the VM is not our child);
-a VM's hang through its guest link's heartbeat, armed once the guest reports it
-has booted (a VM that does not boot within its ``boot_timeout_s`` is reported as
-such, not as hung); a VNFC's death through the guest, which is its parent.
-After an agent restart, running VMs are adopted from the state file and never
-restarted.
+How a VM is made, stopped and watched is its hypervisor driver's (ADR 0019:
+``nfvha.agent.hypervisor``); this module owns what a VM is to the VIM: its state, its
+events, its guest link, its records. A VM's death is seen by its driver
+(event-driven: a pidfd, a hypervisor's lifecycle event); a VM's hang through its guest
+link's heartbeat, armed once the guest reports it has booted (a VM that does not boot
+within its ``boot_timeout_s`` is reported as such, not as hung); a VNFC's death
+through the guest, which is its parent. After an agent restart, running VMs are
+adopted from the state file and never restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nfvha.agent.config import AgentConfig, VmLaunch
 from nfvha.agent.emit import Emitter
-from nfvha.agent.exits import wait_exit_status, zombie_status
 from nfvha.agent.guestlink import GuestEvent, GuestLink, GuestVnfc
+from nfvha.agent.hypervisor.contract import HypervisorDriver, VmLife
 from nfvha.model.events import EventType, Kind, Severity
-from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths
-from nfvha.nfvi.disk import DISK_MODES, DiskError, DiskMode, VmDisk
-from nfvha.nfvi.fabric import FabricPlan, create_vm_network, vm_attached_host
-from nfvha.nfvi.guest import release_service_addresses
-from nfvha.nfvi.spawn import spawn_detached
+from nfvha.nfvi.disk import DISK_MODES, DiskError, DiskMode
+from nfvha.nfvi.fabric import FabricPlan, vm_attached_host
 from nfvha.util.clock import Clock
 from nfvha.util.files import atomic_write_json, tail_lines
-from nfvha.util.procs import describe_wait_status, is_same_process, kill_pid, pidfd_open
+from nfvha.util.procs import describe_wait_status
 from nfvha.util.runpaths import RunPaths
 from nfvha.util.tasks import background
 from nfvha.wire.frames import VmInfo, VnfcInfo
@@ -65,7 +61,6 @@ class VmRuntime:
     pid: int | None = None
     start_ticks: int | None = None
     since: float = 0.0
-    pidfd: int | None = None
     link: GuestLink | None = None
     stopping: bool = False
     # Re-created on another host (evacuated, ADR 0011): no longer this host's to run.
@@ -102,7 +97,7 @@ class VmManager:
         run: RunPaths,
         clock: Clock,
         emitter: Emitter,
-        cgroups: CgroupDriver | None,
+        driver: HypervisorDriver,
         on_change: Any,
         persist: Any,
     ) -> None:
@@ -111,10 +106,9 @@ class VmManager:
         self._run = run
         self._clock = clock
         self._emit = emitter
-        self._cgroups = cgroups
+        self._driver = driver
         self._plan = FabricPlan.from_json(cfg.fabric) if cfg.fabric else None
         self._on_change = on_change  # () -> None: state file + inventory are stale
-        self._exits_dir = run.host_dir(cfg.host) / "exits"
         self._actions = run.host_dir(cfg.host) / "vm-actions.log"
         self._vnfc_waiters: dict[str, asyncio.Future[GuestEvent]] = {}
         self.vms: dict[str, VmRuntime] = {}
@@ -142,8 +136,11 @@ class VmManager:
         return rt
 
     # -- helpers -----------------------------------------------------------
-    def _cgroup_rel(self, vm: str) -> str:
-        return f"{self._run.tag}/{self._cfg.host}/vm-{vm}"
+    @staticmethod
+    def _life(rt: VmRuntime) -> VmLife | None:
+        if rt.pid is None or rt.start_ticks is None:
+            return None
+        return VmLife(rt.pid, rt.start_ticks)
 
     def _vm_dir(self, vm: str) -> Path:
         return self._run.vm_dir(vm)
@@ -199,11 +196,10 @@ class VmManager:
             informational=True, details={"released": True},
         )
 
-    @staticmethod
-    def _alive(rec: dict[str, Any]) -> bool:
+    def _alive(self, rec: dict[str, Any]) -> bool:
         pid, ticks = rec.get("pid"), rec.get("start_ticks")
         return (rec.get("state") in ("running", "hung", "starting") and pid is not None
-                and ticks is not None and is_same_process(int(pid), int(ticks)))
+                and ticks is not None and self._driver.is_alive(VmLife(int(pid), int(ticks))))
 
     async def adopt(self, saved: dict[str, Any]) -> None:
         """Re-attach to VMs that kept running while the agent was away."""
@@ -232,7 +228,7 @@ class VmManager:
             rt.pid, rt.start_ticks = int(pid), int(ticks)
             rt.since = float(rec.get("since") or self._clock.wall())
             rt.guest_seq = int(rec.get("guest_seq") or 0)
-            if is_same_process(rt.pid, rt.start_ticks):
+            if self._driver.is_alive(VmLife(rt.pid, rt.start_ticks)):
                 rt.state = "running"
                 self._watch(rt)
                 self._log_action(name, "adopt", f"pid {rt.pid}")
@@ -269,15 +265,16 @@ class VmManager:
     async def _start_vm(self, rt: VmRuntime, timeout_s: float | None,
                         disk: DiskMode = "keep") -> dict[str, Any]:
         name = rt.spec.name
-        if rt.state in ("running", "starting", "hung") and rt.pid is not None and rt.start_ticks \
-                is not None and is_same_process(rt.pid, rt.start_ticks):
+        life = self._life(rt)
+        if rt.state in ("running", "starting", "hung") and life is not None \
+                and self._driver.is_alive(life):
             return {"vm": name, "pid": rt.pid, "already": True}
         spec = rt.spec
         vm_dir = self._vm_dir(name)
         # Everything that blocks (disk, cgroup, network, files) in a thread: the VMs of
         # one host start in parallel, none waits for another's set-up (each VM's
         # lifecycle lock keeps its own start and clean-up apart).
-        disk_done, cg_paths = await asyncio.to_thread(self._prepare_vm, spec, vm_dir, disk)
+        disk_done = await asyncio.to_thread(self._driver.prepare, spec, vm_dir, disk)
         if disk != "keep":
             self._log_action(name, "disk", json.dumps(disk_done))
         rt.stopping = False
@@ -287,15 +284,8 @@ class VmManager:
         rt.boot_timed_out = asyncio.Event()
         rt.exited = asyncio.Event()
         rt.state = "starting"
-        spawned = await spawn_detached(
-            [self._cfg.python, "-m", "nfvha.nfvi.guest", "--vm-dir", str(vm_dir)],
-            netns=spec.netns,
-            cgroup_procs=cg_paths,
-            log=str(vm_dir / "console.log"),
-            pidfile=str(vm_dir / "vm.pid"),
-            python=self._cfg.python,
-        )
-        rt.pid, rt.start_ticks, rt.since = spawned.pid, spawned.start_ticks, self._clock.wall()
+        life = await self._driver.launch(spec, vm_dir)
+        rt.pid, rt.start_ticks, rt.since = life.pid, life.start_ticks, self._clock.wall()
         # Recorded before anything else: an agent crash from here on must find it to adopt.
         await self._persist()
         self._watch(rt)
@@ -333,38 +323,6 @@ class VmManager:
         return {"vm": name, "pid": rt.pid, "ready": True, "disk": disk_done,
                 "data_ip": spec.data_ip}
 
-    def _prepare_vm(self, spec: VmLaunch, vm_dir: Path, disk: DiskMode
-                    ) -> tuple[dict[str, Any], list[str]]:
-        """What a VM needs before it boots (blocking; run in a thread): its disk,
-        cgroup and network, its guest's config. Returns what was done to the disk and
-        the cgroup.procs files the VM joins."""
-        name = spec.name
-        vm_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            disk_done = VmDisk(vm_dir).prepare(disk)
-        except OSError as e:
-            raise RuntimeError(f"VM {name}: cannot prepare its disk ({disk}): {e}") from None
-        cg_paths: list[str] = []
-        if self._cgroups is not None:
-            rel = self._cgroup_rel(name)
-            if self._cgroups.exists(rel):
-                self._cgroups.kill_all(rel)  # leftovers of a previous life
-            self._cgroups.create(rel, memory_bytes=spec.memory_mb << 20, cpu_cores=spec.cpu)
-            cg_paths = cgroup_procs_paths(self._cgroups, rel)
-        if self._plan is not None:
-            # Attached to this host's bridge, wherever it ran before.
-            create_vm_network(self._plan, name, host=self._cfg.host)
-        guest_cfg = {
-            "vm": name,
-            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
-            "memory_hog_chunk_mb": 16,
-            "release_service_addresses": spec.netns is not None,
-        }
-        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
-        with contextlib.suppress(FileNotFoundError):
-            (vm_dir / "guest.sock").unlink()
-        return disk_done, cg_paths
-
     async def snapshot_vm(self, name: str) -> dict[str, Any]:
         """Copy a running VM's disk as its last snapshot (ADR 0010). The VM is frozen
         meanwhile, so the copy is crash-consistent (all files as of one instant); the
@@ -374,20 +332,12 @@ class VmManager:
             if rt.state != "running":
                 raise RuntimeError(f"VM {name} is {rt.state}: only a running VM is"
                                    " snapshotted")
-            disk = VmDisk(self._vm_dir(name))
-            rel = self._cgroup_rel(name)
-            freeze = self._cgroups is not None and not self._cgroups.is_frozen(rel)
+            vm_dir = self._vm_dir(name)
             try:
-                await asyncio.to_thread(disk.check_size)  # before freezing, not during
-                if freeze:
-                    assert self._cgroups is not None
-                    await asyncio.to_thread(self._cgroups.freeze, rel)
-                try:
-                    info = await asyncio.to_thread(disk.snapshot, self._clock.wall())
-                finally:
-                    if freeze:
-                        assert self._cgroups is not None
-                        await asyncio.to_thread(self._cgroups.thaw, rel)
+                # The size is checked before the VM is frozen, not during.
+                await asyncio.to_thread(self._driver.check_snapshot, rt.spec, vm_dir)
+                info, freeze = await asyncio.to_thread(
+                    self._driver.snapshot, rt.spec, vm_dir, self._clock.wall())
             except (DiskError, OSError) as e:
                 raise RuntimeError(str(e)) from None
         self._log_action(name, "snapshot", json.dumps(info.to_json()))
@@ -398,34 +348,24 @@ class VmManager:
         if rt.pid is None or rt.start_ticks is None or rt.state in ("stopped", "crashed"):
             return {"vm": name, "already": True}
         rt.stopping = True
+        life = VmLife(rt.pid, rt.start_ticks)
         if rt.state == "hung":
-            # A hung VM answers no SIGTERM, and a frozen one holds even SIGKILL
-            # pending until thawed: kill, then let the kill take effect.
-            kill_pid(rt.pid, signal.SIGKILL, ticks=rt.start_ticks)
-            if self._cgroups is not None:
-                await asyncio.to_thread(self._cgroups.thaw, self._cgroup_rel(name))
-            kill_pid(rt.pid, signal.SIGCONT, ticks=rt.start_ticks)
+            # A hung VM answers no request to stop.
+            await self._driver.kill(rt.spec, life)
             await asyncio.wait_for(rt.exited.wait(), timeout_s)
             return {"vm": name, "stopped": True, "killed": "hung"}
-        kill_pid(rt.pid, signal.SIGTERM, ticks=rt.start_ticks)
+        self._driver.terminate(rt.spec, life)
         try:
             await asyncio.wait_for(rt.exited.wait(), timeout_s)
         except TimeoutError:
-            kill_pid(rt.pid, signal.SIGKILL, ticks=rt.start_ticks)
+            await self._driver.kill(rt.spec, life)
             await asyncio.wait_for(rt.exited.wait(), timeout_s)
         return {"vm": name, "stopped": True}
 
     def _watch(self, rt: VmRuntime) -> None:
-        assert rt.pid is not None and rt.start_ticks is not None
-        fd = pidfd_open(rt.pid)
-        loop = asyncio.get_running_loop()
-        if fd is None or not is_same_process(rt.pid, rt.start_ticks):
-            if fd is not None:
-                os.close(fd)
-            loop.call_soon(self._on_pidfd, rt, None)
-            return
-        rt.pidfd = fd
-        loop.add_reader(fd, self._on_pidfd, rt, fd)
+        life = self._life(rt)
+        assert life is not None
+        self._driver.watch(rt.spec, life, lambda: self._on_exit(rt))
         if rt.link is None:
             rt.link = GuestLink(
                 rt.spec.name, self._vm_dir(rt.spec.name) / "guest.sock", self._clock,
@@ -435,12 +375,8 @@ class VmManager:
             )
             rt.link.start()
 
-    def _on_pidfd(self, rt: VmRuntime, fd: int | None) -> None:
+    def _on_exit(self, rt: VmRuntime) -> None:
         detected = self._clock.mono_ns()
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
-            rt.pidfd = None
         # Reported here and now, not from a task a loop iteration later: a failover
         # waits for it. The clean-up's task is queued before anything that reads the
         # report can answer it, so a restart asked for on the report waits for it.
@@ -463,7 +399,7 @@ class VmManager:
         rt.since = self._clock.wall()
         # Report first: detection latency must not wait for any clean-up.
         if exited.pid is not None and exited.ticks is not None:
-            exited.status = zombie_status(exited.pid, exited.ticks)
+            exited.status = self._driver.exit_status(VmLife(exited.pid, exited.ticks))
         exited.desc = describe_wait_status(exited.status) if exited.status is not None else None
         self._report_exit(rt, detected_mono_ns, late, exited.status, exited.desc)
         rt.exited.set()
@@ -475,16 +411,12 @@ class VmManager:
         # Under the lifecycle lock, so a restart waits for it (no await before taking
         # it: a restart requested on the report must not slip in).
         async with rt.lifecycle:
-            # First: its namespace outlives it, and a service address (VIP) left on
-            # eth0 would go on answering ARP for a VM that is gone.
-            if rt.spec.netns is not None and not await release_service_addresses(
-                    netns=rt.spec.netns):
-                log.warning("could not release service addresses in %s", rt.spec.netns)
+            # First: a service address (VIP) the VM leaves behind would go on
+            # answering ARP for a VM that is gone.
+            await self._driver.release(rt.spec)
             if rt.link is not None:
                 await rt.link.stop()
                 rt.link = None
-            if self._cgroups is not None:
-                await asyncio.to_thread(self._cgroups.kill_all, self._cgroup_rel(name))
             self._log_action(name, "stop" if expected else "crash", desc or "")
         self._on_change()
         if pid is not None and ticks is not None:
@@ -528,7 +460,7 @@ class VmManager:
     ) -> None:
         name = rt.spec.name
         if status is None:
-            status, desc = await wait_exit_status(self._exits_dir, pid, ticks)
+            status, desc = await self._driver.exit_status_later(VmLife(pid, ticks))
         else:
             desc = describe_wait_status(status)
         words = {
@@ -540,7 +472,8 @@ class VmManager:
             "expected": expected,
             "time": self._clock.wall(),
             "console": tail_lines(
-                self._vm_dir(name) / "console.log", self._cfg.settings.last_words_console_lines
+                self._driver.console_path(self._vm_dir(name)),
+                self._cfg.settings.last_words_console_lines,
             ),
             "last_sample": rt.last_sample,
         }
@@ -694,17 +627,11 @@ class VmManager:
 
     # -- records (NFVI-5, HV-6) ----------------------------------------------
     def sample(self, rt: VmRuntime) -> dict[str, Any] | None:
-        if self._cgroups is None:
+        """Blocking: the VM's resource use now, from its driver."""
+        used = self._driver.sample(rt.spec)
+        if used is None:
             return None
-        rel = self._cgroup_rel(rt.spec.name)
-        return {
-            "time": self._clock.wall(),
-            "memory_bytes": self._cgroups.memory_usage_bytes(rel),
-            "memory_limit_bytes": self._cgroups.memory_limit_bytes(rel),
-            "cpu_usage_ns": self._cgroups.cpu_usage_ns(rel),
-            "oom_kills": self._cgroups.oom_kill_count(rel),
-            "state": rt.state,
-        }
+        return {"time": self._clock.wall(), **used, "state": rt.state}
 
     def _record(self, rt: VmRuntime, keep: int) -> dict[str, Any] | None:
         """Sample the VM and append to its records, keeping about ``keep`` of them."""
