@@ -2,7 +2,8 @@
 
 Three small jobs, kept apart from the agent so that each survives the other:
 - start the agent and restart it with backoff when it dies (MW-1), recording
-  how it ended in ``agent-exits.jsonl`` for the next agent to report;
+  how it ended in ``agent-exits.jsonl`` for the next agent to report, and reporting
+  the failure and the restart to the configured destinations (HV-3, ``hostreport``);
 - be the child subreaper of the host: VMs and host processes are started
   detached, so they are reparented here; reap them and record their wait
   status in ``exits/<pid>.json`` (their "last words" need it);
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nfvha.agent.hostreport import HostReporter
 from nfvha.agent.liveness_endpoint import LivenessEndpoint
 from nfvha.util.files import atomic_write, atomic_write_json
 from nfvha.util.procs import describe_wait_status, read_stat
@@ -51,6 +53,8 @@ class HostSupervisor:
         self.backoff_reset = s.get("restart_backoff_reset_s", 30.0)
         self.backoff = 0.0
         self.liveness = LivenessEndpoint.from_config(self.cfg)
+        self.reporter = HostReporter(self.host, self.cfg["run_id"], self.host_dir,
+                                     list(s.get("host_report_destinations", [])))
         self.boot = f"{self.liveness.boot:016x}"
         self.agent_pid: int | None = None
         self.agent_started = 0.0
@@ -82,7 +86,7 @@ class HostSupervisor:
         with open(self.host_dir / "agent-exits.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), "pid": self.agent_pid, "status": status,
                                 "desc": desc}) + "\n")
-        self.agent_pid = None
+        pid, self.agent_pid = self.agent_pid, None
         if self.stopping:
             return
         ran = time.monotonic() - self.agent_started
@@ -90,11 +94,19 @@ class HostSupervisor:
             self.backoff = self.backoff_initial
         else:
             self.backoff = min(self.backoff * 2, self.backoff_max)
-        asyncio.get_running_loop().call_later(self.backoff, self._restart_agent)
+        self.reporter.report("agent-failed", "err", f"agent (pid {pid}) on {self.host}"
+                             f" ended after {ran:.1f} s: {desc}; restarting it in"
+                             f" {self.backoff:g} s", pid=pid, status=status, desc=desc,
+                             ran_s=round(ran, 3), restart_in_s=self.backoff)
+        asyncio.get_running_loop().call_later(self.backoff, self._restart_agent, pid)
 
-    def _restart_agent(self) -> None:
+    def _restart_agent(self, failed_pid: int | None) -> None:
         if not self.stopping and self.agent_pid is None:
             self.start_agent()
+            self.reporter.report("agent-restarted", "notice",
+                                 f"agent on {self.host} restarted (pid {self.agent_pid})"
+                                 f" in place of pid {failed_pid}", pid=self.agent_pid,
+                                 replaces=failed_pid)
 
     # -- reaping orphans ---------------------------------------------------------
     def reap(self) -> None:
@@ -133,6 +145,9 @@ class HostSupervisor:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         self.liveness.start()
         self.start_agent()
+        self.reporter.report("hostd-started", "notice",
+                             f"host supervisor of {self.host} started (boot {self.boot}),"
+                             f" agent pid {self.agent_pid}", boot=self.boot, pid=self.agent_pid)
         await stop.wait()
         self.stopping = True
         self.liveness.close()
@@ -144,6 +159,7 @@ class HostSupervisor:
                 if self.agent_pid is None:
                     break
                 await asyncio.sleep(0.02)
+        self.reporter.close()
 
 
 async def run_liveness_only(endpoint: LivenessEndpoint) -> None:

@@ -6,9 +6,12 @@ that makes another meaningless is an error, not a surprise at 3 a.m.).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nfvha.util.syslog import parse_destination
 
 AlarmSeverity = Literal["CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE"]
 DEFAULT_CLEARED_RETENTION_S: dict[AlarmSeverity, float] = {
@@ -53,6 +56,9 @@ class Settings(Strict):
     process_restart_backoff_max_s: float = Field(10.0, gt=0, le=600)
     # A process that ran this long without failing gets its backoff reset.
     restart_backoff_reset_s: float = Field(10.0, gt=0, le=86_400)
+    # Where the hypervisor (the host supervisor) reports its own failures and recovery
+    # actions besides its host's report log (HV-3): RFC 5424 syslog over UDP.
+    host_report_destinations: list[str] = Field(default_factory=list, max_length=8)
     # A command to an agent may wait this long for the agent to start it (the agent
     # may be busy with the host's other work, e.g. starting its other VMs); its own
     # time limit counts from that start.
@@ -107,6 +113,7 @@ class Settings(Strict):
             problems.append(
                 "process_restart_backoff_initial_s must be <= process_restart_backoff_max_s"
             )
+        problems.extend(_report_destination_problems(self.host_report_destinations))
         if self.reconnect_backoff_initial_s > self.reconnect_backoff_max_s:
             problems.append("reconnect_backoff_initial_s must be <= reconnect_backoff_max_s")
         if self.sensor_poll_interval_s > self.condition_report_interval_s:
@@ -136,3 +143,21 @@ class Settings(Strict):
     @property
     def guest_hang_after_ms(self) -> int:
         return self.guest_heartbeat_interval_ms * self.guest_heartbeat_misses
+
+
+# The local test bed sends only to loopback and to its own fabric (never elsewhere).
+REPORT_NETWORKS = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv4Network("198.18.0.0/15"))
+
+
+def _report_destination_problems(destinations: list[str]) -> list[str]:
+    problems = []
+    for d in destinations:
+        try:
+            ip, _ = parse_destination(d)
+        except ValueError as e:
+            problems.append(f"host_report_destinations: {e}")
+            continue
+        if not any(ipaddress.IPv4Address(ip) in n for n in REPORT_NETWORKS):
+            problems.append(f"host_report_destinations: {d!r}: only loopback (127.0.0.0/8)"
+                            " and the test bed's fabric (198.18.0.0/15) are reachable")
+    return problems
