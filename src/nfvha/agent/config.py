@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,6 +26,8 @@ class VmLaunch(Strict):
     # Until its guest reports it is up, the VM is starting (not watched for hangs);
     # past this it is reported as failing to boot.
     boot_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # What the hypervisor does when the VM's watchdog runs out; None: no watchdog.
+    watchdog_action: Literal["reset", "poweroff", "none"] | None = None
 
 
 def launch_spec(args: dict[str, Any]) -> VmLaunch | None:

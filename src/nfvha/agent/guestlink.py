@@ -71,6 +71,11 @@ class GuestHandler(Protocol):
 
     def guest_boot_timeout(self, vm: str, detected_mono_ns: int) -> None: ...
 
+    def guest_watchdog(self, vm: str, do: str, timeout_ms: int | None) -> None:
+        """A VNFC armed (``timeout_ms``), kicked or disarmed the VM's watchdog; also
+        ``arm``/``disarm`` from a guest's ``state`` when the link (re)connects."""
+        ...
+
 
 class GuestLink:
     def __init__(
@@ -188,6 +193,17 @@ class GuestLink:
                 self._handler.guest_state(self.vm, vnfcs)
                 if msg.get("booted") is True:
                     self.mark_booted()
+                wd = msg.get("watchdog")
+                if isinstance(wd, dict):
+                    armed, ms = wd.get("armed") is True, _timeout_ms(wd.get("timeout_ms"))
+                    self._handler.guest_watchdog(self.vm, "arm" if armed and ms else "disarm",
+                                                 ms)
+            elif op == "watchdog":
+                do, ms = msg.get("do"), _timeout_ms(msg.get("timeout_ms"))
+                if do in ("kick", "disarm") or (do == "arm" and ms is not None):
+                    self._handler.guest_watchdog(self.vm, str(do), ms)
+                else:
+                    log.warning("bad watchdog message from %s: %r", self.vm, msg)
             elif op == "booted":
                 self.mark_booted()
             else:
@@ -253,3 +269,10 @@ class GuestLink:
         if not self.send(msg):
             raise ConnectionError(f"guest channel of {self.vm} is not connected")
         return await asyncio.wait_for(self._replies.get(), timeout_s)
+
+
+def _timeout_ms(value: object) -> int | None:
+    """A watchdog timeout as the guest bounds it (100 ms - 10 min), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 600_000:
+        return value
+    return None

@@ -73,6 +73,11 @@ class VmRuntime:
     boot_timed_out: asyncio.Event = field(default_factory=asyncio.Event)
     awaiting_start: bool = False  # a vm.start waits for it to boot (and reports it)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    # The VM's watchdog (VNFHA-1): armed with this timeout by a VNFC, running out at
+    # the timer's deadline unless kicked; killed_by says why the agent ended this life.
+    watchdog_ms: int | None = None
+    watchdog_timer: asyncio.TimerHandle | None = None
+    killed_by: str | None = None
     # Held while a VM is being started or its previous life cleaned up, so a restart
     # never lands in a cgroup that the clean-up of the crash is still emptying.
     lifecycle: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -278,6 +283,8 @@ class VmManager:
         if disk != "keep":
             self._log_action(name, "disk", json.dumps(disk_done))
         rt.stopping = False
+        rt.killed_by = None
+        rt.watchdog_ms = None  # a new life's guest starts with it disarmed
         rt.guest_seq = 0
         rt.ready = asyncio.Event()
         rt.booted = asyncio.Event()
@@ -394,6 +401,7 @@ class VmManager:
         """Report a VM's exit; None if it was reported already."""
         if rt.state in ("stopped", "crashed"):
             return None
+        self._stop_watchdog(rt)
         exited = _VmExit(rt.spec.name, rt.pid, rt.start_ticks, rt.stopping)
         rt.state = "stopped" if exited.expected else "crashed"
         rt.since = self._clock.wall()
@@ -437,10 +445,11 @@ class VmManager:
                 Kind.VM_CRASHED, entity, severity=Severity.CRITICAL,
                 event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="vm-crash",
                 description=f"VM {name} (pid {pid}) died"
-                + (f": {desc}" if desc else "") + (" while the agent was down" if late else ""),
+                + (f": {desc}" if desc else "") + (" while the agent was down" if late else "")
+                + (f" (ended by its {rt.killed_by})" if rt.killed_by else ""),
                 detected_mono_ns=detected_mono_ns,
                 details={"pid": pid, "exit_status": status, "exit_desc": desc,
-                         "detected_late": late},
+                         "detected_late": late, "killed_by": rt.killed_by},
             )
         for v in rt.vnfcs.values():
             if v.state != "running":
@@ -624,6 +633,64 @@ class VmManager:
             description=f"VM {vm} answers its guest heartbeat again", clears=True,
         )
         self._on_change()
+
+    # -- watchdog (VNFHA-1) ------------------------------------------------------
+    def guest_watchdog(self, vm: str, do: str, timeout_ms: int | None) -> None:
+        rt = self.vms[vm]
+        if rt.spec.watchdog_action is None:
+            log.warning("VM %s has no watchdog; its guest's %s ignored", vm, do)
+            return
+        if do == "arm" and timeout_ms is not None:
+            rt.watchdog_ms = timeout_ms
+        elif do == "disarm":
+            rt.watchdog_ms = None
+        if rt.watchdog_ms is None or rt.state not in ("running", "starting", "hung"):
+            self._stop_watchdog(rt)
+            return
+        # arm, kick, or armed as the guest's state says: the timer starts over.
+        if rt.watchdog_timer is not None:
+            rt.watchdog_timer.cancel()
+        rt.watchdog_timer = asyncio.get_running_loop().call_later(
+            rt.watchdog_ms / 1000, self._watchdog_expired, rt, rt.pid)
+
+    @staticmethod
+    def _stop_watchdog(rt: VmRuntime) -> None:
+        if rt.watchdog_timer is not None:
+            rt.watchdog_timer.cancel()
+            rt.watchdog_timer = None
+
+    def _watchdog_expired(self, rt: VmRuntime, pid: int | None) -> None:
+        rt.watchdog_timer = None
+        life = self._life(rt)
+        if life is None or rt.pid != pid or rt.state in ("stopped", "crashed"):
+            return  # another life's timer
+        vm, action, ms = rt.spec.name, rt.spec.watchdog_action, rt.watchdog_ms
+        self._log_action(vm, "watchdog", f"not kicked for {ms} ms: {action}")
+        self._emit.emit(
+            Kind.VM_WATCHDOG, f"vm/{vm}", severity=Severity.CRITICAL,
+            event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="watchdog-expired",
+            description=f"the watchdog of VM {vm} ran out (not kicked for {ms} ms);"
+            f" action: {action}",
+            detected_mono_ns=self._clock.mono_ns(),
+            details={"timeout_ms": ms, "action": action},
+        )
+        if action in ("reset", "poweroff"):
+            rt.killed_by = "watchdog"
+            background(self._watchdog_action(rt, life, reset=action == "reset"))
+
+    async def _watchdog_action(self, rt: VmRuntime, life: VmLife, *, reset: bool) -> None:
+        """Power the VM off - its death is reported as a crash, so its VNF fails over
+        and the VIM's repair policy follows - and for a reset boot it again (a start
+        the VIM asks for meanwhile finds it running, or starts it first: one start)."""
+        await self._driver.kill(rt.spec, life)
+        if not reset:
+            return
+        try:
+            await asyncio.wait_for(rt.exited.wait(), self._cfg.settings.watchdog_kill_timeout_s)
+            await self.start_vm(rt.spec.name)
+        except (TimeoutError, RuntimeError, KeyError) as e:
+            self._log_action(rt.spec.name, "watchdog-reset-failed", str(e))
+            log.warning("VM %s: watchdog reset failed: %s", rt.spec.name, e)
 
     # -- records (NFVI-5, HV-6) ----------------------------------------------
     def sample(self, rt: VmRuntime) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ VNFC_FAILURE = AlarmType("vnfc-failure")
 VM_FAILURE = AlarmType("vm-failure")
 VM_HANG = AlarmType("vm-hang")
 VM_BOOT_FAILURE = AlarmType("vm-boot-failure")
+VM_WATCHDOG_EXPIRED = AlarmType("vm-watchdog-expired")
 HYPERVISOR_FAILURE = AlarmType("hypervisor-failure")
 HOST_FAILURE = AlarmType("host-failure")
 HOST_SOFTWARE_FAILURE = AlarmType("host-software-failure", part="process")
@@ -41,6 +42,7 @@ RAISES: dict[Kind, AlarmType] = {
     Kind.VM_CRASHED: VM_FAILURE,
     Kind.VM_HUNG: VM_HANG,
     Kind.VM_BOOT_TIMEOUT: VM_BOOT_FAILURE,
+    Kind.VM_WATCHDOG: VM_WATCHDOG_EXPIRED,
     Kind.AGENT_LOST: HYPERVISOR_FAILURE,
     Kind.HOST_SUSPECT: HOST_FAILURE,
     Kind.HOST_DOWN: HOST_FAILURE,
@@ -53,9 +55,9 @@ RAISES: dict[Kind, AlarmType] = {
 CLEARS: dict[Kind, tuple[AlarmType, ...]] = {
     Kind.VNFC_STARTED: (VNFC_FAILURE,),
     # A VM that starts again is neither failed nor hung any more.
-    Kind.VM_STARTED: (VM_FAILURE, VM_HANG, VM_BOOT_FAILURE),
+    Kind.VM_STARTED: (VM_FAILURE, VM_HANG, VM_BOOT_FAILURE, VM_WATCHDOG_EXPIRED),
     # Also for a failover: the standby VM took the failed one's place (ADR 0010).
-    Kind.VM_REPAIRED: (VM_FAILURE, VM_HANG, VM_BOOT_FAILURE),
+    Kind.VM_REPAIRED: (VM_FAILURE, VM_HANG, VM_BOOT_FAILURE, VM_WATCHDOG_EXPIRED),
     Kind.VM_RESPONSIVE: (VM_HANG,),
     Kind.AGENT_CONNECTED: (HYPERVISOR_FAILURE,),
     Kind.HOST_UP: (HOST_FAILURE,),

@@ -49,6 +49,9 @@ class Kind(StrEnum):
     # detection starts after boot).
     VM_BOOT_TIMEOUT = "vm.boot_timeout"
     VM_RESPONSIVE = "vm.responsive"
+    # The VM's watchdog timer, armed by a VNFC, ran out (VNFHA-1): the VNFC stopped
+    # kicking it. Its action (reset, power off, none) follows.
+    VM_WATCHDOG = "vm.watchdog"
     VM_STARTED = "vm.started"
     VM_STOPPED = "vm.stopped"
     VM_LAST_WORDS = "vm.last_words"

@@ -49,6 +49,9 @@ class Settings(Strict):
     # Disk snapshots of the VMs of restart-snapshot VNFs (REC-2, ADR 0010).
     vm_snapshot_interval_s: float = Field(60.0, gt=0, le=86_400)
     last_words_console_lines: int = Field(20, ge=1, le=1000)
+    # A VM whose watchdog ran out (VNFHA-1) with action reset must be dead within this
+    # time after it was killed, before it is booted again.
+    watchdog_kill_timeout_s: float = Field(10.0, gt=0, le=600)
     # Local restart of the agent by the host supervisor (MW-1) and of host processes (FM-3).
     agent_restart_backoff_initial_s: float = Field(0.05, gt=0, le=60)
     agent_restart_backoff_max_s: float = Field(5.0, gt=0, le=600)

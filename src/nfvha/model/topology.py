@@ -96,6 +96,15 @@ class SiteSpec(Strict):
     racks: list[RackSpec] = Field(min_length=1)
 
 
+class WatchdogSpec(Strict):
+    """The VM's watchdog device (VNFHA-1): a VNFC arms it with its timeout and kicks
+    it; when it runs out, the hypervisor does ``action``: ``reset`` the VM (it dies
+    and boots again), ``poweroff`` (it dies; the VIM's repair policy follows) or
+    ``none`` (the alarm only)."""
+
+    action: Literal["reset", "poweroff", "none"] = "reset"
+
+
 class VmSpec(Strict):
     name: Name = Field(pattern=NAME_PATTERN)
     host: Name
@@ -109,6 +118,7 @@ class VmSpec(Strict):
     # of the VM named here when that one fails (its VNF's repair_action is
     # failover-standby-vm); the failed one becomes the standby.
     standby_for: Name | None = None
+    watchdog: WatchdogSpec | None = None
 
 
 class ComponentSpec(Strict):
@@ -119,6 +129,8 @@ class ComponentSpec(Strict):
     vm: Name
     program: Literal["counter", "lb"] = "counter"
     port: int = Field(7000, ge=1024, le=65535)
+    # The sample counter arms its VM's watchdog with this timeout and kicks it (VNFHA-1).
+    watchdog_ms: int | None = Field(None, ge=100, le=600_000)
 
 
 class ServiceAddressSpec(Strict):
@@ -343,6 +355,7 @@ def semantic_problems(t: Topology) -> list[str]:
         if vm.host not in host_rack:
             problems.append(f"vms[{vi}].host: no host named '{vm.host}'")
         vm_host[vm.name] = vm.host
+    vm_watchdog = {vm.name for vm in t.vms if vm.watchdog is not None}
 
     ports_in_vm: dict[tuple[str, int], str] = {}
     component_names: set[str] = set()
@@ -357,6 +370,9 @@ def semantic_problems(t: Topology) -> list[str]:
             if comp.vm not in vm_host:
                 problems.append(f"{where}.components[{ci}].vm: no VM named '{comp.vm}'")
                 continue
+            if comp.watchdog_ms is not None and comp.vm not in vm_watchdog:
+                problems.append(f"{where}.components[{ci}].watchdog_ms: VM '{comp.vm}' has"
+                                " no watchdog")
             key = (comp.vm, comp.port)
             if key in ports_in_vm:
                 problems.append(

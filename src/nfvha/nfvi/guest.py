@@ -38,7 +38,8 @@ agent -> guest:
 - ``{"op":"ping","n":N}`` -> ``{"op":"pong","n":N}`` at once (the hang detector's
   heartbeat: a frozen VM cannot answer);
 - ``{"op":"hello"}`` -> ``{"op":"state","vm":...,"vnfcs":{...as vnfcs.json},
-  "booted":bool}``, then every unacknowledged event again, oldest first;
+  "booted":bool}`` (with a watchdog also ``"watchdog":{"armed":bool,"timeout_ms":N}``),
+  then every unacknowledged event again, oldest first;
 - ``{"op":"ack","seq":N}`` -> events with seq <= N are forgotten;
 - ``{"op":"vnfc-start","name":X}`` -> start X unless it is running (then: no-op);
 - ``{"op":"vnfc-stop","name":X,"signal":"TERM"|"KILL"}`` -> signal X (default TERM);
@@ -53,6 +54,11 @@ guest -> agent, once the guest is up (its VNFCs launched): ``{"op":"booted"}`` t
 connected client (a client that connects later learns it from ``state``). Until then
 the VM is booting: the agent arms its hang detector only after it (a guest busy
 booting on a loaded host answers no heartbeat, and is not hung).
+
+guest -> agent, when a VNFC arms, kicks or disarms the VM's watchdog (a VM whose
+``guest.json`` says ``"watchdog": true``; ``nfvha.nfvi.guestwatchdog``):
+``{"op":"watchdog","do":"arm"|"kick"|"disarm","timeout_ms":N}`` - not kept: the timer
+is the agent's, and an agent that connects re-arms it from ``state``.
 
 guest -> agent events (seq from 1 per guest lifetime, ``mono_ns`` =
 ``time.monotonic_ns()`` when the guest saw it happen), sent at once to a connected
@@ -96,6 +102,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nfvha.nfvi.guestwatchdog import WatchdogDevice
 from nfvha.util.files import atomic_write_json
 from nfvha.util.procs import describe_wait_status, start_ticks
 
@@ -107,6 +114,7 @@ SOCKET_FILE = "guest.sock"
 DISK_DIR = "disk"
 BOOT_LOG = "boot.log"
 DISK_ENV = "NFVHA_VM_DISK"
+WATCHDOG_ENV = "NFVHA_WATCHDOG"  # as nfvha.amf.watchdog reads it
 
 MAX_UNACKED_EVENTS = 10_000
 MAX_MESSAGE_BYTES = 1 << 20
@@ -142,6 +150,8 @@ class GuestConfig:
     # In its own network namespace, a VNFC that dies may leave a service address
     # (VIP) on eth0, and the kernel would go on answering ARP for it.
     release_service_addresses: bool = False
+    # The VM has a watchdog device (VNFHA-1): its VNFCs find it by NFVHA_WATCHDOG.
+    watchdog: bool = False
 
     @classmethod
     def from_json(cls, obj: Any) -> GuestConfig:
@@ -163,8 +173,11 @@ class GuestConfig:
         release = obj.get("release_service_addresses", False)
         if not isinstance(release, bool):
             raise ValueError("'release_service_addresses' must be true or false")
+        watchdog = obj.get("watchdog", False)
+        if not isinstance(watchdog, bool):
+            raise ValueError("'watchdog' must be true or false")
         return cls(vm=vm, vnfcs=vnfcs, memory_hog_chunk_mb=chunk_mb,
-                   release_service_addresses=release)
+                   release_service_addresses=release, watchdog=watchdog)
 
     @classmethod
     def load(cls, path: Path) -> GuestConfig:
@@ -293,6 +306,7 @@ class Guest:
         self._memory_hog: asyncio.Task[None] | None = None
         self._preexec = _pdeathsig_preexec()
         self._booted = False
+        self._watchdog: WatchdogDevice | None = None
 
     # ---- lifecycle
 
@@ -306,6 +320,9 @@ class Guest:
         )
         self._record_boot()
         self._write_state()
+        if self.config.watchdog:
+            self._watchdog = WatchdogDevice(self._forward_watchdog, self.console.log)
+            os.environ[WATCHDOG_ENV] = str(await self._watchdog.open(self.vm_dir))
         await self._open_channel()
         for vnfc in self.vnfcs.values():
             self._start(vnfc)
@@ -333,6 +350,12 @@ class Guest:
         except OSError as e:  # a full or missing disk must not keep the VM from booting
             self.console.log(f"guest {self.config.vm}: cannot record the boot: {e}")
 
+    def _forward_watchdog(self, message: Message) -> None:
+        # The timer is the agent's: without a connected agent a kick goes nowhere, and
+        # the agent that connects next re-arms from the guest's state.
+        if self._client is not None:
+            self._send(self._client, message)
+
     def _on_terminate_signal(self, sig: signal.Signals) -> None:
         self._terminate_reason = sig.name
         self._terminate.set()
@@ -342,6 +365,8 @@ class Guest:
         self.console.log(f"guest {self.config.vm} shutting down ({self._terminate_reason})")
         if self._memory_hog is not None:
             self._memory_hog.cancel()
+        if self._watchdog is not None:
+            self._watchdog.close()
         running = [v for v in self.vnfcs.values() if v.running]
         for vnfc in running:
             self._signal(vnfc, signal.SIGTERM)
@@ -599,7 +624,8 @@ class Guest:
 
     def _op_hello(self, writer: asyncio.StreamWriter, message: Message) -> str | None:
         self._send(writer, {"op": "state", "vm": self.config.vm, "vnfcs": self._vnfc_records(),
-                            "booted": self._booted})
+                            "booted": self._booted,
+                            **({"watchdog": self._watchdog.state()} if self._watchdog else {})})
         for event in list(self._unacked):
             self._send(writer, event)
         return None

@@ -40,6 +40,12 @@ service instance when this process last took the active role, on CLOCK_MONOTONIC
 "serving_mono_ns": T}}`` - the active order arrived, the VIP was configured and the
 first gratuitous ARP sent (null: no VIP), it served.
 
+Watchdog (VNFHA-1): ``--watchdog-ms MS`` arms the VM's watchdog (``nfvha.amf.watchdog``)
+with that timeout and kicks it four times per timeout; ``WATCHDOG`` -> ``WATCHDOG
+kicking|stopped <ms>``; ``WATCHDOG STOP`` stops the kicks while the counter goes on
+serving - a VNFC stuck where its watchdog sees it, for fault injection - and answers
+``OK watchdog stopped``.
+
 Standard library only: this runs as a separate process inside a VM.  The HA modules
 are imported only in HA mode, so the plain counter starts as fast as before.
 """
@@ -68,15 +74,22 @@ MAX_LINE = 4096
 class CounterService:
     """The protocol logic, independent of any transport."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, watchdog: WatchdogKicker | None = None) -> None:
         self.name = name
         self.counters: dict[str, int] = {}
+        self.watchdog = watchdog
 
     def handle(self, request: str) -> str:
         words = request.split()
         if not words:
             return "ERR empty request"
         command, args = words[0].upper(), words[1:]
+        if command == "WATCHDOG" and self.watchdog is not None:
+            if [a.upper() for a in args] == ["STOP"]:
+                self.watchdog.stop()
+                return "OK watchdog stopped"
+            if not args:
+                return f"WATCHDOG {self.watchdog.state} {self.watchdog.timeout_ms}"
         if command == "PING" and not args:
             return f"PONG {self.name}"
         if command in ("INC", "GET") and len(args) == 1:
@@ -110,6 +123,33 @@ class _UdpCounter(asyncio.DatagramProtocol):
 
 
 Handler = Callable[[str], Awaitable[str]]
+
+
+class WatchdogKicker:
+    """Arms the VM's watchdog and kicks it until stopped."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        self.state = "kicking"
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self.state = "stopped"
+        self._stopped.set()
+
+    async def run(self) -> None:
+        from nfvha.amf.watchdog import Watchdog, WatchdogError
+
+        wd = Watchdog()
+        try:
+            wd.arm(self.timeout_ms / 1000)
+            while not self._stopped.is_set():
+                with contextlib.suppress(WatchdogError):  # the guest's queue was full
+                    wd.kick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self.timeout_ms / 4000)
+        finally:
+            wd.close()  # stopped: not disarmed - the timer runs out, as it should
 
 
 async def _serve_tcp_client(
@@ -149,8 +189,15 @@ async def wait_for_termination() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-async def serve(name: str, bind: str, port: int) -> None:
-    service = CounterService(name)
+def _start_kicker(service: CounterService) -> asyncio.Task[None] | None:
+    if service.watchdog is None:
+        return None
+    return asyncio.get_running_loop().create_task(service.watchdog.run())
+
+
+async def serve(name: str, bind: str, port: int, watchdog_ms: int | None = None) -> None:
+    service = CounterService(name, WatchdogKicker(watchdog_ms) if watchdog_ms else None)
+    kicker = _start_kicker(service)
     loop = asyncio.get_running_loop()
     udp_transport, _ = await loop.create_datagram_endpoint(
         lambda: _UdpCounter(service), local_addr=(bind, port)
@@ -164,6 +211,8 @@ async def serve(name: str, bind: str, port: int) -> None:
     finally:
         udp_transport.close()
         tcp_server.close()
+        if kicker is not None:
+            kicker.cancel()
     print(f"counter {name} stopping", flush=True)
 
 
@@ -186,6 +235,7 @@ class HaOptions:
     sync_ack_timeout_s: float = 0.25
     sync_connect_timeout_s: float = 0.2
     checkpoint_timeout_s: float = 1.0
+    watchdog_ms: int | None = None
 
 
 def _udp_socket(host: str, port: int, *, freebind: bool = False) -> socket.socket:
@@ -642,7 +692,9 @@ async def serve_ha(opts: HaOptions) -> None:
     # machine takes tens of milliseconds.
     importlib.import_module("nfvha.amf.vip")
 
-    service = CounterService(opts.name)
+    service = CounterService(
+        opts.name, WatchdogKicker(opts.watchdog_ms) if opts.watchdog_ms else None)
+    kicker = _start_kicker(service)
     ha = HaCounter(service, opts)
     loop = asyncio.get_running_loop()
     udp_transport, _ = await loop.create_datagram_endpoint(
@@ -664,6 +716,8 @@ async def serve_ha(opts: HaOptions) -> None:
     try:
         await wait_for_termination()
     finally:
+        if kicker is not None:
+            kicker.cancel()
         await client.close()
         await ha.shutdown()
         udp_transport.close()
@@ -679,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument("--watchdog-ms", type=int, default=None,
+                        help="arm the VM's watchdog with this timeout and kick it")
     ha = parser.add_argument_group("HA mode (with --am)")
     ha.add_argument("--am", help="the availability manager, IP:PORT")
     ha.add_argument("--component", help="the component name the AM knows (default: --name)")
@@ -689,14 +745,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.am is None:
         if args.component or args.state or args.sync_port is not None:
             parser.error("--component, --state and --sync-port need --am")
-        asyncio.run(serve(args.name, args.bind, args.port))
+        asyncio.run(serve(args.name, args.bind, args.port, args.watchdog_ms))
         return 0
     if args.state == "sync" and args.sync_port is None:
         parser.error("--state sync needs --sync-port")
     asyncio.run(serve_ha(HaOptions(
         name=args.name, bind=args.bind, port=args.port, am=args.am,
         component=args.component or args.name, state=args.state or "none",
-        sync_port=args.sync_port, ifname=args.ifname)))
+        sync_port=args.sync_port, ifname=args.ifname, watchdog_ms=args.watchdog_ms)))
     return 0
 
 

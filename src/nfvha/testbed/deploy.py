@@ -265,7 +265,8 @@ class Testbed:
         if c.program == "counter":
             return [self.python, "-m", "nfvha.samples.counter", "--name", c.name,
                     "--port", str(port), "--bind", bind,
-                    *(self._ha_args(am, vnf.state, c.name) if am is not None else [])]
+                    *(self._ha_args(am, vnf.state, c.name) if am is not None else []),
+                    *(["--watchdog-ms", str(c.watchdog_ms)] if c.watchdog_ms else [])]
         assert vnf.balances is not None  # the topology check: lb only in a balancer VNF
         members = [f"{m.name}={vm_ips[m.vm]}:{self._vnfc_port(t.vm_position(m.vm), m.port)}"
                    for m in t.vnf(vnf.balances).components]
@@ -331,7 +332,9 @@ class Testbed:
                 vms.append(VmLaunch(name=vm.name, cpu=vm.cpu, memory_mb=vm.memory_mb,
                                     netns=run.vm_netns(vm.name) if self.plan else None,
                                     data_ip=vm_ips[vm.name], vnfcs=vnfcs,
-                                    boot_timeout_s=vm.boot_timeout_s))
+                                    boot_timeout_s=vm.boot_timeout_s,
+                                    watchdog_action=vm.watchdog.action
+                                    if vm.watchdog is not None else None))
             mgmt_ip, hb_port = hosts[host]
             hspec = t.host(host)
             host_ip = self.plan.host(host).data_ip if self.plan is not None else "127.0.0.1"

@@ -80,6 +80,9 @@ class ProcessDriver:
             "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
             "memory_hog_chunk_mb": MEMORY_HOG_CHUNK_MB,
             "release_service_addresses": spec.netns is not None,
+            # The guest's watchdog socket stands for the device; the timer is the
+            # agent's (VNFHA-1).
+            "watchdog": spec.watchdog_action is not None,
         }
         atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
         with contextlib.suppress(FileNotFoundError):
