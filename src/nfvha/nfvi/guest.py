@@ -28,7 +28,11 @@ the part of the VM's operating system:
   ``pid``/``start_ticks`` describe the last incarnation and are kept after it exits;
   only ``state == "running"`` means alive.  ``stopped`` = exited after a stop order
   (or guest shutdown), ``exited`` = exited on its own (crash, kill from outside);
-- serves the *guest channel* on the unix stream socket ``DIR/guest.sock``.
+- serves the *guest channel* on the unix stream socket ``DIR/guest.sock``, or, in a
+  real (QEMU) VM, ``--channel /dev/virtio-ports/org.nfvha.guest.0``: the VM's
+  virtio-serial port, whose host end is that socket (ADR 0017). The port is one
+  connection at a time: the host connecting to it is a client connecting; a host
+  that closes its end and connects again is a new client.
 
 Guest channel protocol: newline-delimited JSON objects; one client at a time (a new
 connection replaces the previous one, so an agent that restarts just reconnects).
@@ -88,9 +92,11 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import json
 import mmap
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -123,6 +129,9 @@ MAX_MESSAGE_BYTES = 1 << 20
 MAX_CLIENT_BACKLOG_BYTES = 4 << 20
 SHUTDOWN_GRACE_S = 2.0
 MEMORY_HOG_INTERVAL_S = 0.01
+# A virtio-serial port signals (SIGIO) when its host end connects; this re-check is only
+# a safety net should that signal be lost.
+PORT_RECHECK_S = 1.0
 # _posixsubprocess's forked child exits 255 when exec (or preexec_fn) fails.
 START_FAILED_STATUS = 255 << 8
 
@@ -288,8 +297,12 @@ class Vnfc:
 
 
 class Guest:
-    def __init__(self, vm_dir: Path, config: GuestConfig, console: Console) -> None:
+    def __init__(self, vm_dir: Path, config: GuestConfig, console: Console,
+                 channel: Path | None = None, port_recheck_s: float = PORT_RECHECK_S) -> None:
         self.vm_dir = vm_dir
+        self.channel = channel  # a virtio-serial port; None: serve DIR/guest.sock
+        self._port_recheck_s = port_recheck_s
+        self._port_task: asyncio.Task[None] | None = None
         self.config = config
         self.console = console
         self.vnfcs = {spec.name: Vnfc(spec) for spec in config.vnfcs}
@@ -538,6 +551,11 @@ class Guest:
     # ---- guest channel
 
     async def _open_channel(self) -> None:
+        if self.channel is not None:
+            fd = os.open(self.channel, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._port_task = asyncio.get_running_loop().create_task(self._serve_port(fd))
+            self.console.log(f"guest channel on {self.channel}")
+            return
         path = self.vm_dir / SOCKET_FILE
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # stale, from a guest that died before it could clean up
@@ -557,6 +575,11 @@ class Guest:
             client.close()  # flushes what is queued (the last exit events) first
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(client.wait_closed(), 1.0)
+        if self._port_task is not None:
+            self._port_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._port_task
+            return
         path = self.vm_dir / SOCKET_FILE
         with contextlib.suppress(FileNotFoundError):
             # Only our own socket: a newer guest for this VM may have replaced it.
@@ -589,6 +612,36 @@ class Guest:
                 self._client = None
                 self.console.log("guest channel: client disconnected")
             writer.close()
+
+    async def _serve_port(self, fd: int) -> None:
+        """Serve the virtio-serial port ``fd`` as one connection per host connection.
+
+        Linux's virtio_console: while the host end is closed, poll reports POLLHUP and
+        a read returns 0 (so an idle reader would spin: the port is watched only while
+        the host is connected); a write would block. A change of the host's end (and
+        any arriving data) raises SIGIO at the port's owner (O_ASYNC)."""
+        loop = asyncio.get_running_loop()
+        host_changed = asyncio.Event()
+        loop.add_signal_handler(signal.SIGIO, host_changed.set)
+        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+        try:
+            while True:
+                host_changed.clear()  # before the check: a change after it is not lost
+                if not port_host_connected(fd):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(host_changed.wait(), self._port_recheck_s)
+                    continue
+                reader, writer = await _port_streams(fd)
+                try:
+                    await self._serve_client(reader, writer)
+                finally:
+                    # Not a graceful close: with the host gone, what is queued could
+                    # never be written (unacked events are re-sent on the next hello).
+                    writer.transport.abort()
+        finally:
+            loop.remove_signal_handler(signal.SIGIO)
+            os.close(fd)
 
     def _send(self, writer: asyncio.StreamWriter, message: Message) -> None:
         if writer.is_closing():
@@ -692,12 +745,41 @@ class Guest:
     }
 
 
+def port_host_connected(fd: int) -> bool:
+    """Whether the host end of the virtio-serial port ``fd`` is open (no POLLHUP)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return not any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
+def _port_files(fd: int) -> tuple[Any, Any]:
+    """Two unbuffered files on duplicates of ``fd``, for a read and a write transport;
+    each transport closes its own (closing one, as the read side does at end of file,
+    leaves the port open: the host sees the guest's end close only when it exits)."""
+    return (open(os.dup(fd), "rb", buffering=0),
+            open(os.dup(fd), "wb", buffering=0))
+
+
+async def _port_streams(fd: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A reader and a writer on the virtio-serial port ``fd``."""
+    loop = asyncio.get_running_loop()
+    read_file, write_file = _port_files(fd)
+    reader = asyncio.StreamReader(limit=MAX_MESSAGE_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_file)
+    write_protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
+    transport, _ = await loop.connect_write_pipe(lambda: write_protocol, write_file)
+    return reader, asyncio.StreamWriter(transport, write_protocol, reader, loop)
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nfvha.nfvi.guest", description=__doc__.split("\n")[0])
     parser.add_argument("--vm-dir", required=True, type=Path)
+    parser.add_argument("--channel", type=Path, default=None,
+                        help="serve the guest channel on this virtio-serial port"
+                             f" instead of the unix socket DIR/{SOCKET_FILE}")
     args = parser.parse_args(argv)
     vm_dir: Path = args.vm_dir.resolve()
     os.chdir(vm_dir)  # the VM's root; also lets the channel socket bind by a short name
@@ -708,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         console.log(f"guest: cannot boot, bad {CONFIG_FILE}: {e}")
         return 2
     try:
-        asyncio.run(Guest(vm_dir, config, console).run())
+        asyncio.run(Guest(vm_dir, config, console, channel=args.channel).run())
     except BaseException as e:
         console.log(f"guest {config.vm} crashed: {e!r}")
         raise
