@@ -315,7 +315,7 @@ def kernel_cmdline(python: Path | str, vm_dir: Path, ip: str | None = None,
 def qemu_command(image: GuestImage, vm_dir: Path, disk: Path, python: Path | str,
                  memory_mb: int = 256, accel: str = "tcg", ip: str | None = None,
                  nic: Sequence[str] = ("-nic", "none"),
-                 qemu: str = "qemu-system-x86_64") -> list[str]:
+                 qemu: str = "qemu-system-x86_64", extra: Sequence[str] = ()) -> list[str]:
     """A plain QEMU command line for an nfvha guest: the devices the guest expects
     (what a libvirt domain of it must have too). The guest link is the unix socket
     ``<vm_dir>/guest.sock`` (QEMU listens; the agent's GuestLink connects), the serial
@@ -336,6 +336,7 @@ def qemu_command(image: GuestImage, vm_dir: Path, disk: Path, python: Path | str
         "-device", "pvpanic",
         "-device", "i6300esb",
         *nic,
+        *extra,
     ]
 
 
