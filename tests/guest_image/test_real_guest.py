@@ -32,6 +32,18 @@ BOOT_TIMEOUT_S = 120.0  # TCG on a busy 2-core machine; about 11 s when idle
 REPLY_TIMEOUT_S = 10.0
 HEARTBEAT_WATCH_S = 1.5
 VNFC = "ctr"
+# A second VNFC that looks around inside the VM, prints what it finds and exits.
+PROBE = r"""
+[ -c /dev/watchdog0 ] && echo "probe: watchdog $(cat /sys/class/watchdog/watchdog0/identity)"
+[ -e /sys/bus/platform/drivers/pvpanic-mmio/QEMU0001:00 ] && echo "probe: pvpanic bound"
+grep -q " $PWD/disk ext4 rw" /proc/mounts && echo "probe: disk ext4 rw"
+grep -q "^nfvha-host / 9p ro" /proc/mounts && echo "probe: host root 9p ro"
+touch /usr/nfvha-probe 2>/dev/null || echo "probe: host root not writable"
+echo "probe: boots on disk $(wc -l < "$NFVHA_VM_DISK/boot.log")"
+"""
+PROBE_LINES = ("probe: watchdog i6300ESB timer", "probe: pvpanic bound", "probe: disk ext4 rw",
+               "probe: host root 9p ro", "probe: host root not writable",
+               "probe: boots on disk 1")
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="building the guest image needs root"
@@ -75,7 +87,8 @@ def real_vm(image: guestimage.GuestImage) -> Iterator[RealVm]:
         (vm_dir / "guest.json").write_text(json.dumps({"vm": "vm1", "vnfcs": [{
             "name": VNFC, "env": None,
             "argv": [sys.executable, "-m", "nfvha.samples.counter", "--name", VNFC,
-                     "--port", "7000", "--bind", "127.0.0.1"]}]}))
+                     "--port", "7000", "--bind", "127.0.0.1"]},
+            {"name": "probe", "env": None, "argv": ["/bin/sh", "-c", PROBE]}]}))
         disk = guestimage.fresh_overlay(image.base_disk, vm_dir / "disk.qcow2")
         argv = guestimage.qemu_command(image, vm_dir, disk, sys.executable, memory_mb=256)
         with open(vm_dir / "qemu.log", "wb") as log:
@@ -184,6 +197,11 @@ async def test_the_guest_boots_answers_heartbeats_and_runs_its_vnfc(
     assert "guest vm1 up" in console
     assert "cannot record the boot" not in console  # the boot log went to the virtio disk
     assert "no disk /dev/vda" not in console
+    assert "insmod" not in console  # every module of the image loaded
+    await real_vm.console_shows(PROBE_LINES[-1], REPLY_TIMEOUT_S)
+    console = real_vm.console()
+    for line in PROBE_LINES:
+        assert line in console
     print(f"booted {boot_s:.1f} s after QEMU started")
 
 
