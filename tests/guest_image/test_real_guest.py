@@ -217,9 +217,13 @@ async def test_a_reconnecting_agent_gets_the_state_and_the_unacked_events(
     exited = await raw.until("event", kind="vnfc-exited", vnfc=VNFC)
     await raw.close()  # without acking the event
 
+    reconnected = time.monotonic()
     raw = await Raw.connect(real_vm.socket)
     raw.send({"op": "hello"})
     state = await raw.until("state")
+    # The guest learns of the new connection from SIGIO (measured: ~17 ms), not from
+    # its safety re-check (PORT_RECHECK_S); reported, as no bound tells the two apart.
+    print(f"state {1000 * (time.monotonic() - reconnected):.1f} ms after a reconnect")
     assert state["vnfcs"][VNFC]["state"] == "stopped"  # type: ignore[index]
     again = await raw.until("event", seq=exited["seq"])
     assert again == exited
