@@ -1,0 +1,242 @@
+"""Facts about libvirt 9.0 on the test bed that the libvirt hypervisor driver relies on
+(issue 12, ADR 0018), proved on a private daemon with the stand-in guest (TCG).
+
+Latencies are printed (``-s`` shows them), not asserted tightly: the machine has two
+cores shared with whatever else runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from conftest import LvHost, Recorder
+from nfvha.nfvi.kvmprobe import kvm_runs_guests, virt_type
+from nfvha.nfvi.libvirt_domain import DomainSpec, domain_xml
+from nfvha.nfvi.libvirt_events import (
+    ConnectionEvent,
+    ConnState,
+    DomainEvent,
+    LibvirtEvents,
+)
+from nfvha.nfvi.libvirtd import kill_libvirtd, leftover_pids, qemu_pid
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(240)]
+
+EVENT_TIMEOUT_S = 30.0  # a TCG boot to user space is ~3 s here; generous for a busy CI
+CMDLINE = "console=ttyS0 panic=-1 quiet"
+
+
+def spec(host: LvHost, guest: tuple[Path, Path], name: str, mode: str = "idle",
+         **kw: object) -> DomainSpec:
+    kernel, initrd = guest
+    return DomainSpec(
+        name=name, kernel=kernel, initrd=initrd, cmdline=f"{CMDLINE} standin={mode}",
+        console_log=host.vm_dir / f"{name}.console", **kw,  # type: ignore[arg-type]
+    )
+
+
+def is_ev(name: str, ev: int, detail: int | None = None):  # type: ignore[no-untyped-def]
+    def pred(item: object) -> bool:
+        return isinstance(item, DomainEvent) and item.domain == name and item.is_(ev, detail)
+    return pred
+
+
+async def start_domain(w: LibvirtEvents, xml: str) -> None:
+    await asyncio.to_thread(w.conn.createXML, xml, 0)
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+@pytest.fixture
+async def watcher(lvhost: LvHost):  # type: ignore[no-untyped-def]
+    events, conns = Recorder(), Recorder()
+    w = LibvirtEvents(lvhost.daemon.uri, events, conns)
+    await w.start()
+    try:
+        yield w, events, conns
+    finally:
+        await w.stop()
+
+
+async def test_daemon_private_and_quick(lvhost: LvHost) -> None:
+    """The daemon serves on its own socket, in the host's netns, only the QEMU driver."""
+    d = lvhost.daemon
+    print(f"\nlibvirtd ready in {d.started_in_s * 1000:.0f} ms (spawn to READY=1)")
+    assert d.alive()
+    assert len(str(d.paths.socket)) < 107
+    assert os.stat(f"/proc/{d.pid}/ns/net").st_ino == os.stat(
+        f"/run/netns/{lvhost.netns}").st_ino
+    conn = await asyncio.to_thread(libvirt.open, d.uri)
+    try:
+        assert conn.getType() == "QEMU"
+        # only the QEMU driver is loaded: no network driver, hence no default network
+        with pytest.raises(libvirt.libvirtError):
+            conn.listAllNetworks()
+        with pytest.raises(libvirt.libvirtError):
+            conn.listAllNWFilters()
+    finally:
+        conn.close()
+    rss_kb = int(next(ln for ln in Path(f"/proc/{d.pid}/status").read_text().splitlines()
+                      if ln.startswith("VmRSS:")).split()[1])
+    print(f"libvirtd RSS {rss_kb / 1024:.1f} MiB")
+
+
+async def test_start_then_qemu_killed_is_stopped_failed(
+    lvhost: LvHost, guest: tuple[Path, Path], watcher  # type: ignore[no-untyped-def]
+) -> None:
+    w, events, _ = watcher
+    name = f"{lvhost.run.tag}-kill"
+    s = spec(lvhost, guest, name, watchdog="reset")
+    await start_domain(w, domain_xml(s))
+    await events.wait_for(is_ev(name, libvirt.VIR_DOMAIN_EVENT_STARTED), EVENT_TIMEOUT_S)
+    pid = qemu_pid(lvhost.paths, name)
+    assert pid is not None
+    # the watchdog device is there (its expiry needs a guest driver: the real image)
+    assert b"i6300esb" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    dom = await asyncio.to_thread(w.conn.lookupByName, name)
+    assert "<watchdog model='i6300esb' action='reset'" in dom.XMLDesc(0)
+    assert (pid, os.stat(f"/proc/{pid}").st_ino) and leftover_pids(lvhost.run.root)
+    t0 = time.monotonic_ns()
+    os.kill(pid, signal.SIGKILL)
+    ev = await events.wait_for(
+        is_ev(name, libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+        EVENT_TIMEOUT_S,
+    )
+    assert isinstance(ev, DomainEvent)
+    print(f"\nkill -> {ev.name}: {(ev.at_ns - t0) / 1e6:.1f} ms")
+
+
+async def test_guest_panic_is_crashed_panicked(
+    lvhost: LvHost, guest: tuple[Path, Path], watcher  # type: ignore[no-untyped-def]
+) -> None:
+    w, events, _ = watcher
+    name = f"{lvhost.run.tag}-panic"
+    s = spec(lvhost, guest, name, mode="panic", on_crash="destroy",
+             console_socket=lvhost.vm_dir / "panic.sock")
+    await start_domain(w, domain_xml(s))
+    # the console, live: when did the guest say it panics (an upper bound for the path
+    # guest panic -> pvpanic -> QEMU -> libvirt -> us)
+    reader, writer = await asyncio.open_unix_connection(str(s.console_socket))
+    said_at = 0
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        buf = b""
+        while b"Kernel panic" not in buf:
+            chunk = await reader.read(4096)
+            assert chunk, f"console closed before the panic: {buf[-500:]!r}"
+            buf = buf[-4096:] + chunk
+        said_at = time.monotonic_ns()
+    writer.close()
+    ev = await events.wait_for(
+        is_ev(name, libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED),
+        EVENT_TIMEOUT_S,
+    )
+    assert isinstance(ev, DomainEvent)
+    print(f"\n'Kernel panic' on the console -> {ev.name}: {(ev.at_ns - said_at) / 1e6:.1f} ms")
+    # on_crash=destroy: then the domain stops
+    stopped = await events.wait_for(
+        is_ev(name, libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED),
+        EVENT_TIMEOUT_S,
+    )
+    assert isinstance(stopped, DomainEvent)
+    assert "Kernel panic" in s.console_log.read_text(errors="replace")
+
+
+async def test_unordered_pause_is_suspended_paused(
+    lvhost: LvHost, guest: tuple[Path, Path], watcher  # type: ignore[no-untyped-def]
+) -> None:
+    w, events, _ = watcher
+    name = f"{lvhost.run.tag}-pause"
+    await start_domain(w, domain_xml(spec(lvhost, guest, name)))
+    await events.wait_for(is_ev(name, libvirt.VIR_DOMAIN_EVENT_STARTED), EVENT_TIMEOUT_S)
+    # someone else (virsh, another client) pauses it
+    other = await asyncio.to_thread(libvirt.open, lvhost.daemon.uri)
+    try:
+        t0 = time.monotonic_ns()
+        await asyncio.to_thread(lambda: other.lookupByName(name).suspend())
+        ev = await events.wait_for(
+            is_ev(name, libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+                  libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED),
+            EVENT_TIMEOUT_S,
+        )
+        assert isinstance(ev, DomainEvent)
+        print(f"\nsuspend() -> {ev.name}: {(ev.at_ns - t0) / 1e6:.1f} ms")
+        await asyncio.to_thread(lambda: other.lookupByName(name).resume())
+        await events.wait_for(is_ev(name, libvirt.VIR_DOMAIN_EVENT_RESUMED), EVENT_TIMEOUT_S)
+    finally:
+        other.close()
+
+
+async def test_daemon_killed_qemu_lives_and_new_daemon_reattaches(
+    lvhost: LvHost, guest: tuple[Path, Path], watcher  # type: ignore[no-untyped-def]
+) -> None:
+    w, events, conns = watcher
+    name = f"{lvhost.run.tag}-adopt"
+    await start_domain(w, domain_xml(spec(lvhost, guest, name)))
+    await events.wait_for(is_ev(name, libvirt.VIR_DOMAIN_EVENT_STARTED), EVENT_TIMEOUT_S)
+    pid = qemu_pid(lvhost.paths, name)
+    assert pid is not None
+    t0 = time.monotonic_ns()
+    assert kill_libvirtd(lvhost.daemon)
+    lost = await conns.wait_for(
+        lambda c: isinstance(c, ConnectionEvent) and c.state is ConnState.LOST, EVENT_TIMEOUT_S
+    )
+    assert isinstance(lost, ConnectionEvent)
+    print(f"\nlibvirtd SIGKILL -> connection {lost.state}: {(lost.at_ns - t0) / 1e6:.1f} ms"
+          f" ({lost.error})")
+    # The QEMU keeps running without its daemon.
+    os.kill(pid, 0)
+    assert qemu_pid(lvhost.paths, name) == pid
+    n_conn = len(conns.items)
+    await lvhost.restart_daemon()
+    await conns.wait_for(
+        lambda c: c in conns.items[n_conn:] and isinstance(c, ConnectionEvent)
+        and c.state is ConnState.CONNECTED,
+        EVENT_TIMEOUT_S,
+    )
+    dom = await asyncio.to_thread(w.conn.lookupByName, name)
+    state, _reason = await asyncio.to_thread(dom.state)
+    assert state == libvirt.VIR_DOMAIN_RUNNING
+    # ...and watches it again: its death is an event on the new daemon.
+    t1 = time.monotonic_ns()
+    os.kill(pid, signal.SIGKILL)
+    ev = await events.wait_for(
+        is_ev(name, libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+        EVENT_TIMEOUT_S,
+    )
+    assert isinstance(ev, DomainEvent)
+    print(f"re-attached; kill -> {ev.name}: {(ev.at_ns - t1) / 1e6:.1f} ms")
+
+
+async def test_nfvha_down_kills_daemon_and_qemu(
+    lvhost: LvHost, guest: tuple[Path, Path], watcher  # type: ignore[no-untyped-def]
+) -> None:
+    """A crashed run's daemon and QEMU are found by their pid files (teardown checks)."""
+    w, events, _ = watcher
+    name = f"{lvhost.run.tag}-left"
+    await start_domain(w, domain_xml(spec(lvhost, guest, name)))
+    await events.wait_for(is_ev(name, libvirt.VIR_DOMAIN_EVENT_STARTED), EVENT_TIMEOUT_S)
+    pid = qemu_pid(lvhost.paths, name)
+    found = {p for p, _ in leftover_pids(lvhost.run.root)}
+    assert pid in found and lvhost.daemon.pid in found and lvhost.daemon.spawned_pid in found
+
+
+async def test_kvm_probe(guest: tuple[Path, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "kvm-probe.json"
+    t0 = time.monotonic()
+    probe = await kvm_runs_guests(guest[0], timeout_s=5.0, cache_file=cache)
+    took = time.monotonic() - t0
+    print(f"\nKVM runs guests: {probe.runs_guests} ({probe.detail}); probe {took:.1f} s;"
+          f" domain type {virt_type(probe)}")
+    t1 = time.monotonic()
+    again = await kvm_runs_guests(guest[0], timeout_s=5.0, cache_file=cache)
+    assert again == probe and time.monotonic() - t1 < 0.5  # cached for this boot
