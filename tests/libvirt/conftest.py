@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from nfvha.nfvi.libvirtd import (
 from nfvha.util.runpaths import RunPaths, new_run_id
 
 sys.path.insert(0, str(Path(__file__).parent))
-from standin import missing_tools, standin_guest  # noqa: E402
+from standin import missing_tools, standin_guest
 
 HOST = "lv"
 
@@ -80,10 +81,44 @@ def run(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunPaths]:
 
 
 @pytest.fixture
-async def lvhost(run: RunPaths) -> AsyncIterator[LvHost]:
+def host_netns(run: RunPaths) -> str:
+    """The test's own host namespace (deleted by the run's teardown, by its tag)."""
     netns = run.host_netns(HOST)
     subprocess.run(["ip", "netns", "add", netns], check=True)
     subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    return netns
+
+
+def proc_field(pid: int, key: str) -> str:
+    """A field of /proc/<pid>/status (e.g. VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(key)
+
+
+def rss_mib(pid: int) -> float:
+    return int(proc_field(pid, "VmRSS").split()[0]) / 1024
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+async def read_until(reader: asyncio.StreamReader, mark: bytes, timeout_s: float) -> int:
+    """Read a console stream until ``mark``; returns time.monotonic_ns() when seen."""
+    buf = b""
+    async with asyncio.timeout(timeout_s):
+        while mark not in buf:
+            chunk = await reader.read(4096)
+            assert chunk, f"console closed before {mark!r}: {buf[-500:]!r}"
+            buf = buf[-4096:] + chunk
+    return time.monotonic_ns()
+
+
+@pytest.fixture
+async def lvhost(run: RunPaths, host_netns: str) -> AsyncIterator[LvHost]:
+    netns = host_netns
     paths = LibvirtdPaths.for_host(run, HOST)
     daemon = await start_libvirtd(paths, netns=netns, subreaper=True)
     vm_dir = run.root / "vms"

@@ -13,10 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
+from conftest import LvHost, Recorder, cmdline, read_until, rss_mib
 
-from conftest import LvHost, Recorder
+import libvirt
 from nfvha.nfvi.kvmprobe import kvm_runs_guests, virt_type
 from nfvha.nfvi.libvirt_domain import DomainSpec, domain_xml
 from nfvha.nfvi.libvirt_events import (
@@ -86,9 +86,7 @@ async def test_daemon_private_and_quick(lvhost: LvHost) -> None:
             conn.listAllNWFilters()
     finally:
         conn.close()
-    rss_kb = int(next(ln for ln in Path(f"/proc/{d.pid}/status").read_text().splitlines()
-                      if ln.startswith("VmRSS:")).split()[1])
-    print(f"libvirtd RSS {rss_kb / 1024:.1f} MiB")
+    print(f"libvirtd RSS {rss_mib(d.pid):.1f} MiB")
 
 
 async def test_start_then_qemu_killed_is_stopped_failed(
@@ -102,7 +100,7 @@ async def test_start_then_qemu_killed_is_stopped_failed(
     pid = qemu_pid(lvhost.paths, name)
     assert pid is not None
     # the watchdog device is there (its expiry needs a guest driver: the real image)
-    assert b"i6300esb" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert b"i6300esb" in cmdline(pid)
     dom = await asyncio.to_thread(w.conn.lookupByName, name)
     assert "<watchdog model='i6300esb' action='reset'" in dom.XMLDesc(0)
     assert (pid, os.stat(f"/proc/{pid}").st_ino) and leftover_pids(lvhost.run.root)
@@ -127,14 +125,7 @@ async def test_guest_panic_is_crashed_panicked(
     # the console, live: when did the guest say it panics (an upper bound for the path
     # guest panic -> pvpanic -> QEMU -> libvirt -> us)
     reader, writer = await asyncio.open_unix_connection(str(s.console_socket))
-    said_at = 0
-    async with asyncio.timeout(EVENT_TIMEOUT_S):
-        buf = b""
-        while b"Kernel panic" not in buf:
-            chunk = await reader.read(4096)
-            assert chunk, f"console closed before the panic: {buf[-500:]!r}"
-            buf = buf[-4096:] + chunk
-        said_at = time.monotonic_ns()
+    said_at = await read_until(reader, b"Kernel panic", EVENT_TIMEOUT_S)
     writer.close()
     ev = await events.wait_for(
         is_ev(name, libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED),
