@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from conftest import LvHost, Recorder, cmdline, read_until, rss_mib
 
 import libvirt
 from nfvha.nfvi.kvmprobe import kvm_runs_guests, virt_type
-from nfvha.nfvi.libvirt_domain import DomainSpec, domain_xml
+from nfvha.nfvi.libvirt_domain import BridgeNic, DomainSpec, Share, domain_xml
 from nfvha.nfvi.libvirt_events import (
     ConnectionEvent,
     ConnState,
@@ -50,6 +52,10 @@ def is_ev(name: str, ev: int, detail: int | None = None):  # type: ignore[no-unt
 
 async def start_domain(w: LibvirtEvents, xml: str) -> None:
     await asyncio.to_thread(w.conn.createXML, xml, 0)
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
 def pct(values: list[float], p: float) -> float:
@@ -231,3 +237,53 @@ async def test_kvm_probe(guest: tuple[Path, Path], tmp_path: Path) -> None:
     t1 = time.monotonic()
     again = await kvm_runs_guests(guest[0], timeout_s=5.0, cache_file=cache)
     assert again == probe and time.monotonic() - t1 < 0.5  # cached for this boot
+
+
+async def test_domain_with_every_device_the_driver_needs(
+    lvhost: LvHost, guest: tuple[Path, Path], watcher  # type: ignore[no-untyped-def]
+) -> None:
+    """pvpanic, watchdog, console file + socket, virtio-serial channel, a read-only 9p
+    share, a qcow2 overlay and a tap on a bridge of the host's namespace: accepted, and
+    the tap is made in the host's namespace (not the machine's) on that bridge."""
+    w, events, _ = watcher
+    ns = lvhost.netns
+    sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", ns, "link", "set", "br0", "up")
+    disk = None
+    if shutil.which("qemu-img"):
+        base = lvhost.vm_dir / "base.qcow2"
+        disk = lvhost.vm_dir / "overlay.qcow2"
+        sh("qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M")
+        sh("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk))
+    name = f"{lvhost.run.tag}-full"
+    tap = f"{lvhost.run.tag[:8]}t0"  # <= 15 chars
+    s = spec(lvhost, guest, name, watchdog="poweroff",
+             console_socket=lvhost.vm_dir / "full.console.sock",
+             channel_socket=lvhost.vm_dir / "full.guest.sock",
+             shares=(Share(Path("/usr"), "nfvha-host"),), disk=disk,
+             nics=(BridgeNic("br0", "52:54:00:12:34:56", tap),),
+             metadata={"vm": "full", "run": lvhost.run.run_id})
+    await start_domain(w, domain_xml(s))
+    await events.wait_for(is_ev(name, libvirt.VIR_DOMAIN_EVENT_STARTED), EVENT_TIMEOUT_S)
+    links = sh("ip", "-n", ns, "-o", "link", "show", "master", "br0")
+    assert tap in links
+    root_links = sh("ip", "-o", "link", "show")
+    assert tap not in root_links
+    assert s.channel_socket is not None and s.channel_socket.is_socket()
+    dom = await asyncio.to_thread(w.conn.lookupByName, name)
+    xml = await asyncio.to_thread(dom.XMLDesc, 0)
+    for needle in ("<panic model='isa'", "<watchdog model='i6300esb' action='poweroff'",
+                   "<filesystem type='mount'", "org.nfvha.guest.0", f"<target dev='{tap}'",
+                   "nfvha:vm"):
+        assert needle in xml, needle
+    # the guest link socket takes a connection (the guest end is the image's business)
+    _r, wr = await asyncio.open_unix_connection(str(s.channel_socket))
+    wr.close()
+    await asyncio.to_thread(dom.destroy)
+    await events.wait_for(
+        is_ev(name, libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED),
+        EVENT_TIMEOUT_S,
+    )
+    # libvirt removed the tap again
+    links = sh("ip", "-n", ns, "-o", "link")
+    assert tap not in links
