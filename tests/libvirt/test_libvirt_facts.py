@@ -190,6 +190,12 @@ async def test_daemon_killed_qemu_lives_and_new_daemon_reattaches(
     assert isinstance(lost, ConnectionEvent)
     print(f"\nlibvirtd SIGKILL -> connection {lost.state}: {(lost.at_ns - t0) / 1e6:.1f} ms"
           f" ({lost.error})")
+    # While no daemon serves, the watcher keeps trying and says why it cannot connect.
+    retry = await conns.wait_for(
+        lambda c: isinstance(c, ConnectionEvent) and c.state is ConnState.RETRY, EVENT_TIMEOUT_S
+    )
+    assert isinstance(retry, ConnectionEvent) and "cannot reconnect" in retry.error
+    print(f"  {retry.error}")
     # The QEMU keeps running without its daemon.
     os.kill(pid, 0)
     assert qemu_pid(lvhost.paths, name) == pid
