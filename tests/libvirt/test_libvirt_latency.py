@@ -19,8 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LvHost, Recorder, read_until, rss_mib
-from test_libvirt_facts import EVENT_TIMEOUT_S, is_ev, pct, spec
+from libvirt_testutil import (
+    EVENT_TIMEOUT_S,
+    LvHost,
+    Recorder,
+    is_ev,
+    pct,
+    read_until,
+    rss_mib,
+    spec,
+)
 
 import libvirt
 from nfvha.nfvi.libvirt_domain import domain_xml
