@@ -276,3 +276,33 @@ async def test_domain_with_every_device_the_driver_needs(
     # libvirt removed the tap again
     links = sh("ip", "-n", ns, "-o", "link")
     assert tap not in links
+
+
+async def test_hung_daemon_is_lost_by_keepalive(lvhost: LvHost) -> None:
+    """A daemon that stops answering (SIGSTOP) is declared lost by the client keepalive
+    (interval x count), then the watcher reconnects once it runs again."""
+    events, conns = Recorder(), Recorder()
+    w = LibvirtEvents(lvhost.daemon.uri, events, conns, keepalive_interval_s=1,
+                      keepalive_count=2)
+    await w.start()
+    try:
+        t0 = time.monotonic_ns()
+        os.kill(lvhost.daemon.pid, signal.SIGSTOP)
+        try:
+            lost = await conns.wait_for(
+                lambda c: isinstance(c, ConnectionEvent) and c.state is ConnState.LOST,
+                EVENT_TIMEOUT_S,
+            )
+        finally:
+            os.kill(lvhost.daemon.pid, signal.SIGCONT)
+        assert isinstance(lost, ConnectionEvent) and "KEEPALIVE" in lost.error
+        print(f"\nlibvirtd SIGSTOP -> connection lost: {(lost.at_ns - t0) / 1e6:.0f} ms"
+              f" (keepalive 1 s x 2)")
+        n = len(conns.items)
+        await conns.wait_for(
+            lambda c: c in conns.items[n:] and isinstance(c, ConnectionEvent)
+            and c.state is ConnState.CONNECTED,
+            EVENT_TIMEOUT_S,
+        )
+    finally:
+        await w.stop()
