@@ -4,8 +4,9 @@ A run is recognised by its tag ``nfvha-<run>`` on namespaces, root-namespace lin
 cgroups and its run directory. Teardown order matters: processes die first (a live
 process would keep a namespace or cgroup alive), then the network, then the cgroups,
 then the files. Processes are killed by pid only: the run's cgroup subtree, the
-processes inside the run's namespaces, and the pids recorded in run.json (only while
-their start time still matches, so a reused pid is never hit).
+processes inside the run's namespaces, the pids recorded in run.json (only while
+their start time still matches, so a reused pid is never hit), and the private libvirt
+daemons with their QEMUs, from their pid files under ``hosts/*/libvirt``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 
 from nfvha.nfvi.cgroups import CgroupDriver, CgroupError, detect_cgroups
 from nfvha.nfvi.fabric import destroy_fabric, list_fabric_objects, list_netns, list_root_links
+from nfvha.nfvi.libvirtd import leftover_pids as libvirt_leftover_pids
 from nfvha.util.files import read_json
 from nfvha.util.procs import is_same_process, kill_pid, start_ticks
 from nfvha.util.runpaths import RunPaths, run_root
@@ -102,6 +104,8 @@ def _kill_outside_cgroups(run: RunPaths, netnses: list[str]) -> int:
     killed: dict[int, int] = {}
     while True:
         targets = [(p, t) for p, t in _recorded_pids(run) if is_same_process(p, t)]
+        # Private libvirt daemons, their reapers and their QEMUs, by their pid files.
+        targets += libvirt_leftover_pids(run.root)
         for ns in netnses:
             for pid in _netns_pids(ns):
                 ticks = start_ticks(pid)
