@@ -24,6 +24,7 @@ from typing import Any
 from nfvha.agent.config import AgentConfig, launch_spec
 from nfvha.agent.emit import Emitter
 from nfvha.agent.hostprocs import HostProcessSupervisor
+from nfvha.agent.hypervisor.contract import HypervisorDriver
 from nfvha.agent.hypervisor.process import ProcessDriver
 from nfvha.agent.netlink import LinkMonitor
 from nfvha.agent.notices import NoticeSender
@@ -60,8 +61,8 @@ class Agent:
         self._state_taken = 0  # snapshots of the state taken (on the loop), in order
         self._state_written = 0  # the newest of them on disk
         plan = FabricPlan.from_json(cfg.fabric) if cfg.fabric else None
-        self.vms = VmManager(cfg, self.run, clock, self.emitter,
-                             ProcessDriver(cfg, self.run, cgroups, plan), self._changed,
+        self.driver: HypervisorDriver = ProcessDriver(cfg, self.run, cgroups, plan)
+        self.vms = VmManager(cfg, self.run, clock, self.emitter, self.driver, self._changed,
                              self._persist_now)
         self.procs = HostProcessSupervisor(cfg, self.run, clock, self.emitter, cgroups,
                                            self._changed, self._save_state)
@@ -125,6 +126,7 @@ class Agent:
             informational=True, details={"pid": os.getpid(), "restarted_after": restarted_after},
         )
         tasks = [asyncio.create_task(self.link.run(), name="uplink")]
+        await self.driver.start()
         await self.vms.adopt(saved.get("vms", {}))
         await self.procs.start(saved.get("processes", {}))
         tasks += [
@@ -150,6 +152,7 @@ class Agent:
             t.cancel()
         # VMs and host processes keep running: stopping the agent is not stopping the host.
         self._save_state()
+        await self.driver.close()
         self.spool.close()
 
     # -- commands from the controller -----------------------------------------

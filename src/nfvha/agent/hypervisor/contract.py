@@ -38,6 +38,15 @@ class HypervisorDriver(Protocol):
 
     kind: str  # "process" or "libvirt": shown with each VM
 
+    async def start(self) -> None:
+        """Before the first VM is adopted or started: what the driver runs on (the
+        libvirt driver's daemon and its event connection)."""
+        ...
+
+    async def close(self) -> None:
+        """The agent stops: let go of what ``start`` opened. VMs go on running."""
+        ...
+
     def prepare(self, spec: VmLaunch, vm_dir: Path, disk: DiskMode) -> dict[str, Any]:
         """Blocking. Everything the VM needs before it boots: its disk in the mode
         asked (ADR 0010), its resources, its network, its guest's configuration.

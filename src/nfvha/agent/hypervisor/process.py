@@ -53,6 +53,12 @@ class ProcessDriver:
         self._cgroup_procs: dict[str, list[str]] = {}  # prepared VM -> cgroup.procs files
         self._pidfds: dict[str, int] = {}
 
+    async def start(self) -> None:
+        return None  # nothing to run on: the host's kernel
+
+    async def close(self) -> None:
+        return None
+
     def _cgroup_rel(self, vm: str) -> str:
         return f"{self._run.tag}/{self._cfg.host}/vm-{vm}"
 
