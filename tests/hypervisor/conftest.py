@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,10 +20,11 @@ def _require_root() -> None:
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunPaths]:
-    """A fresh run id whose run dir lives under tmp_path; torn down completely afterwards."""
+def run(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunPaths]:
+    """A fresh run under /tmp (a libvirtd's sockets need short paths); torn down
+    completely afterwards, as ``nfvha down`` would."""
     _require_root()
-    monkeypatch.setenv("NFVHA_RUN_ROOT", str(tmp_path))
+    monkeypatch.delenv("NFVHA_RUN_ROOT", raising=False)
     paths = RunPaths(new_run_id())
     paths.root.mkdir(parents=True)
     try:
@@ -34,6 +34,7 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunPaths]:
         netnses, links = list_fabric_objects(paths.run_id)
         assert not netnses and not links, f"left behind: {netnses + links}"
         assert not detect_cgroups().exists(paths.tag)
+        assert not paths.root.exists()
 
 
 @pytest.fixture

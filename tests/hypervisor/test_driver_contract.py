@@ -1,7 +1,9 @@
 """The hypervisor driver contract (ADR 0019), the same tests for every driver: a VM
 is made, watched, frozen for a snapshot, sampled, stopped and killed the way the VM
-manager relies on. Parametrized by driver; the ``process`` driver runs without a
-fabric (the VM in the host's namespace), in a cgroup of its own."""
+manager relies on. Parametrized by driver: the ``process`` driver without a fabric
+(the VM in the host's namespace) in a cgroup of its own; the ``libvirt`` driver with
+a real QEMU guest of the project's image on the host's private libvirtd, its NIC on
+the host's bridge of a one-host fabric."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,14 +33,51 @@ def vm_spec(name: str = "vm1") -> VmLaunch:
                     vnfcs=[VnfcLaunch(name=f"{name}-c1", argv=sleeper, port=7000)])
 
 
-@pytest.fixture(params=["process"])
+@pytest.fixture(params=["process", "libvirt"])
 async def driver(request: pytest.FixtureRequest, run: RunPaths, cg: CgroupDriver
                  ) -> AsyncIterator[HypervisorDriver]:
-    cfg = AgentConfig(run_id=run.run_id, host=HOST, python=sys.executable,
-                      controller_ip="127.0.0.1", controller_port=1, heartbeat_port=1,
-                      mgmt_ip="127.0.0.1")
     run.host_dir(HOST).mkdir(parents=True, exist_ok=True)
-    yield ProcessDriver(cfg, run, cg, None)
+    if request.param == "process":
+        yield ProcessDriver(agent_config(run), run, cg, None)
+        return
+    why = libvirt_missing()
+    if why:
+        pytest.skip(f"libvirt driver: {why}")
+    from nfvha.agent.hypervisor.libvirt import LibvirtDriver
+    from nfvha.nfvi.fabric import create_fabric, plan_fabric
+    from nfvha.nfvi.libvirtd import LibvirtdPaths, start_libvirtd, stop_libvirtd
+
+    plan = plan_fabric(run.run_id, [HOST], [("vm1", HOST)], n_vips=0)
+    create_fabric(plan)
+    # Its own reaper above it: no host supervisor here to reap the QEMUs it daemonizes.
+    daemon = await start_libvirtd(LibvirtdPaths.for_host(run, HOST),
+                                  netns=plan.host(HOST).netns, subreaper=True)
+    lv = LibvirtDriver(agent_config(run, plan.to_json()), run, plan)
+    await lv.start()
+    try:
+        yield lv
+    finally:
+        await lv.close()
+        await stop_libvirtd(daemon)
+
+
+def agent_config(run: RunPaths, fabric: dict[str, Any] | None = None) -> AgentConfig:
+    return AgentConfig(run_id=run.run_id, host=HOST, python=sys.executable,
+                       controller_ip="127.0.0.1", controller_port=1, heartbeat_port=1,
+                       mgmt_ip="127.0.0.1", fabric=fabric)
+
+
+def libvirt_missing() -> str | None:
+    """Why the libvirt driver cannot run here, or None."""
+    try:
+        import libvirt  # noqa: F401
+    except ImportError:
+        return "the libvirt binding is not installed (./scripts/bootstrap)"
+    from nfvha.nfvi.guestimage import default_dir, load_image
+    from nfvha.nfvi.libvirtd import missing_prerequisites
+
+    return missing_prerequisites() or (
+        None if load_image(default_dir()) else "no guest image (./scripts/bootstrap)")
 
 
 class Exits:
@@ -113,7 +153,7 @@ async def test_snapshot_and_sample_of_a_running_vm(
         await asyncio.to_thread(driver.check_snapshot, spec, vm_dir)
         info, frozen = await asyncio.to_thread(driver.snapshot, spec, vm_dir, 1234.5)
         assert info.taken == 1234.5
-        assert frozen  # the process driver freezes the VM's cgroup while it copies
+        assert frozen  # the VM is frozen (process) or paused (libvirt) while copied
         used = await asyncio.to_thread(driver.sample, spec)
         assert used is not None
         assert used["memory_limit_bytes"] == spec.memory_mb << 20
