@@ -407,8 +407,11 @@ class VmManager:
         rt.since = self._clock.wall()
         # Report first: detection latency must not wait for any clean-up.
         if exited.pid is not None and exited.ticks is not None:
-            exited.status = self._driver.exit_status(VmLife(exited.pid, exited.ticks))
-        exited.desc = describe_wait_status(exited.status) if exited.status is not None else None
+            life = VmLife(exited.pid, exited.ticks)
+            exited.status = self._driver.exit_status(life)
+            exited.desc = self._driver.death_cause(life)
+        if exited.desc is None and exited.status is not None:
+            exited.desc = describe_wait_status(exited.status)
         self._report_exit(rt, detected_mono_ns, late, exited.status, exited.desc)
         rt.exited.set()
         return exited

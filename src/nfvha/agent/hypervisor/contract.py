@@ -61,7 +61,10 @@ class HypervisorDriver(Protocol):
 
     def watch(self, spec: VmLaunch, life: VmLife, on_exit: Callable[[], None]) -> None:
         """Call ``on_exit`` once, on the loop, as soon as the VM's life ends - at once
-        (on the loop's next turn) if it has ended already. Event-driven: no polling."""
+        (on the loop's next turn) if it has ended already. Event-driven: no polling.
+        A life ends when its process exits, or when the hypervisor says the guest is
+        dead (a guest kernel panic) while its process is still being ended: ``release``
+        finishes that."""
         ...
 
     def unwatch(self, spec: VmLaunch) -> None:
@@ -74,6 +77,11 @@ class HypervisorDriver(Protocol):
 
     def exit_status(self, life: VmLife) -> int | None:
         """The life's wait status if it can be known now, without waiting."""
+        ...
+
+    def death_cause(self, life: VmLife) -> str | None:
+        """What the hypervisor said ended this life, if it said (``guest kernel
+        panic``): the VM's crash report says so rather than how its process ended."""
         ...
 
     async def exit_status_later(self, life: VmLife) -> tuple[int | None, str]:

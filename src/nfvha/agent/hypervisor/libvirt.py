@@ -60,6 +60,10 @@ MAX_SNAPSHOT_BYTES = 64 << 20
 EVENTS_CONNECT_TIMEOUT_S = 10.0
 QEMU_PIDFILE_TIMEOUT_S = 5.0
 TOOL_TIMEOUT_S = 60.0
+# An NMI from the hypervisor (``virsh inject-nmi``, the fault ``guest-panic``) panics
+# the guest's kernel, as a watchdog NMI would on real hardware: the way to inject a
+# guest kernel panic from outside the guest.
+GUEST_KERNEL_EXTRA = ("sysctl.kernel.unknown_nmi_panic=1",)
 
 
 @dataclass
@@ -85,6 +89,7 @@ class LibvirtDriver:
         self._image: GuestImage | None = None
         self._virt_type = "qemu"
         self._watches: dict[str, _Watch] = {}
+        self._causes: dict[VmLife, str] = {}  # what libvirt said ended a life
 
     # -- what the driver runs on ---------------------------------------------------
     async def start(self) -> None:
@@ -171,12 +176,16 @@ class LibvirtDriver:
             kernel=self._image.kernel,
             initrd=self._image.initrd,
             cmdline=kernel_cmdline(self._cfg.python, vm_dir,
-                                   ip=f"{vm.data_ip}/{self._plan.prefixlen}"),
+                                   ip=f"{vm.data_ip}/{self._plan.prefixlen}",
+                                   extra=GUEST_KERNEL_EXTRA),
             console_log=self.console_path(vm_dir),
             virt_type="kvm" if self._virt_type == "kvm" else "qemu",
             memory_mib=spec.memory_mb,
             vcpus=max(1, round(spec.cpu)),
             on_crash="destroy",
+            # Our guest never reboots on purpose: a reboot is its kernel giving up (a
+            # panic before pvpanic is loaded reboots at once, panic=-1), a VM failure.
+            on_reboot="destroy",
             # The agent takes the watchdog's action itself (ADR 0019): QEMU only tells.
             watchdog="none" if spec.watchdog_action is not None else None,
             channel_socket=vm_dir / "guest.sock",
@@ -259,6 +268,8 @@ class LibvirtDriver:
             w = self._watches.get(vm)
             if w is not None:
                 log.info("VM %s: %s", vm, name)
+                if name.startswith("CRASHED/"):
+                    self._causes[w.life] = f"guest kernel panic (libvirt: {name})"
                 self._exited(vm, w.life)
         elif name.startswith("SUSPENDED/") and vm in self._watches:
             # A pause nobody ordered (the driver never pauses but for a snapshot, which
@@ -278,8 +289,13 @@ class LibvirtDriver:
     def exit_status(self, life: VmLife) -> int | None:
         return zombie_status(life.pid, life.start_ticks)
 
+    def death_cause(self, life: VmLife) -> str | None:
+        return self._causes.get(life)
+
     async def exit_status_later(self, life: VmLife) -> tuple[int | None, str]:
-        return await wait_exit_status(self._exits_dir, life.pid, life.start_ticks)
+        status, desc = await wait_exit_status(self._exits_dir, life.pid, life.start_ticks)
+        cause = self._causes.pop(life, None)
+        return status, desc if cause is None else f"{cause}; QEMU {desc}"
 
     # -- unmaking a VM -------------------------------------------------------------
     def _destroy(self, vm: str, flags: int) -> bool:

@@ -136,6 +136,9 @@ class ProcessDriver:
     def exit_status(self, life: VmLife) -> int | None:
         return zombie_status(life.pid, life.start_ticks)
 
+    def death_cause(self, life: VmLife) -> str | None:
+        return None  # its process's exit says it all
+
     async def exit_status_later(self, life: VmLife) -> tuple[int | None, str]:
         return await wait_exit_status(self._exits_dir, life.pid, life.start_ticks)
 
