@@ -6,6 +6,7 @@ the pvpanic device has told QEMU, which ends the guest.)"""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
@@ -53,3 +54,29 @@ async def test_a_guest_kernel_panic_is_reported_once(driver: HypervisorDriver,
     assert "guest kernel panic" in (driver.death_cause(life) or "")
     await asyncio.sleep(0)  # a second report would be queued by now
     assert exits.count == 1
+
+
+@pytest.mark.req("VNFHA-1")
+@pytest.mark.parametrize("driver", ["libvirt"], indirect=True)
+async def test_a_real_vms_watchdog_device_runs_out_and_is_reported(
+        driver: HypervisorDriver, run: RunPaths) -> None:
+    """A VNFC arms the VM's i6300esb through the SDK and never kicks it: QEMU's device
+    runs out (whatever the guest and the agent do) and libvirt says so."""
+    arm_and_stop = ("from nfvha.amf.watchdog import Watchdog\n"
+                    "import time\nWatchdog().arm(1.0)\ntime.sleep(1e6)\n")
+    spec = vm_spec().model_copy(update={"watchdog_action": "none"})
+    spec = spec.model_copy(update={"vnfcs": [spec.vnfcs[0].model_copy(
+        update={"argv": [sys.executable, "-c", arm_and_stop]})]})
+    life, vm_dir = await started(driver, run, spec)
+    exits, fired = Exits(), Exits()
+    driver.watch(spec, life, exits, fired)
+    try:
+        await asyncio.wait_for(fired.event.wait(), BOOT_S)
+    except TimeoutError:
+        raise AssertionError("the watchdog did not run out; console:\n"
+                             + driver.console_path(vm_dir).read_text(errors="replace")[-2000:]
+                             ) from None
+    assert exits.count == 0 and driver.is_alive(life)  # action none: the VM runs on
+    await driver.kill(spec, life)
+    await asyncio.wait_for(exits.event.wait(), 30)
+    await driver.release(spec)

@@ -77,6 +77,9 @@ class VmRuntime:
     # the timer's deadline unless kicked; killed_by says why the agent ended this life.
     watchdog_ms: int | None = None
     watchdog_timer: asyncio.TimerHandle | None = None
+    # Reported once until the VNFC kicks again (a device with action none may go on
+    # firing) or the VM starts anew.
+    watchdog_fired: bool = False
     killed_by: str | None = None
     # Held while a VM is being started or its previous life cleaned up, so a restart
     # never lands in a cgroup that the clean-up of the crash is still emptying.
@@ -285,6 +288,7 @@ class VmManager:
         rt.stopping = False
         rt.killed_by = None
         rt.watchdog_ms = None  # a new life's guest starts with it disarmed
+        rt.watchdog_fired = False
         rt.guest_seq = 0
         rt.ready = asyncio.Event()
         rt.booted = asyncio.Event()
@@ -372,7 +376,8 @@ class VmManager:
     def _watch(self, rt: VmRuntime) -> None:
         life = self._life(rt)
         assert life is not None
-        self._driver.watch(rt.spec, life, lambda: self._on_exit(rt))
+        self._driver.watch(rt.spec, life, lambda: self._on_exit(rt),
+                           lambda: self._watchdog_expired(rt, life.pid))
         if rt.link is None:
             rt.link = GuestLink(
                 rt.spec.name, self._vm_dir(rt.spec.name) / "guest.sock", self._clock,
@@ -651,6 +656,7 @@ class VmManager:
             self._stop_watchdog(rt)
             return
         # arm, kick, or armed as the guest's state says: the timer starts over.
+        rt.watchdog_fired = False
         if rt.watchdog_timer is not None:
             rt.watchdog_timer.cancel()
         rt.watchdog_timer = asyncio.get_running_loop().call_later(
@@ -665,15 +671,18 @@ class VmManager:
     def _watchdog_expired(self, rt: VmRuntime, pid: int | None) -> None:
         rt.watchdog_timer = None
         life = self._life(rt)
-        if life is None or rt.pid != pid or rt.state in ("stopped", "crashed"):
-            return  # another life's timer
+        if life is None or rt.pid != pid or rt.state in ("stopped", "crashed") \
+                or rt.watchdog_fired:
+            return  # another life's timer, or said already
+        rt.watchdog_fired = True
         vm, action, ms = rt.spec.name, rt.spec.watchdog_action, rt.watchdog_ms
-        self._log_action(vm, "watchdog", f"not kicked for {ms} ms: {action}")
+        # The agent's timer knows the timeout; a VM's own device keeps it to itself.
+        what = f"not kicked for {ms} ms" if ms is not None else "its watchdog device ran out"
+        self._log_action(vm, "watchdog", f"{what}: {action}")
         self._emit.emit(
             Kind.VM_WATCHDOG, f"vm/{vm}", severity=Severity.CRITICAL,
             event_type=EventType.PROCESSING_ERROR_ALARM, probable_cause="watchdog-expired",
-            description=f"the watchdog of VM {vm} ran out (not kicked for {ms} ms);"
-            f" action: {action}",
+            description=f"the watchdog of VM {vm} ran out ({what}); action: {action}",
             detected_mono_ns=self._clock.mono_ns(),
             details={"timeout_ms": ms, "action": action},
         )

@@ -60,7 +60,8 @@ the VM is booting: the agent arms its hang detector only after it (a guest busy
 booting on a loaded host answers no heartbeat, and is not hung).
 
 guest -> agent, when a VNFC arms, kicks or disarms the VM's watchdog (a VM whose
-``guest.json`` says ``"watchdog": true``; ``nfvha.nfvi.guestwatchdog``):
+``guest.json`` says ``"watchdog": true`` without a ``"watchdog_device"``: with one, the
+device is the timer; ``nfvha.nfvi.guestwatchdog``):
 ``{"op":"watchdog","do":"arm"|"kick"|"disarm","timeout_ms":N}`` - not kept: the timer
 is the agent's, and an agent that connects re-arms it from ``state``.
 
@@ -108,7 +109,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nfvha.nfvi.guestwatchdog import WatchdogDevice
+from nfvha.nfvi.guestwatchdog import HardwareWatchdog, WatchdogDevice
 from nfvha.util.files import atomic_write_json
 from nfvha.util.procs import describe_wait_status, start_ticks
 
@@ -159,8 +160,10 @@ class GuestConfig:
     # In its own network namespace, a VNFC that dies may leave a service address
     # (VIP) on eth0, and the kernel would go on answering ARP for it.
     release_service_addresses: bool = False
-    # The VM has a watchdog device (VNFHA-1): its VNFCs find it by NFVHA_WATCHDOG.
+    # The VM has a watchdog (VNFHA-1): its VNFCs find it by NFVHA_WATCHDOG. With a
+    # device path (a real VM's /dev/watchdog) the device is the timer, else the agent.
     watchdog: bool = False
+    watchdog_device: str | None = None
 
     @classmethod
     def from_json(cls, obj: Any) -> GuestConfig:
@@ -185,8 +188,12 @@ class GuestConfig:
         watchdog = obj.get("watchdog", False)
         if not isinstance(watchdog, bool):
             raise ValueError("'watchdog' must be true or false")
+        device = obj.get("watchdog_device")
+        if device is not None and (not isinstance(device, str) or not device.startswith("/dev/")):
+            raise ValueError("'watchdog_device' must be a path under /dev")
         return cls(vm=vm, vnfcs=vnfcs, memory_hog_chunk_mb=chunk_mb,
-                   release_service_addresses=release, watchdog=watchdog)
+                   release_service_addresses=release, watchdog=watchdog,
+                   watchdog_device=device)
 
     @classmethod
     def load(cls, path: Path) -> GuestConfig:
@@ -334,7 +341,10 @@ class Guest:
         self._record_boot()
         self._write_state()
         if self.config.watchdog:
-            self._watchdog = WatchdogDevice(self._forward_watchdog, self.console.log)
+            device = self.config.watchdog_device
+            self._watchdog = WatchdogDevice(
+                self._forward_watchdog, self.console.log,
+                HardwareWatchdog(device) if device is not None else None)
             os.environ[WATCHDOG_ENV] = str(await self._watchdog.open(self.vm_dir))
         await self._open_channel()
         for vnfc in self.vnfcs.values():
@@ -678,7 +688,8 @@ class Guest:
     def _op_hello(self, writer: asyncio.StreamWriter, message: Message) -> str | None:
         self._send(writer, {"op": "state", "vm": self.config.vm, "vnfcs": self._vnfc_records(),
                             "booted": self._booted,
-                            **({"watchdog": self._watchdog.state()} if self._watchdog else {})})
+                            **({"watchdog": wd} if self._watchdog is not None
+                               and (wd := self._watchdog.state()) is not None else {})})
         for event in list(self._unacked):
             self._send(writer, event)
         return None

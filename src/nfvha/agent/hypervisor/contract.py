@@ -59,12 +59,14 @@ class HypervisorDriver(Protocol):
         its own; its guest says when it is up)."""
         ...
 
-    def watch(self, spec: VmLaunch, life: VmLife, on_exit: Callable[[], None]) -> None:
+    def watch(self, spec: VmLaunch, life: VmLife, on_exit: Callable[[], None],
+              on_watchdog: Callable[[], None] | None = None) -> None:
         """Call ``on_exit`` once, on the loop, as soon as the VM's life ends - at once
         (on the loop's next turn) if it has ended already. Event-driven: no polling.
         A life ends when its process exits, or when the hypervisor says the guest is
         dead (a guest kernel panic) while its process is still being ended: ``release``
-        finishes that."""
+        finishes that. ``on_watchdog``: the VM's watchdog device ran out (a driver whose
+        VMs have one; the VM manager takes the VM's watchdog action)."""
         ...
 
     def unwatch(self, spec: VmLaunch) -> None:

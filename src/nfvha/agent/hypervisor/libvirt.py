@@ -64,12 +64,14 @@ TOOL_TIMEOUT_S = 60.0
 # the guest's kernel, as a watchdog NMI would on real hardware: the way to inject a
 # guest kernel panic from outside the guest.
 GUEST_KERNEL_EXTRA = ("sysctl.kernel.unknown_nmi_panic=1",)
+WATCHDOG_DEVICE = "/dev/watchdog"
 
 
 @dataclass
 class _Watch:
     life: VmLife
     on_exit: Callable[[], None]
+    on_watchdog: Callable[[], None] | None
     pidfd: int | None
 
 
@@ -143,6 +145,9 @@ class LibvirtDriver:
             # The guest's eth0 is its own: nothing outlives a dead guest on the host.
             "release_service_addresses": False,
             "watchdog": spec.watchdog_action is not None,
+            # The VM's own device is the timer (QEMU's i6300esb): it runs out whatever
+            # the guest or the agent do.
+            "watchdog_device": WATCHDOG_DEVICE if spec.watchdog_action is not None else None,
         }
         atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
         for leftover in ("guest.sock", "console.sock"):
@@ -229,7 +234,8 @@ class LibvirtDriver:
         return pid
 
     # -- watching ------------------------------------------------------------------
-    def watch(self, spec: VmLaunch, life: VmLife, on_exit: Callable[[], None]) -> None:
+    def watch(self, spec: VmLaunch, life: VmLife, on_exit: Callable[[], None],
+              on_watchdog: Callable[[], None] | None = None) -> None:
         self.unwatch(spec)
         loop = asyncio.get_running_loop()
         fd = pidfd_open(life.pid)
@@ -238,7 +244,7 @@ class LibvirtDriver:
                 os.close(fd)
             loop.call_soon(on_exit)
             return
-        self._watches[spec.name] = _Watch(life, on_exit, fd)
+        self._watches[spec.name] = _Watch(life, on_exit, on_watchdog, fd)
         loop.add_reader(fd, self._exited, spec.name, life)
 
     def unwatch(self, spec: VmLaunch) -> None:
@@ -271,6 +277,11 @@ class LibvirtDriver:
                 if name.startswith("CRASHED/"):
                     self._causes[w.life] = f"guest kernel panic (libvirt: {name})"
                 self._exited(vm, w.life)
+        elif name.startswith("WATCHDOG/"):
+            w = self._watches.get(vm)
+            if w is not None and w.on_watchdog is not None:
+                log.info("VM %s: %s", vm, name)
+                w.on_watchdog()
         elif name.startswith("SUSPENDED/") and vm in self._watches:
             # A pause nobody ordered (the driver never pauses but for a snapshot, which
             # is short): the guest stops answering and the hang detector reports it.

@@ -107,7 +107,9 @@ class ProcessDriver:
         return VmLife(spawned.pid, spawned.start_ticks)
 
     # -- watching ------------------------------------------------------------
-    def watch(self, spec: VmLaunch, life: VmLife, on_exit: Callable[[], None]) -> None:
+    def watch(self, spec: VmLaunch, life: VmLife, on_exit: Callable[[], None],
+              on_watchdog: Callable[[], None] | None = None) -> None:
+        # No watchdog device: a process VM's watchdog is the agent's timer.
         self.unwatch(spec)
         loop = asyncio.get_running_loop()
         fd = pidfd_open(life.pid)
