@@ -547,9 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_status)
 
     f = sub.add_parser("fault", help="inject a fault into the running test bed")
-    f.add_argument("kind", help="vnfc-crash, vm-crash, vm-hang, vm-thaw, vm-memory-exhaust,"
-                                " agent-crash, host-process-crash, host-down, host-up,"
-                                " link-down, link-up, sensor, controller-crash")
+    f.add_argument("kind", help="vnfc-crash, vm-crash (SIGKILL of the VM's process: its"
+                                " guest program or QEMU), vm-hang (cgroup freeze; SIGSTOP of"
+                                " QEMU on a libvirt host), vm-thaw, vm-memory-exhaust"
+                                " (process VMs), guest-panic (libvirt VMs: an NMI their kernel"
+                                " panics on), watchdog (VMs with a watchdog: its VNFC stops"
+                                " kicking it), agent-crash, host-process-crash, host-down,"
+                                " host-up, link-down, link-up, sensor, controller-crash")
     f.add_argument("target", help="the VNFC, VM or host; for controller-crash 'controller',"
                                   " or in a cluster run a member (c1, c2, ...) or 'leader'"
                                   " (the member deciding now)")

@@ -48,7 +48,9 @@ def hypervisor_problems(
     if not namespaced:
         out.append(f"hosts {named} have hypervisor 'libvirt', which needs the namespaced"
                    f" test bed (root, network namespaces); here it falls back to loopback"
-                   f" ({why_not or 'no namespaces'}): use hypervisor 'process' or run as root")
+                   f" ({why_not or 'no namespaces'}): use hypervisor 'process' here, or run"
+                   " where the namespaced test bed runs (root, iproute2, NFVHA_LOOPBACK"
+                   " unset)")
         return out  # the rest cannot matter on loopback
     missing = prerequisites()
     if missing is not None:
