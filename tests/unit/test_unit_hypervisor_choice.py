@@ -83,13 +83,12 @@ def test_the_example_is_valid_and_covers_the_patterns() -> None:
     libvirt = set(t.hosts_with("libvirt"))
     assert len(libvirt) == 2 and t.hosts_with("process")
     real = {v.name for v in t.vms if v.host in libvirt}
-    assert len(real) <= 4  # a 2-core machine under TCG
+    assert len(real) <= 3  # a 2-core machine under TCG (see the file's comment)
     gw, web, db = t.vnf("gw"), t.vnf("web"), t.vnf("db")
     assert gw.redundancy == "2n" and gw.service_address is not None \
         and gw.service_address.kind == "vip"
     assert {c.vm for c in gw.components} <= real  # 2N with a VIP on real VMs
     assert web.redundancy == "n+m" and t.balancer_of("web") is not None
-    assert any(c.vm in real for c in web.components)
     assert db.state == "checkpoint" and {c.vm for c in db.components} <= real
     assert all(t.vm(v).boot_timeout_s >= 60 for v in real)
     assert any(t.vm(v).watchdog is not None for v in real)
@@ -235,9 +234,9 @@ def test_fault_kinds_check_the_vms_hypervisor(tmp_path: Path,
     assert set(inj.valid_targets("vm-memory-exhaust")).isdisjoint(real)
     assert inj.valid_targets("watchdog") == ["gw-vm1", "gw-vm2", "db-vm1"]
     with pytest.raises(FaultError, match=r"guest-panic: VM web-vm2 is a process VM \(on host"
-                                         r" host2\); guest-panic is for libvirt VMs only: a"
+                                         r" host4\); guest-panic is for libvirt VMs only: a"
                                          r" process VM has no guest kernel to panic; valid:"
-                                         r" gw-vm1, gw-vm2, web-vm1, db-vm1"):
+                                         r" gw-vm1, gw-vm2, db-vm1"):
         inj.inject("guest-panic", "web-vm2")
     with pytest.raises(FaultError, match="vm-memory-exhaust: VM gw-vm1 is a libvirt VM"):
         inj.inject("vm-memory-exhaust", "gw-vm1")
@@ -262,3 +261,16 @@ def test_fault_help_names_the_new_kinds(capsys: pytest.CaptureFixture[str]) -> N
         cli(["fault", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "guest-panic (libvirt VMs" in text and "watchdog (VMs with a watchdog" in text
+
+
+def test_guest_panic_needs_a_kernel_that_panics_on_nmi(tmp_path: Path) -> None:
+    """An NMI panics the guest only if its kernel was booted with unknown_nmi_panic
+    (measured: without it the guest logs "NMI received for unknown reason" and runs
+    on); the injector reads that from the domain's XML before it injects."""
+    from nfvha.nfvi.libvirt_domain import DomainSpec, domain_xml
+    from nfvha.testbed.faults import NMI_PANIC_ARG, _kernel_cmdline
+
+    spec = DomainSpec(name="d", kernel=tmp_path / "k", console_log=tmp_path / "c",
+                      cmdline=f"console=ttyS0 panic=-1 {NMI_PANIC_ARG}")
+    assert NMI_PANIC_ARG in _kernel_cmdline(domain_xml(spec)).split()
+    assert _kernel_cmdline("<domain type='qemu'><os/></domain>") == ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +57,20 @@ FAULT_HYPERVISOR: dict[str, tuple[str, str]] = {
     # The guest program leaks memory on SIGUSR1; QEMU is no guest program.
     "vm-memory-exhaust": ("process", "a libvirt VM's QEMU has no memory-leak hook"),
 }
+# The guest kernel's argument that makes an NMI nobody claims a panic (guest-panic).
+NMI_PANIC_ARG = "unknown_nmi_panic"
 WATCHDOG_STOP = "WATCHDOG STOP"
 WATCHDOG_STOPPED = "OK watchdog stopped"
 
 
 class FaultError(Exception):
     pass
+
+
+def _kernel_cmdline(domain_xml: str) -> str:
+    """The guest kernel's command line in a domain's XML ("" if none)."""
+    found = ET.fromstring(domain_xml).findtext("os/cmdline")
+    return found or ""
 
 
 @dataclass
@@ -303,8 +312,15 @@ class FaultInjector:
         try:
             try:
                 dom = conn.lookupByName(domain)
+                cmdline = _kernel_cmdline(dom.XMLDesc(0))
             except libvirt.libvirtError:
                 raise FaultError(f"VM {vm} is not running (no domain {domain})") from None
+            if NMI_PANIC_ARG not in cmdline.split():
+                # Without it the kernel logs "NMI received for unknown reason" and goes
+                # on: the fault would be injected, and nothing would happen.
+                raise FaultError(f"VM {vm}: its guest kernel was not booted with"
+                                 f" '{NMI_PANIC_ARG}', so an NMI would not panic it (the"
+                                 " libvirt driver puts it on the kernel command line)")
             self._mark()
             try:
                 dom.injectNMI(0)
