@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nfvha.model.settings import Settings, Strict
+from nfvha.model.topology import Hypervisor
 
 
 class VnfcLaunch(Strict):
@@ -20,7 +21,11 @@ class VmLaunch(Strict):
     name: str
     cpu: float
     memory_mb: int
-    netns: str | None  # None on the loopback fallback
+    # The VM's own network namespace, for a host whose driver gives it one (process);
+    # None on the loopback fallback. A libvirt host ignores it (the guest's NIC is a
+    # tap on the host namespace's br0) and creates no namespace, but the name stays in
+    # the spec: the VIM may re-create the VM on a process host (ADR 0011).
+    netns: str | None
     data_ip: str
     vnfcs: list[VnfcLaunch] = Field(default_factory=list)
     # Until its guest reports it is up, the VM is starting (not watched for hangs);
@@ -68,6 +73,8 @@ class AgentConfig(Strict):
     fabric: dict[str, Any] | None = None  # FabricPlan JSON; None on the loopback fallback
     links: list[str] = Field(default_factory=list)  # interfaces to watch
     cgroups: bool = True
+    # What runs this host's VMs (the topology's host.hypervisor, ADR 0019).
+    hypervisor: Hypervisor = "process"
 
     def controller_addresses(self) -> list[tuple[str, int]]:
         return [(c.ip, c.port) for c in self.controllers] or \

@@ -47,6 +47,18 @@ log = logging.getLogger("nfvha.agent")
 VM_START_THREADS = 32
 
 
+def make_driver(cfg: AgentConfig, run: RunPaths, cgroups: CgroupDriver | None,
+                plan: FabricPlan | None) -> HypervisorDriver:
+    """The host's hypervisor driver, as its configuration says (ADR 0019)."""
+    if cfg.hypervisor == "libvirt":
+        # Imported here: the module needs libvirt's Python binding, which a host of
+        # process VMs (and the loopback test bed) may not have.
+        from nfvha.agent.hypervisor.libvirt import LibvirtDriver
+
+        return LibvirtDriver(cfg, run, plan)
+    return ProcessDriver(cfg, run, cgroups, plan)
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.cfg = cfg
@@ -61,7 +73,7 @@ class Agent:
         self._state_taken = 0  # snapshots of the state taken (on the loop), in order
         self._state_written = 0  # the newest of them on disk
         plan = FabricPlan.from_json(cfg.fabric) if cfg.fabric else None
-        self.driver: HypervisorDriver = ProcessDriver(cfg, self.run, cgroups, plan)
+        self.driver: HypervisorDriver = make_driver(cfg, self.run, cgroups, plan)
         self.vms = VmManager(cfg, self.run, clock, self.emitter, self.driver, self._changed,
                              self._persist_now)
         self.procs = HostProcessSupervisor(cfg, self.run, clock, self.emitter, cgroups,
@@ -78,6 +90,11 @@ class Agent:
 
     def inventory(self) -> Inventory:
         vms, vnfcs = self.vms.inventory()
+        # Each VM says what runs it (nfvha status shows it). Here rather than in the VM
+        # manager's inventory: one driver per agent, so one kind for all its VMs.
+        kind = self.driver.kind
+        vms = [v if v.hypervisor == kind else v.model_copy(update={"hypervisor": kind})
+               for v in vms]
         return Inventory(host=self.cfg.host, vms=vms, vnfcs=vnfcs,
                          processes=self.procs.inventory(), links=dict(self.links),
                          sensors=dict(self.sensor_values))

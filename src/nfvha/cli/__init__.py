@@ -351,6 +351,8 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from nfvha.nfvi.fabric import topology_limit_problems
+    from nfvha.testbed.deploy import namespaces_available
+    from nfvha.testbed.hypervisors import hypervisor_problems
 
     try:
         t = load_topology(args.file)
@@ -358,11 +360,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if problems:
             # The test bed's fabric (one run's addresses and links) cannot hold it.
             raise TopologyError(str(args.file), [f"(top level): {p}" for p in problems])
+        # The test bed runs on this machine: what 'nfvha up' would refuse here.
+        ok, why = namespaces_available()
+        problems = hypervisor_problems(t, namespaced=ok, why_not=why)
+        if problems:
+            raise TopologyError(str(args.file), [f"on this machine: {p}" for p in problems])
     except TopologyError as e:
         print(e, file=sys.stderr)
         return 1
-    print(f"{args.file}: ok ({len(t.host_names())} hosts, {len(t.vms)} VMs, {len(t.vnfs)} VNFs;"
-          " within the fabric's limits)")
+    libvirt = len(t.hosts_with("libvirt"))
+    print(f"{args.file}: ok ({len(t.host_names())} hosts"
+          + (f" ({libvirt} libvirt)" if libvirt else "")
+          + f", {len(t.vms)} VMs, {len(t.vnfs)} VNFs; within the fabric's limits)")
     return 0
 
 
@@ -538,9 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_status)
 
     f = sub.add_parser("fault", help="inject a fault into the running test bed")
-    f.add_argument("kind", help="vnfc-crash, vm-crash, vm-hang, vm-thaw, vm-memory-exhaust,"
-                                " agent-crash, host-process-crash, host-down, host-up,"
-                                " link-down, link-up, sensor, controller-crash")
+    f.add_argument("kind", help="vnfc-crash, vm-crash (SIGKILL of the VM's process: its"
+                                " guest program or QEMU), vm-hang (cgroup freeze; SIGSTOP of"
+                                " QEMU on a libvirt host), vm-thaw, vm-memory-exhaust"
+                                " (process VMs), guest-panic (libvirt VMs: an NMI their kernel"
+                                " panics on), watchdog (VMs with a watchdog: its VNFC stops"
+                                " kicking it), agent-crash, host-process-crash, host-down,"
+                                " host-up, link-down, link-up, sensor, controller-crash")
     f.add_argument("target", help="the VNFC, VM or host; for controller-crash 'controller',"
                                   " or in a cluster run a member (c1, c2, ...) or 'leader'"
                                   " (the member deciding now)")

@@ -69,6 +69,9 @@ async def _main(args: argparse.Namespace) -> int:
         tb: Testbed = ClusterTestbed(topology, size=size)
     else:
         tb = Testbed(topology)
+    problems = tb.hypervisor_problems()
+    if problems:  # libvirt hosts this machine cannot run: refused before anything starts
+        raise TopologyError(str(args.file), [f"on this machine: {p}" for p in problems])
     if not tb.namespaced:
         console.print(f"[yellow]nfvha: {tb.fallback_reason}; running everything on loopback"
                       " (127.0.0.1, distinct ports): no namespaces, cgroups or link faults[/]")

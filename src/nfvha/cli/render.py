@@ -64,14 +64,16 @@ def status_tables(status: dict[str, Any], lists: dict[str, list[dict[str, Any]]]
             else "-",
         )
     vms = Table(expand=True, caption=None if lists is not None else _partial(status, "vms"))
-    for col in ("vm", "host", "state", "pid", "memory", "vnfcs"):
+    for col in ("vm", "host", "hypervisor", "state", "pid", "memory", "vnfcs"):
         vms.add_column(col)
     by_vm: dict[str, list[str]] = {}
     for c in rows["vnfcs"]:
         by_vm.setdefault(c["vm"], []).append(f"{c['name']}:{c['state']}")
     for v in rows["vms"]:
         mem = v.get("memory_bytes")
-        vms.add_row(v["name"], v["host"], _state(v["state"]), str(v.get("pid") or "-"),
+        # An old controller's VMs have no hypervisor: they can only be process VMs.
+        vms.add_row(v["name"], v["host"], v.get("hypervisor") or "process",
+                    _state(v["state"]), str(v.get("pid") or "-"),
                     f"{mem / 2**20:.0f} MiB" if mem else "-", ", ".join(by_vm.get(v["name"], [])))
     parts: list[Any] = [summary, hosts, vms]
     if lists is None:  # VNFCs not healthy in VMs that are: a table of their own

@@ -53,6 +53,9 @@ class VmView(BaseModel):
     since: float | None = None
     memory_bytes: int | None = None
     cpu_usage_ns: int | None = None
+    # What runs the VM (ADR 0019): as its agent reports it; for a VM not reported, what
+    # its host runs per the topology.
+    hypervisor: str = "process"
 
 
 class VnfcView(BaseModel):
@@ -207,8 +210,12 @@ class InventoryView:
     def _vm_view(self, vm: VmSpec) -> VmView:
         host, info = self._vm(vm)
         if info is None:
-            return VmView(name=vm.name, host=host, state=self._unreported(host))
+            return VmView(name=vm.name, host=host, state=self._unreported(host),
+                          hypervisor=self._hypervisor_of(host))
         return VmView(host=host, **info.model_dump())
+
+    def _hypervisor_of(self, host: str) -> str:
+        return self._t.hypervisor_of(host) if self._t.has_host(host) else "process"
 
     # -- VNFCs -----------------------------------------------------------------------
     def component_count(self) -> int:

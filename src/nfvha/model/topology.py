@@ -29,6 +29,10 @@ Redundancy = Literal["2n", "n+m", "n-way", "n-way-active", "none"]
 StateKeeping = Literal["sync", "checkpoint", "none"]
 RepairAction = Literal["confirm", "restart-initial", "restart-snapshot", "failover-standby-vm"]
 AffinityLevel = Literal["host", "rack", "site", "none"]
+# What runs a host's VMs (ADR 0019): ``process`` (a guest process in a cgroup and a
+# network namespace of its own: fast, the default) or ``libvirt`` (a real QEMU guest of
+# the host's private libvirtd, ADR 0018).
+Hypervisor = Literal["process", "libvirt"]
 
 
 class HostProcessSpec(Strict):
@@ -84,6 +88,9 @@ class HostSpec(Strict):
     name: Name = Field(pattern=NAME_PATTERN)
     processes: list[HostProcessSpec] = Field(default_factory=_default_host_processes)
     fence: FenceSpec = Field(default_factory=FenceSpec)
+    # Per host, so a deployment mixes real guests with fast process VMs. A VM the VIM
+    # moves (evacuation, ADR 0011) becomes a VM of its new host's kind.
+    hypervisor: Hypervisor = "process"
 
 
 class RackSpec(Strict):
@@ -222,6 +229,14 @@ class Topology(Strict):
 
     def host_names(self) -> list[str]:
         return [h.name for _, _, h in self.hosts()]
+
+    def hosts_with(self, hypervisor: Hypervisor) -> list[str]:
+        """The hosts whose VMs ``hypervisor`` runs, in file order."""
+        return [h.name for _, _, h in self.hosts() if h.hypervisor == hypervisor]
+
+    def hypervisor_of(self, host: str) -> Hypervisor:
+        """What runs ``host``'s VMs; KeyError if there is no such host."""
+        return self.host(host).hypervisor
 
     def vm(self, name: str) -> VmSpec:
         return self._index().vms[name]

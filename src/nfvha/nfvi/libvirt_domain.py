@@ -69,6 +69,12 @@ class DomainSpec:
 NS_NFVHA = "https://nfvha.example/libvirt/1"
 
 
+def vm_domain_name(run_tag: str, vm: str) -> str:
+    """The libvirt domain of VM ``vm`` of the run tagged ``run_tag`` (``nfvha-<run>``):
+    the driver names its domains so, and the fault injector finds them by it."""
+    return f"{run_tag}-{vm}"
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, tag, attrs)
     if text is not None:

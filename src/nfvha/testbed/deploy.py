@@ -40,6 +40,7 @@ from nfvha.nfvi.power import (
 )
 from nfvha.nfvi.spawn import Spawned, spawn_detached_sync
 from nfvha.testbed.apiclient import get_all
+from nfvha.testbed.hypervisors import hypervisor_problems
 from nfvha.util.files import atomic_write_json, read_json
 from nfvha.util.procs import is_same_process
 from nfvha.util.runpaths import RunPaths, new_run_id, run_root
@@ -352,7 +353,7 @@ class Testbed:
                 heartbeat_port=hb_port, mgmt_ip=mgmt_ip, probe_ip=probe_ips[host],
                 settings=settings, vms=vms, processes=procs, fabric=plan_json,
                 links=["mgmt0", "data0"] if self.plan is not None else [],
-                cgroups=self.cgroups is not None,
+                cgroups=self.cgroups is not None, hypervisor=hspec.hypervisor,
             )
         trusted = ["127.0.0.0/8"] + ([self.plan.mgmt_subnet] if self.plan is not None else [])
         auth = AuthConfig(
@@ -413,9 +414,18 @@ class Testbed:
         })
 
     # -- start -----------------------------------------------------------------
+    def hypervisor_problems(self) -> list[str]:
+        """Why this machine cannot run the topology's hypervisors (libvirt hosts)."""
+        return hypervisor_problems(self.topology, namespaced=self.namespaced,
+                                   why_not=self.fallback_reason)
+
     def start_infrastructure(self) -> None:
         """Fabric, controller and hosts (their supervisors and agents)."""
         t, run = self.topology, self.run
+        problems = self.hypervisor_problems()
+        if problems:  # before anything exists: nothing to clean up
+            raise TestbedError("cannot start this topology here:\n"
+                               + "\n".join(f"  {p}" for p in problems))
         run.root.mkdir(parents=True, exist_ok=False)
         run.topology_file.write_text(yaml.safe_dump(t.model_dump(mode="json"), sort_keys=False))
         if self.namespaced:

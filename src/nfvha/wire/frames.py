@@ -46,6 +46,9 @@ class VmInfo(Frame):
     since: float
     memory_bytes: int | None = None
     cpu_usage_ns: int | None = None
+    # What runs the VM: "process" or "libvirt" (ADR 0019). Defaulted: an agent from
+    # before the field only ran process VMs.
+    hypervisor: str = "process"
 
 
 class VnfcInfo(Frame):
