@@ -90,11 +90,6 @@ class Agent:
 
     def inventory(self) -> Inventory:
         vms, vnfcs = self.vms.inventory()
-        # Each VM says what runs it (nfvha status shows it). Here rather than in the VM
-        # manager's inventory: one driver per agent, so one kind for all its VMs.
-        kind = self.driver.kind
-        vms = [v if v.hypervisor == kind else v.model_copy(update={"hypervisor": kind})
-               for v in vms]
         return Inventory(host=self.cfg.host, vms=vms, vnfcs=vnfcs,
                          processes=self.procs.inventory(), links=dict(self.links),
                          sensors=dict(self.sensor_values))

@@ -749,6 +749,7 @@ class VmManager:
             s = rt.last_sample or {}
             vms.append(VmInfo(
                 name=name, state=rt.state, pid=rt.pid, since=rt.since,
+                hypervisor=self._driver.kind,
                 memory_bytes=s.get("memory_bytes"), cpu_usage_ns=s.get("cpu_usage_ns"),
             ))
             for v in rt.vnfcs.values():

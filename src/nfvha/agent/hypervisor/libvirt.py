@@ -36,11 +36,11 @@ from nfvha.agent.config import AgentConfig, VmLaunch
 from nfvha.agent.exits import wait_exit_status, zombie_status
 from nfvha.agent.hypervisor.contract import VmLife
 from nfvha.nfvi.disk import DiskError, DiskMode, SnapshotInfo
-from nfvha.nfvi.fabric import FabricPlan, vm_mac
+from nfvha.nfvi.fabric import FabricPlan, delete_vm_network, vm_mac
 from nfvha.nfvi.guestimage import GuestImage, default_dir, fresh_overlay, kernel_cmdline, load_image
 from nfvha.nfvi.guestinit import HOST_TAG, PORT_NAME
 from nfvha.nfvi.kvmprobe import kvm_runs_guests, virt_type
-from nfvha.nfvi.libvirt_domain import BridgeNic, DomainSpec, Share, domain_xml
+from nfvha.nfvi.libvirt_domain import BridgeNic, DomainSpec, Share, domain_xml, vm_domain_name
 from nfvha.nfvi.libvirt_events import ConnectionEvent, ConnState, DomainEvent, LibvirtEvents
 from nfvha.nfvi.libvirtd import LibvirtdPaths, qemu_pid, running_daemon, start_libvirtd
 from nfvha.util.files import atomic_write_json
@@ -127,7 +127,7 @@ class LibvirtDriver:
         return conn
 
     def _domain_name(self, vm: str) -> str:
-        return f"{self._run.tag}-{vm}"
+        return vm_domain_name(self._run.tag, vm)
 
     def _vm_of_domain(self, domain: str) -> str | None:
         prefix = f"{self._run.tag}-"
@@ -137,6 +137,9 @@ class LibvirtDriver:
     def prepare(self, spec: VmLaunch, vm_dir: Path, disk: DiskMode) -> dict[str, Any]:
         assert self._image is not None, "start() first"
         vm_dir.mkdir(parents=True, exist_ok=True)
+        # A process VM re-created here leaves its namespace behind, whose veth on its
+        # old host's br0 would say it is attached there still.
+        delete_vm_network(self._plan, spec.name)
         done = self._prepare_disk(vm_dir, disk)
         guest_cfg = {
             "vm": spec.name,
