@@ -37,7 +37,11 @@ from nfvha.testbed.deploy import Testbed
 from nfvha.testbed.faults import FaultError, FaultInjector
 from nfvha.testbed.observe import EventWaiter, wait_serving
 
-KINDS = ("vnfc-crash", "vm-crash", "vm-hang", "agent-crash", "host-down")
+KINDS = ("vnfc-crash", "vm-crash", "vm-hang", "agent-crash", "host-down", "guest-panic",
+         "watchdog")
+# What every deployment has; guest-panic needs real VMs (libvirt hosts), watchdog VMs
+# with a watchdog that a VNFC kicks.
+BASE_KINDS = KINDS[:5]
 # Bringing a deployment back after a fault (a host's reboot, VMs booting on a busy
 # machine) is not what is measured: generous.
 RECOVERY_TIMEOUT_S = 120.0
@@ -70,6 +74,7 @@ class DetectBench:
         self.faults = FaultInjector(tb.run, tb.topology)
         self.samples: dict[str, list[float]] = {}
         self.failure: StepFailure | None = None
+        self.watchdog_timeouts_ms: set[int] = set()
 
     def _record(self, kind: str, t0_ns: int, ev: dict[str, Any]) -> None:
         self.samples.setdefault(kind, []).append((ev["received_mono_ns"] - t0_ns) / 1e6)
@@ -124,7 +129,58 @@ class DetectBench:
             self._record("vm-hang", inj.injected_mono_ns, ev)
         finally:
             self.faults.inject("vm-thaw", vm)
-        await self.events.wait("vm.responsive", f"vm/{vm}")
+        # A real VM's guest (TCG) may take seconds to catch up once its QEMU runs again.
+        await self.events.wait("vm.responsive", f"vm/{vm}", timeout_s=SERVING_TIMEOUT_S)
+
+    def _real_vms(self) -> list[str]:
+        return [v.name for v in self.t.vms if self.t.hypervisor_of(v.host) == "libvirt"]
+
+    def _watchdog_vms(self) -> list[str]:
+        kicked = {c.vm for _, c in self.t.components() if c.watchdog_ms}
+        return [v.name for v in self.t.vms if v.watchdog is not None and v.name in kicked]
+
+    async def guest_panic(self, i: int) -> None:
+        vms = self._real_vms()
+        if not vms:
+            raise RuntimeError("guest-panic needs real VMs: no host is hypervisor: libvirt")
+        vm = vms[i % len(vms)]
+        await self.events.sync()
+        inj = self.faults.inject("guest-panic", vm)
+        ev = await self.events.wait("vm.crashed", f"vm/{vm}")
+        self._record("guest-panic", inj.injected_mono_ns, ev)
+        await self._post(f"/v1/vms/{vm}/start")
+        await self._serving(vm)
+
+    async def watchdog(self, i: int) -> None:
+        """Injection = the VNFC stops kicking; the event comes a timeout later: what is
+        recorded is the time beyond the timeout (``timeout_ms`` in the row)."""
+        vms = self._watchdog_vms()
+        if not vms:
+            raise RuntimeError("watchdog needs a VM with a watchdog whose VNFC kicks it"
+                               " (vms[].watchdog, components[].watchdog_ms)")
+        vm = vms[i % len(vms)]
+        timeout_ms = next(c.watchdog_ms for _, c in self.t.components()
+                          if c.vm == vm and c.watchdog_ms)
+        assert timeout_ms is not None
+        self.watchdog_timeouts_ms.add(timeout_ms)
+        await self.events.sync()
+        inj = self.faults.inject("watchdog", vm)
+        ev = await self.events.wait("vm.watchdog", f"vm/{vm}",
+                                    timeout_s=timeout_ms / 1000 * 3 + 15)
+        self.samples.setdefault("watchdog", []).append(
+            (ev["received_mono_ns"] - inj.injected_mono_ns) / 1e6 - timeout_ms)
+        # Back to a VNFC that kicks: a VM whose action was none or poweroff is started
+        # anew (reset boots it by itself), then serves again.
+        action = self.t.vm(vm).watchdog.action  # type: ignore[union-attr]
+        if action == "none":
+            await self._post(f"/v1/vms/{vm}/stop")
+        if action != "reset":
+            await self._wait_status(lambda st: any(
+                v["name"] == vm and v["state"] in ("stopped", "crashed") for v in st["vms"]))
+            await self._post(f"/v1/vms/{vm}/start")
+        else:
+            await self.events.wait("vm.started", f"vm/{vm}", timeout_s=RECOVERY_TIMEOUT_S)
+        await self._serving(vm)
 
     async def agent_crash(self, i: int) -> None:
         hosts = self.t.host_names()
@@ -223,7 +279,8 @@ class DetectBench:
         steps: dict[str, Callable[[int], Awaitable[None]]] = {
             "vnfc-crash": self.vnfc_crash, "vm-crash": self.vm_crash,
             "vm-hang": self.vm_hang, "agent-crash": self.agent_crash,
-            "host-down": self.host_down,
+            "host-down": self.host_down, "guest-panic": self.guest_panic,
+            "watchdog": self.watchdog,
         }
         for kind in kinds:
             for i in range(runs):
@@ -238,9 +295,11 @@ class DetectBench:
 
 
 def result_rows(kinds: list[str], samples: dict[str, list[float]],
-                failure: StepFailure | None) -> list[dict[str, Any]]:
+                failure: StepFailure | None,
+                watchdog_timeouts_ms: set[int] | None = None) -> list[dict[str, Any]]:
     """One row per kind measured (partly measured ones too), the failed step's with
-    its ``error``."""
+    its ``error``; ``runs`` = ``n``. The watchdog's figures are past its timeout
+    (``timeout_ms``)."""
     rows: list[dict[str, Any]] = []
     for kind in [*kinds, "agent-back"] if failure is None or failure.kind in kinds \
             else [failure.kind, *kinds, "agent-back"]:
@@ -250,6 +309,9 @@ def result_rows(kinds: list[str], samples: dict[str, list[float]],
             where = f"run {failure.run}: " if failure.run else ""
             row = {**(row or {"kind": kind, "n": 0}), "error": where + failure.error}
         if row is not None:
+            row["runs"] = row["n"]
+            if kind == "watchdog" and watchdog_timeouts_ms:
+                row["timeout_ms"] = max(watchdog_timeouts_ms)
             rows.append(row)
     return rows
 
@@ -283,11 +345,25 @@ async def bench(topology: Topology, kinds: list[str], runs: int,
             await b.run(kinds, runs, progress)
     finally:
         await asyncio.to_thread(tb.down)
-    return result_rows(kinds, b.samples, b.failure)
+    return result_rows(kinds, b.samples, b.failure, b.watchdog_timeouts_ms)
+
+
+def default_kinds(t: Topology) -> list[str]:
+    """Every kind the deployment can show: the base five, guest-panic with real VMs,
+    watchdog with a VM whose VNFC kicks its watchdog."""
+    kinds = list(BASE_KINDS)
+    if t.hosts_with("libvirt"):
+        kinds.append("guest-panic")
+    kicked = {c.vm for _, c in t.components() if c.watchdog_ms}
+    if any(v.watchdog is not None and v.name in kicked for v in t.vms):
+        kinds.append("watchdog")
+    return kinds
 
 
 def run_detect_bench(args: argparse.Namespace) -> int:
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    topology = load_topology(args.file)
+    kinds = default_kinds(topology) if args.kinds is None else \
+        [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         print(f"nfvha bench detect: unknown kind(s) {', '.join(unknown)};"
@@ -302,11 +378,11 @@ def run_detect_bench(args: argparse.Namespace) -> int:
         if n == args.runs or n % 10 == 0:
             err.print(f"  {kind}: {n}/{args.runs}")
 
-    rows = asyncio.run(bench(load_topology(args.file), kinds, args.runs, progress))
+    rows = asyncio.run(bench(topology, kinds, args.runs, progress))
     failed = [r for r in rows if "error" in r]
     if args.json:
-        # The JSON list keeps to the five documented kinds ("agent-back" is table-only),
-        # and a failed step's row, with its "error".
+        # The JSON list keeps to the documented kinds ("agent-back" is table-only), and
+        # a failed step's row, with its "error".
         print(json.dumps([r for r in rows if r["kind"] in KINDS or "error" in r], indent=1))
     else:
         Console().print(results_table(rows))

@@ -653,7 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--runs", type=int, default=20)
     bd.add_argument("--json", action="store_true")
     bd.add_argument("-f", "--file", type=Path, default=default_topology_path())
-    bd.add_argument("--kinds", default="vnfc-crash,vm-crash,vm-hang,agent-crash,host-down")
+    bd.add_argument("--kinds", default=None,
+                    help="comma-separated (default: every kind the topology can show:"
+                    " vnfc-crash, vm-crash, vm-hang, agent-crash, host-down, and"
+                    " guest-panic with libvirt hosts, watchdog with kicked watchdogs)")
     bd.set_defaults(func=_cmd_bench)
     ba = bsub.add_parser("alarms", help="alarm ingest rate, notification fan-out latency,"
                                         " VM crash -> subscriber")

@@ -69,6 +69,11 @@ class DomainSpec:
 NS_NFVHA = "https://nfvha.example/libvirt/1"
 
 
+# On a guest kernel's command line: an NMI nobody claims panics it (x86 boot parameter),
+# which is how a guest kernel panic is injected from outside (``injectNMI``).
+NMI_PANIC_ARG = "unknown_nmi_panic"
+
+
 def vm_domain_name(run_tag: str, vm: str) -> str:
     """The libvirt domain of VM ``vm`` of the run tagged ``run_tag`` (``nfvha-<run>``):
     the driver names its domains so, and the fault injector finds them by it."""

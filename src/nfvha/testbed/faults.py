@@ -21,7 +21,7 @@ from typing import Any
 from nfvha.model.topology import Topology, load_topology
 from nfvha.nfvi.cgroups import detect_cgroups
 from nfvha.nfvi.fabric import set_host_link
-from nfvha.nfvi.libvirt_domain import vm_domain_name
+from nfvha.nfvi.libvirt_domain import NMI_PANIC_ARG, vm_domain_name
 from nfvha.nfvi.libvirtd import LibvirtdPaths, qemu_pid
 from nfvha.nfvi.power import LocalPowerDevice, PowerError, vm_cgroup
 from nfvha.testbed.deploy import RunInfo
@@ -57,8 +57,6 @@ FAULT_HYPERVISOR: dict[str, tuple[str, str]] = {
     # The guest program leaks memory on SIGUSR1; QEMU is no guest program.
     "vm-memory-exhaust": ("process", "a libvirt VM's QEMU has no memory-leak hook"),
 }
-# The guest kernel's argument that makes an NMI nobody claims a panic (guest-panic).
-NMI_PANIC_ARG = "unknown_nmi_panic"
 WATCHDOG_STOP = "WATCHDOG STOP"
 WATCHDOG_STOPPED = "OK watchdog stopped"
 

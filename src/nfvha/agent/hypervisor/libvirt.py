@@ -40,7 +40,14 @@ from nfvha.nfvi.fabric import FabricPlan, delete_vm_network, vm_mac
 from nfvha.nfvi.guestimage import GuestImage, default_dir, fresh_overlay, kernel_cmdline, load_image
 from nfvha.nfvi.guestinit import HOST_TAG, PORT_NAME
 from nfvha.nfvi.kvmprobe import kvm_runs_guests, virt_type
-from nfvha.nfvi.libvirt_domain import BridgeNic, DomainSpec, Share, domain_xml, vm_domain_name
+from nfvha.nfvi.libvirt_domain import (
+    NMI_PANIC_ARG,
+    BridgeNic,
+    DomainSpec,
+    Share,
+    domain_xml,
+    vm_domain_name,
+)
 from nfvha.nfvi.libvirt_events import ConnectionEvent, ConnState, DomainEvent, LibvirtEvents
 from nfvha.nfvi.libvirtd import LibvirtdPaths, qemu_pid, running_daemon, start_libvirtd
 from nfvha.util.files import atomic_write_json
@@ -61,9 +68,8 @@ EVENTS_CONNECT_TIMEOUT_S = 10.0
 QEMU_PIDFILE_TIMEOUT_S = 5.0
 TOOL_TIMEOUT_S = 60.0
 # An NMI from the hypervisor (``virsh inject-nmi``, the fault ``guest-panic``) panics
-# the guest's kernel, as a watchdog NMI would on real hardware: the way to inject a
-# guest kernel panic from outside the guest.
-GUEST_KERNEL_EXTRA = ("sysctl.kernel.unknown_nmi_panic=1",)
+# the guest's kernel: the way to inject a guest kernel panic from outside the guest.
+GUEST_KERNEL_EXTRA = (NMI_PANIC_ARG,)
 WATCHDOG_DEVICE = "/dev/watchdog"
 
 
