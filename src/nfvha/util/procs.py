@@ -76,3 +76,15 @@ def pidfd_open(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except ProcessLookupError:
         return None
+
+
+def pidfd_of_life(pid: int, ticks: int) -> int | None:
+    """A pidfd for the process that started at ``ticks`` as ``pid``, or None if that
+    life has ended (the pid gone, a zombie, or reused by another process). Checked
+    after opening: a pid reused between the check and the open would be watched
+    otherwise."""
+    fd = pidfd_open(pid)
+    if fd is not None and not is_same_process(pid, ticks):
+        os.close(fd)
+        return None
+    return fd

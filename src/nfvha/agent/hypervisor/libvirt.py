@@ -51,7 +51,7 @@ from nfvha.nfvi.libvirt_domain import (
 from nfvha.nfvi.libvirt_events import ConnectionEvent, ConnState, DomainEvent, LibvirtEvents
 from nfvha.nfvi.libvirtd import LibvirtdPaths, qemu_pid, running_daemon, start_libvirtd
 from nfvha.util.files import atomic_write_json
-from nfvha.util.procs import is_same_process, kill_pid, pidfd_open, read_stat
+from nfvha.util.procs import is_same_process, kill_pid, pidfd_of_life, read_stat
 from nfvha.util.runpaths import RunPaths
 
 log = logging.getLogger(__name__)
@@ -247,10 +247,8 @@ class LibvirtDriver:
               on_watchdog: Callable[[], None] | None = None) -> None:
         self.unwatch(spec)
         loop = asyncio.get_running_loop()
-        fd = pidfd_open(life.pid)
-        if fd is None or not is_same_process(life.pid, life.start_ticks):
-            if fd is not None:
-                os.close(fd)
+        fd = pidfd_of_life(life.pid, life.start_ticks)
+        if fd is None:
             loop.call_soon(on_exit)
             return
         self._watches[spec.name] = _Watch(life, on_exit, on_watchdog, fd)

@@ -29,7 +29,7 @@ from nfvha.nfvi.fabric import FabricPlan, create_vm_network
 from nfvha.nfvi.guest import release_service_addresses
 from nfvha.nfvi.spawn import spawn_detached
 from nfvha.util.files import atomic_write_json
-from nfvha.util.procs import is_same_process, kill_pid, pidfd_open
+from nfvha.util.procs import is_same_process, kill_pid, pidfd_of_life
 from nfvha.util.runpaths import RunPaths
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,8 @@ class ProcessDriver:
         # No watchdog device: a process VM's watchdog is the agent's timer.
         self.unwatch(spec)
         loop = asyncio.get_running_loop()
-        fd = pidfd_open(life.pid)
-        if fd is None or not is_same_process(life.pid, life.start_ticks):
-            if fd is not None:
-                os.close(fd)
+        fd = pidfd_of_life(life.pid, life.start_ticks)
+        if fd is None:
             loop.call_soon(on_exit)
             return
         self._pidfds[spec.name] = fd
