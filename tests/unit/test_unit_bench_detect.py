@@ -44,10 +44,18 @@ def test_a_failed_step_keeps_the_figures_measured_before_it() -> None:
 def test_a_step_that_failed_before_any_sample_is_still_a_row() -> None:
     failure = StepFailure("host-down", 1, "TimeoutError: nothing answers")
     rows = result_rows(["vnfc-crash", "host-down"], {"vnfc-crash": [5.0]}, failure)
-    assert rows[1] == {"kind": "host-down", "n": 0, "error": "run 1: TimeoutError: nothing answers"}
+    assert rows[1] == {"kind": "host-down", "n": 0, "runs": 0,
+                       "error": "run 1: TimeoutError: nothing answers"}
 
 
 def test_a_failed_start_is_reported() -> None:
     failure = StepFailure("start", 0, "TestbedError: VM x did not start")
     assert result_rows(["vnfc-crash"], {}, failure) == [
-        {"kind": "start", "n": 0, "error": "TestbedError: VM x did not start"}]
+        {"kind": "start", "n": 0, "runs": 0, "error": "TestbedError: VM x did not start"}]
+
+
+def test_rows_say_runs_and_the_watchdog_its_timeout() -> None:
+    rows = result_rows(["vm-crash", "watchdog"], {"vm-crash": [9.0, 11.0],
+                                                  "watchdog": [-300.0, 12.0]}, None, {3000})
+    assert [(r["kind"], r["runs"]) for r in rows] == [("vm-crash", 2), ("watchdog", 2)]
+    assert rows[1]["timeout_ms"] == 3000 and "timeout_ms" not in rows[0]
