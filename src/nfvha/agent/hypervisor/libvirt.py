@@ -35,6 +35,7 @@ import libvirt
 from nfvha.agent.config import AgentConfig, VmLaunch
 from nfvha.agent.exits import wait_exit_status, zombie_status
 from nfvha.agent.hypervisor.contract import VmLife
+from nfvha.agent.hypervisor.guestconfig import write_guest_config
 from nfvha.nfvi.disk import DiskError, DiskMode, SnapshotInfo
 from nfvha.nfvi.fabric import FabricPlan, delete_vm_network, vm_mac
 from nfvha.nfvi.guestimage import GuestImage, default_dir, fresh_overlay, kernel_cmdline, load_image
@@ -147,18 +148,11 @@ class LibvirtDriver:
         # old host's br0 would say it is attached there still.
         delete_vm_network(self._plan, spec.name)
         done = self._prepare_disk(vm_dir, disk)
-        guest_cfg = {
-            "vm": spec.name,
-            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
-            "memory_hog_chunk_mb": 16,
-            # The guest's eth0 is its own: nothing outlives a dead guest on the host.
-            "release_service_addresses": False,
-            "watchdog": spec.watchdog_action is not None,
-            # The VM's own device is the timer (QEMU's i6300esb): it runs out whatever
-            # the guest or the agent do.
-            "watchdog_device": WATCHDOG_DEVICE if spec.watchdog_action is not None else None,
-        }
-        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
+        # The guest's eth0 is its own: nothing outlives a dead guest on the host. The
+        # VM's own device is its watchdog timer (QEMU's i6300esb): it runs out whatever
+        # the guest or the agent do.
+        write_guest_config(spec, vm_dir, release_service_addresses=False,
+                           watchdog_device=WATCHDOG_DEVICE)
         for leftover in ("guest.sock", "console.sock"):
             with contextlib.suppress(FileNotFoundError):
                 (vm_dir / leftover).unlink()

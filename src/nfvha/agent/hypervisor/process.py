@@ -23,21 +23,18 @@ from typing import Any
 from nfvha.agent.config import AgentConfig, VmLaunch
 from nfvha.agent.exits import wait_exit_status, zombie_status
 from nfvha.agent.hypervisor.contract import VmLife
+from nfvha.agent.hypervisor.guestconfig import write_guest_config
 from nfvha.nfvi.cgroups import CgroupDriver, cgroup_procs_paths
 from nfvha.nfvi.disk import DiskMode, SnapshotInfo, VmDisk
 from nfvha.nfvi.fabric import FabricPlan, create_vm_network
 from nfvha.nfvi.guest import release_service_addresses
 from nfvha.nfvi.spawn import spawn_detached
-from nfvha.util.files import atomic_write_json
 from nfvha.util.procs import is_same_process, kill_pid, pidfd_of_life
 from nfvha.util.runpaths import RunPaths
 
 log = logging.getLogger(__name__)
 
 CONSOLE_FILE = "console.log"
-# The guest's VNFCs ask for memory in chunks of this size when told to leak (fault
-# injection): small enough that the cgroup's limit is reached in steps.
-MEMORY_HOG_CHUNK_MB = 16
 
 
 class ProcessDriver:
@@ -81,16 +78,9 @@ class ProcessDriver:
         if self._plan is not None:
             # Attached to this host's bridge, wherever it ran before.
             create_vm_network(self._plan, name, host=self._cfg.host)
-        guest_cfg = {
-            "vm": name,
-            "vnfcs": [{"name": c.name, "argv": c.argv, "env": None} for c in spec.vnfcs],
-            "memory_hog_chunk_mb": MEMORY_HOG_CHUNK_MB,
-            "release_service_addresses": spec.netns is not None,
-            # The guest's watchdog socket stands for the device; the timer is the
-            # agent's (VNFHA-1).
-            "watchdog": spec.watchdog_action is not None,
-        }
-        atomic_write_json(vm_dir / "guest.json", guest_cfg, fsync=False)
+        # The VM's namespace outlives it; its watchdog timer is the agent's (VNFHA-1).
+        write_guest_config(spec, vm_dir, release_service_addresses=spec.netns is not None,
+                           watchdog_device=None)
         with contextlib.suppress(FileNotFoundError):
             (vm_dir / "guest.sock").unlink()
         return disk_done
