@@ -46,6 +46,7 @@ REAL: dict[str, Any] = {
 }
 
 
+@pytest.mark.req("HV-2")
 async def test_bench_detect_on_a_real_vm_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real-VM kinds, two runs each: vm-crash (QEMU killed), guest-panic, vm-hang
     (QEMU stopped), watchdog (the device runs out)."""

@@ -48,7 +48,7 @@ class VmInfo(Frame):
     cpu_usage_ns: int | None = None
     # What runs the VM: "process" or "libvirt" (ADR 0019). Defaulted: an agent from
     # before the field only ran process VMs.
-    hypervisor: str = "process"
+    hypervisor: str = Field("process", max_length=32)
 
 
 class VnfcInfo(Frame):
